@@ -1,0 +1,284 @@
+//! Matching server responses to the client requests that caused them.
+//!
+//! The frontend side pushes one [`Pending`] entry for every message that the
+//! server will answer, in the order it forwards them. The backend side feeds
+//! every server message to [`Tracker::observe`], which keeps the queue in
+//! step with the protocol (including the skip-to-Sync after an error in the
+//! extended protocol) and reports each statement as it completes, with its
+//! row count. Entries pgwarden answers itself ([`Pending::Reply`]) are
+//! released in their turn, so replies never overtake earlier results.
+
+use bytes::Bytes;
+use std::collections::VecDeque;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// A request forwarded to the server, awaiting its response.
+#[derive(Debug)]
+pub enum Pending {
+    /// A simple Query (one or more statements); ends at ReadyForQuery.
+    Query(Arc<Statement>),
+    Parse,
+    Bind,
+    Describe,
+    Close,
+    /// Execute of a portal; ends at CommandComplete, EmptyQueryResponse,
+    /// PortalSuspended or an error.
+    Execute(Arc<Statement>),
+    /// Sync; ends at ReadyForQuery.
+    Sync,
+    /// Fast-path function call; ends at ReadyForQuery.
+    FunctionCall,
+    /// Bytes pgwarden sends to the client itself when this entry's turn comes.
+    Reply(Bytes),
+}
+
+/// What the frontend knew about a statement when it forwarded it.
+#[derive(Debug)]
+pub struct Statement {
+    pub sql: Arc<str>,
+    /// Simple or extended protocol.
+    pub extended: bool,
+    pub started: Instant,
+}
+
+impl Statement {
+    pub fn new(sql: Arc<str>, extended: bool) -> Arc<Statement> {
+        Arc::new(Statement {
+            sql,
+            extended,
+            started: Instant::now(),
+        })
+    }
+}
+
+/// A statement (or one result of a multi-statement Query) that finished.
+#[derive(Debug)]
+pub struct Completed {
+    pub statement: Arc<Statement>,
+    /// The CommandComplete tag, when it succeeded.
+    pub tag: Option<String>,
+    /// The SQLSTATE, when it failed.
+    pub sqlstate: Option<String>,
+    pub rows: u64,
+    pub bytes: u64,
+    /// PortalSuspended: more rows remain in the portal.
+    pub suspended: bool,
+    pub duration: Duration,
+}
+
+/// Progress of the result currently streaming.
+#[derive(Debug, Default)]
+struct Progress {
+    rows: u64,
+    bytes: u64,
+}
+
+/// The queue of requests awaiting responses.
+#[derive(Debug, Default)]
+pub struct Tracker {
+    queue: VecDeque<Pending>,
+    progress: Progress,
+}
+
+/// What `observe` learned from one server message.
+#[derive(Debug, Default)]
+pub struct Observed {
+    pub completed: Option<Completed>,
+    /// A ReadyForQuery ended a request cycle.
+    pub ready: bool,
+}
+
+impl Tracker {
+    pub fn push(&mut self, p: Pending) {
+        self.queue.push_back(p);
+    }
+
+    /// Number of requests still waiting for the server.
+    pub fn len(&self) -> usize {
+        self.queue.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.queue.is_empty()
+    }
+
+    /// Replies whose turn has come: all at the head of the queue.
+    pub fn take_replies(&mut self) -> Vec<Bytes> {
+        let mut out = Vec::new();
+        while let Some(Pending::Reply(_)) = self.queue.front() {
+            if let Some(Pending::Reply(b)) = self.queue.pop_front() {
+                out.push(b);
+            }
+        }
+        out
+    }
+
+    /// The statement whose rows are streaming now, if any.
+    pub fn current(&self) -> Option<&Arc<Statement>> {
+        match self.queue.front() {
+            Some(Pending::Query(s)) | Some(Pending::Execute(s)) => Some(s),
+            _ => None,
+        }
+    }
+
+    /// Account for one server message of type `tag` and `len` bytes.
+    pub fn observe(&mut self, tag: u8, len: usize, sqlstate: Option<&str>, command_tag: Option<&str>) -> Observed {
+        let mut seen = Observed::default();
+        match tag {
+            b'D' | b'd' => {
+                if tag == b'D' {
+                    self.progress.rows += 1;
+                }
+                self.progress.bytes += len as u64;
+            }
+            b'C' | b'I' => seen.completed = self.finish_result(command_tag.map(str::to_string), None, false),
+            b's' => seen.completed = self.finish_result(None, None, true),
+            b'1' | b'2' | b'3' | b'n' => {
+                self.pop_if(|p| matches!(p, Pending::Parse | Pending::Bind | Pending::Close | Pending::Describe));
+            }
+            b'T' => {
+                self.pop_if(|p| matches!(p, Pending::Describe));
+            }
+            b'E' => seen.completed = self.on_error(sqlstate.unwrap_or("XX000")),
+            b'Z' => {
+                seen.ready = true;
+                while let Some(p) = self.queue.pop_front() {
+                    if matches!(p, Pending::Query(_) | Pending::Sync | Pending::FunctionCall) {
+                        break;
+                    }
+                }
+                self.progress = Progress::default();
+            }
+            _ => {}
+        }
+        seen
+    }
+
+    fn pop_if(&mut self, pred: impl Fn(&Pending) -> bool) {
+        if self.queue.front().is_some_and(pred) {
+            self.queue.pop_front();
+        }
+    }
+
+    /// A result ended (CommandComplete and friends).
+    fn finish_result(&mut self, tag: Option<String>, sqlstate: Option<String>, suspended: bool) -> Option<Completed> {
+        let progress = std::mem::take(&mut self.progress);
+        let statement = match self.queue.front() {
+            // A Query stays queued until its ReadyForQuery; each of its
+            // statements completes here.
+            Some(Pending::Query(s)) => s.clone(),
+            Some(Pending::Execute(_)) => match self.queue.pop_front() {
+                Some(Pending::Execute(s)) => s,
+                _ => return None,
+            },
+            _ => return None,
+        };
+        Some(Completed {
+            duration: statement.started.elapsed(),
+            statement,
+            tag,
+            sqlstate,
+            rows: progress.rows,
+            bytes: progress.bytes,
+            suspended,
+        })
+    }
+
+    /// An ErrorResponse: in the extended protocol the server now skips
+    /// everything up to the next Sync.
+    fn on_error(&mut self, sqlstate: &str) -> Option<Completed> {
+        match self.queue.front() {
+            Some(Pending::Query(_)) | Some(Pending::Execute(_)) => {
+                let done = self.finish_result(None, Some(sqlstate.to_string()), false);
+                self.skip_to_sync();
+                done
+            }
+            Some(Pending::Parse | Pending::Bind | Pending::Describe | Pending::Close) => {
+                self.queue.pop_front();
+                self.skip_to_sync();
+                None
+            }
+            _ => None,
+        }
+    }
+
+    /// Drop extended-protocol requests the server will now ignore. Stops at
+    /// a Sync, a simple Query or a reply of our own.
+    fn skip_to_sync(&mut self) {
+        while let Some(p) = self.queue.front() {
+            match p {
+                Pending::Parse | Pending::Bind | Pending::Describe | Pending::Close | Pending::Execute(_) => {
+                    self.queue.pop_front();
+                }
+                _ => break,
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn stmt(sql: &str) -> Arc<Statement> {
+        Statement::new(sql.into(), true)
+    }
+
+    #[test]
+    fn extended_cycle_counts_rows() {
+        let mut t = Tracker::default();
+        for p in [Pending::Parse, Pending::Bind, Pending::Describe, Pending::Execute(stmt("select")), Pending::Sync] {
+            t.push(p);
+        }
+        t.observe(b'1', 5, None, None);
+        t.observe(b'2', 5, None, None);
+        t.observe(b'T', 30, None, None);
+        t.observe(b'D', 10, None, None);
+        t.observe(b'D', 10, None, None);
+        let c = t.observe(b'C', 13, None, Some("SELECT 2")).completed.unwrap();
+        assert_eq!(c.rows, 2);
+        assert_eq!(c.tag.as_deref(), Some("SELECT 2"));
+        assert!(t.observe(b'Z', 6, None, None).ready);
+        assert!(t.is_empty());
+    }
+
+    #[test]
+    fn error_skips_to_sync() {
+        let mut t = Tracker::default();
+        for p in [Pending::Parse, Pending::Bind, Pending::Execute(stmt("x")), Pending::Sync, Pending::Parse] {
+            t.push(p);
+        }
+        t.observe(b'E', 50, Some("42601"), None);
+        assert_eq!(t.len(), 2);
+        t.observe(b'Z', 6, None, None);
+        assert_eq!(t.len(), 1);
+    }
+
+    #[test]
+    fn multi_statement_query_completes_each_result() {
+        let mut t = Tracker::default();
+        t.push(Pending::Query(Statement::new("select 1; select 2".into(), false)));
+        t.observe(b'T', 30, None, None);
+        t.observe(b'D', 10, None, None);
+        assert!(t.observe(b'C', 13, None, Some("SELECT 1")).completed.is_some());
+        t.observe(b'T', 30, None, None);
+        t.observe(b'D', 10, None, None);
+        t.observe(b'D', 10, None, None);
+        let c = t.observe(b'C', 13, None, Some("SELECT 2")).completed.unwrap();
+        assert_eq!(c.rows, 2);
+        assert_eq!(t.len(), 1);
+        t.observe(b'Z', 6, None, None);
+        assert!(t.is_empty());
+    }
+
+    #[test]
+    fn replies_wait_for_their_turn() {
+        let mut t = Tracker::default();
+        t.push(Pending::Query(Statement::new("select 1".into(), false)));
+        t.push(Pending::Reply(Bytes::from_static(b"x")));
+        assert!(t.take_replies().is_empty());
+        t.observe(b'Z', 6, None, None);
+        assert_eq!(t.take_replies().len(), 1);
+    }
+}

@@ -1,0 +1,152 @@
+//! The command line: `run`, `demo`, `policy check`.
+
+use crate::config::{Config, LogFormat};
+use crate::demo::{self, DemoOptions};
+use crate::listener::Proxy;
+use clap::{Parser, Subcommand};
+use std::path::PathBuf;
+use std::process::ExitCode;
+use tracing::{error, info};
+
+#[derive(Debug, Parser)]
+#[command(name = "pgwarden", version, about = "PostgreSQL access-audit proxy: column masking, audit trail, bulk-export alerts")]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the proxy in the foreground until SIGTERM or SIGINT.
+    Run {
+        #[arg(long, short)]
+        config: PathBuf,
+    },
+    /// Start a throwaway PostgreSQL with sample data and the proxy in front.
+    Demo {
+        /// Where the demo proxy listens.
+        #[arg(long, default_value = "127.0.0.1:6432")]
+        listen: String,
+        /// Where the demo serves Prometheus metrics.
+        #[arg(long, default_value = "127.0.0.1:9187")]
+        metrics_listen: String,
+    },
+    /// Policy tools.
+    Policy {
+        #[command(subcommand)]
+        command: PolicyCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum PolicyCommand {
+    /// Validate the configuration and policies without starting.
+    Check {
+        #[arg(long, short)]
+        config: PathBuf,
+    },
+}
+
+/// Run a parsed command line; the exit code follows the outcome.
+pub fn main(cli: Cli) -> ExitCode {
+    match cli.command {
+        Command::Policy {
+            command: PolicyCommand::Check { config },
+        } => policy_check(&config),
+        Command::Run { config } => {
+            let config = match Config::load(&config) {
+                Ok(c) => c,
+                Err(e) => {
+                    eprintln!("pgwarden: {e}");
+                    return ExitCode::from(2);
+                }
+            };
+            init_tracing(config.log.format, config.log.level.as_deref());
+            runtime_run(run(config))
+        }
+        Command::Demo { listen, metrics_listen } => {
+            init_tracing(LogFormat::Text, Some("warn,pgwarden=info"));
+            runtime_run(demo::run(DemoOptions {
+                listen,
+                metrics_listen: Some(metrics_listen),
+            }))
+        }
+    }
+}
+
+fn runtime_run(fut: impl std::future::Future<Output = anyhow::Result<()>>) -> ExitCode {
+    let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("pgwarden: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match rt.block_on(fut) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("pgwarden: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn policy_check(path: &std::path::Path) -> ExitCode {
+    match Config::load(path) {
+        Ok(c) => {
+            println!("{}: configuration is valid", c.source.display());
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("{e}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+async fn run(config: Config) -> anyhow::Result<()> {
+    let proxy = Proxy::start(config).await?;
+    let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())?;
+    loop {
+        tokio::select! {
+            _ = wait_for_stop_signal() => break,
+            _ = hup.recv() => {
+                info!("SIGHUP: reloading policies");
+                // Policies arrive with column enforcement; nothing to swap yet.
+            }
+        }
+    }
+    info!("stopping");
+    proxy.shutdown().await;
+    Ok(())
+}
+
+/// Resolve on SIGINT or SIGTERM.
+pub async fn wait_for_stop_signal() {
+    let term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate());
+    match term {
+        Ok(mut term) => {
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                _ = term.recv() => {}
+            }
+        }
+        Err(e) => {
+            error!(error = %e, "cannot watch SIGTERM");
+            let _ = tokio::signal::ctrl_c().await;
+        }
+    }
+}
+
+/// Structured logs to stderr; `RUST_LOG` overrides the configured level.
+pub fn init_tracing(format: LogFormat, level: Option<&str>) {
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_from_default_env()
+        .or_else(|_| EnvFilter::try_new(level.unwrap_or("info")))
+        .unwrap_or_else(|_| EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let _ = match format {
+        LogFormat::Json => builder.json().try_init(),
+        LogFormat::Text => builder.try_init(),
+    };
+}

@@ -1,0 +1,76 @@
+use super::*;
+
+fn parse(text: &str) -> Result<Config, Error> {
+    Config::parse(text, Path::new("/etc/pgwarden/pgwarden.toml"))
+}
+
+#[test]
+fn minimal_config() {
+    let c = parse("listen = \"127.0.0.1:6432\"\nupstream = \"127.0.0.1:5432\"\n").unwrap();
+    assert_eq!(c.max_connections, 1000);
+    assert_eq!(c.auth.mode, AuthMode::Relay);
+    assert_eq!(c.tls.effective_mode(), ClientTlsMode::Disable);
+}
+
+#[test]
+fn contract_sections_are_accepted() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("audit.key"), "k3y").unwrap();
+    std::fs::create_dir(dir.path().join("policies")).unwrap();
+    let text = r#"
+listen = "127.0.0.1:6432"
+upstream = "db.internal:5432"
+policies = "policies"
+
+[catalog]
+user = "pgwarden"
+password = "secret"
+
+[audit]
+dir = "audit"
+key_file = "audit.key"
+durability = "async"
+
+[metrics]
+listen = "127.0.0.1:9187"
+"#;
+    let c = Config::parse(text, &dir.path().join("pgwarden.toml")).unwrap();
+    assert_eq!(c.audit.durability, Durability::Async);
+    assert_eq!(c.policies.as_deref(), Some(dir.path().join("policies").as_path()));
+    assert_eq!(c.upstream_host(), "db.internal");
+}
+
+#[test]
+fn unknown_key_is_named() {
+    let e = parse("listen = \"127.0.0.1:1\"\nupstream = \"h:1\"\n[audit]\ndirr = \"x\"\n").unwrap_err();
+    let msg = e.to_string();
+    assert!(msg.contains("dirr"), "{msg}");
+    assert!(msg.contains("pgwarden.toml:4"), "{msg}");
+}
+
+#[test]
+fn bad_values_name_key_and_file() {
+    let e = parse("listen = \"nope\"\nupstream = \"h:1\"\n").unwrap_err();
+    assert!(e.to_string().contains("key `listen`"), "{e}");
+    let e = parse("listen = \"127.0.0.1:1\"\nupstream = \"h\"\n").unwrap_err();
+    assert!(e.to_string().contains("key `upstream`"), "{e}");
+    let e = parse("listen = \"127.0.0.1:1\"\nupstream = \"h:1\"\n[audit]\ndir = \"/tmp/a\"\nkey_file = \"/nonexistent/k\"\n").unwrap_err();
+    assert!(e.to_string().contains("/nonexistent/k"), "{e}");
+    let e = parse("listen = \"127.0.0.1:1\"\nupstream = \"h:1\"\n[tls]\nmode = \"require\"\n").unwrap_err();
+    assert!(e.to_string().contains("tls.cert"), "{e}");
+    let e = parse("listen = \"127.0.0.1:1\"\nupstream = \"h:1\"\n[upstream_tls]\nmode = \"verify-full\"\n").unwrap_err();
+    assert!(e.to_string().contains("upstream_tls.ca_file"), "{e}");
+}
+
+#[test]
+fn missing_file_names_path() {
+    let e = Config::load(Path::new("/nonexistent/pgwarden.toml")).unwrap_err();
+    assert!(e.to_string().contains("/nonexistent/pgwarden.toml"));
+}
+
+#[test]
+fn host_port_forms() {
+    assert_eq!(split_host_port("[::1]:5432").unwrap(), ("::1".into(), 5432));
+    assert!(split_host_port(":5432").is_err());
+    assert!(split_host_port("h:0").is_err());
+}

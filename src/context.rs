@@ -1,0 +1,35 @@
+//! What every session of one running proxy shares: configuration, TLS
+//! settings, the cancel-key registry and metrics.
+
+use crate::cancel::CancelRegistry;
+use crate::config::Config;
+use crate::metrics::Metrics;
+use crate::net::tls;
+use rustls::{ClientConfig, ServerConfig};
+use rustls_pki_types::ServerName;
+use std::sync::Arc;
+
+/// Shared, read-only state of a running proxy.
+pub struct ProxyContext {
+    pub config: Arc<Config>,
+    pub metrics: Arc<Metrics>,
+    pub cancel: Arc<CancelRegistry>,
+    /// TLS shown to clients, when configured.
+    pub client_tls: Option<Arc<ServerConfig>>,
+    /// TLS towards the server, when configured.
+    pub upstream_tls: Option<Arc<ClientConfig>>,
+    pub upstream_name: ServerName<'static>,
+}
+
+impl ProxyContext {
+    pub fn new(config: Arc<Config>, metrics: Arc<Metrics>) -> Result<Arc<Self>, tls::Error> {
+        Ok(Arc::new(ProxyContext {
+            client_tls: tls::server_config(&config.tls)?,
+            upstream_tls: tls::client_config(&config.upstream_tls)?,
+            upstream_name: tls::server_name(&config.upstream_tls, &config.upstream_host())?,
+            cancel: CancelRegistry::new(),
+            config,
+            metrics,
+        }))
+    }
+}

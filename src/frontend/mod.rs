@@ -1,0 +1,95 @@
+//! Frontend messages: what the client sends to pgwarden.
+//!
+//! A frame cut by [`crate::frame`] is decoded here once into a
+//! [`FrontendMessage`]; the session inspects it (SQL text, statement and
+//! portal names) and forwards the original bytes untouched. Anything that
+//! does not decode cleanly is a protocol violation that ends the connection.
+
+pub mod startup;
+
+use crate::codec::{DecodeError, decode_frame};
+use crate::frame::Frame;
+use pgwire::messages::extendedquery::{Bind, Close, Describe, Execute, Parse};
+use pgwire::messages::{DecodeContext, PgWireFrontendMessage};
+
+/// One decoded message from the client after the startup phase.
+#[derive(Debug)]
+pub enum FrontendMessage {
+    /// Simple query: one or more statements in one string.
+    Query(String),
+    Parse(Parse),
+    Bind(Bind),
+    Describe(Describe),
+    Execute(Execute),
+    Close(Close),
+    Sync,
+    Flush,
+    /// COPY FROM STDIN payload; never decoded beyond its frame.
+    CopyData,
+    CopyDone,
+    CopyFail(String),
+    /// The legacy fast-path function call (`F`): calls a function by OID
+    /// with no SQL text to analyse.
+    FunctionCall { function_oid: u32 },
+    /// A password-family (`p`) message outside authentication.
+    Password,
+    Terminate,
+}
+
+impl FrontendMessage {
+    /// Decode one typed frame from the client.
+    pub fn decode(frame: &Frame, ctx: &DecodeContext) -> Result<FrontendMessage, DecodeError> {
+        match frame.tag {
+            b'd' => Ok(FrontendMessage::CopyData),
+            b'Q' => decode_query(frame),
+            b'F' => {
+                let body = frame.body();
+                if body.len() < 4 {
+                    return Err(DecodeError::new(b'F', "too short"));
+                }
+                Ok(FrontendMessage::FunctionCall {
+                    function_oid: u32::from_be_bytes([body[0], body[1], body[2], body[3]]),
+                })
+            }
+            b'p' => Ok(FrontendMessage::Password),
+            b'P' | b'B' | b'D' | b'E' | b'C' | b'S' | b'H' | b'X' | b'c' | b'f' => {
+                let msg = decode_frame(frame, ctx, PgWireFrontendMessage::decode)?;
+                Ok(match msg {
+                    PgWireFrontendMessage::Parse(p) => FrontendMessage::Parse(p),
+                    PgWireFrontendMessage::Bind(b) => FrontendMessage::Bind(b),
+                    PgWireFrontendMessage::Describe(d) => FrontendMessage::Describe(d),
+                    PgWireFrontendMessage::Execute(e) => FrontendMessage::Execute(e),
+                    PgWireFrontendMessage::Close(c) => FrontendMessage::Close(c),
+                    PgWireFrontendMessage::Sync(_) => FrontendMessage::Sync,
+                    PgWireFrontendMessage::Flush(_) => FrontendMessage::Flush,
+                    PgWireFrontendMessage::Terminate(_) => FrontendMessage::Terminate,
+                    PgWireFrontendMessage::CopyDone(_) => FrontendMessage::CopyDone,
+                    PgWireFrontendMessage::CopyFail(f) => FrontendMessage::CopyFail(f.message),
+                    other => {
+                        return Err(DecodeError::new(
+                            frame.tag,
+                            format!("unexpected message {other:?}"),
+                        ));
+                    }
+                })
+            }
+            t => Err(DecodeError::new(t, "unknown message type")),
+        }
+    }
+}
+
+/// A Query body is one NUL-terminated string and nothing after it, as
+/// PostgreSQL itself requires.
+fn decode_query(frame: &Frame) -> Result<FrontendMessage, DecodeError> {
+    let body = frame.body();
+    match body.iter().position(|b| *b == 0) {
+        Some(end) if end + 1 == body.len() => Ok(FrontendMessage::Query(
+            String::from_utf8_lossy(&body[..end]).into_owned(),
+        )),
+        Some(_) => Err(DecodeError::new(b'Q', "bytes after the query string")),
+        None => Err(DecodeError::new(b'Q', "query string is not terminated")),
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,57 @@
+use super::*;
+use crate::codec::context;
+use crate::frame::take_frame;
+use bytes::BytesMut;
+
+fn frame(raw: &[u8]) -> Frame {
+    let mut buf = BytesMut::from(raw);
+    take_frame(&mut buf, true, 1 << 20).unwrap().unwrap()
+}
+
+#[test]
+fn decodes_query() {
+    let m = FrontendMessage::decode(&frame(b"Q\0\0\0\x0dselect 1\0"), &context()).unwrap();
+    assert!(matches!(m, FrontendMessage::Query(q) if q == "select 1"));
+}
+
+#[test]
+fn query_without_nul_or_with_trailing_bytes_is_refused() {
+    assert!(FrontendMessage::decode(&frame(b"Q\0\0\0\x0cselect 1"), &context()).is_err());
+    assert!(FrontendMessage::decode(&frame(b"Q\0\0\0\x0eselect 1\0x"), &context()).is_err());
+}
+
+#[test]
+fn truncated_bind_is_an_error_not_a_panic() {
+    // Bind claiming 5 parameter formats but carrying none.
+    let raw = b"B\0\0\0\x08\0\0\0\x05";
+    assert!(FrontendMessage::decode(&frame(raw), &context()).is_err());
+    // Parse with a bogus parameter-type count.
+    let raw = b"P\0\0\0\x0a\0x\0\x7f\xff\0";
+    assert!(FrontendMessage::decode(&frame(raw), &context()).is_err());
+}
+
+#[test]
+fn decodes_extended_messages() {
+    let mut parse = BytesMut::new();
+    pgwire::messages::PgWireFrontendMessage::Parse(Parse::new(
+        Some("s1".into()),
+        "select $1".into(),
+        vec![23],
+    ))
+    .encode(&mut parse)
+    .unwrap();
+    match FrontendMessage::decode(&frame(&parse), &context()).unwrap() {
+        FrontendMessage::Parse(p) => {
+            assert_eq!(p.name.as_deref(), Some("s1"));
+            assert_eq!(p.query, "select $1");
+        }
+        other => panic!("{other:?}"),
+    }
+    let sync = FrontendMessage::decode(&frame(b"S\0\0\0\x04"), &context()).unwrap();
+    assert!(matches!(sync, FrontendMessage::Sync));
+}
+
+#[test]
+fn unknown_type_is_refused() {
+    assert!(FrontendMessage::decode(&frame(b"z\0\0\0\x04"), &context()).is_err());
+}

@@ -1,0 +1,45 @@
+//! pgwarden: a PostgreSQL wire-protocol proxy that audits and restricts what
+//! employees read from customer databases.
+//!
+//! # Data path
+//!
+//! A client connects to the [`listener`], which spawns one [`session`] task
+//! per connection. The session negotiates TLS and reads the StartupMessage
+//! ([`frontend::startup`]), connects [`upstream`] and relays authentication,
+//! then relays messages both ways. Client messages are cut into frames
+//! ([`frame`]), decoded once ([`frontend`], via [`codec`]) and inspected
+//! before their original bytes are forwarded; server messages are framed,
+//! matched to the request they answer ([`backend::tracker`]) and streamed
+//! back. Audit, alerts and [`metrics`] are side paths fed by the session;
+//! they never reach back into the data path. See `docs/data-path.md`.
+//!
+//! # Layout
+//!
+//! - [`cli`], [`config`]: command line and TOML configuration.
+//! - [`listener`]: accept loop, connection cap, graceful shutdown.
+//! - [`session`]: one client connection (startup, auth, relay).
+//! - [`frame`], [`codec`], [`frontend`], [`backend`]: the wire protocol.
+//! - [`upstream`], [`net`]: the server leg, TLS and streams.
+//! - [`cancel`]: cancel keys handed to clients and the server's behind them.
+//! - [`error`]: errors as the client sees them (SQLSTATE).
+//! - [`demo`]: `pgwarden demo` and the throwaway PostgreSQL it (and the
+//!   tests) run.
+
+pub mod backend;
+pub mod cancel;
+pub mod cli;
+pub mod codec;
+pub mod config;
+pub mod context;
+pub mod demo;
+pub mod error;
+pub mod frame;
+pub mod frontend;
+pub mod listener;
+pub mod metrics;
+pub mod net;
+pub mod session;
+pub mod upstream;
+
+pub use config::Config;
+pub use listener::Proxy;

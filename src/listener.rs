@@ -1,0 +1,148 @@
+//! The accept loop: one task per client connection, capped in number, with
+//! graceful shutdown.
+//!
+//! [`Proxy::start`] binds the listen address (and the metrics endpoint),
+//! spawns the loop and returns at once, so `pgwarden run`, the demo and the
+//! tests all start the proxy the same way. On shutdown the loop stops
+//! accepting, running sessions get `shutdown_timeout` to finish, and the
+//! rest are told the proxy is going away.
+
+use crate::config::{Config, parse_listen};
+use crate::context::ProxyContext;
+use crate::error::{PgError, sqlstate};
+use crate::metrics::{self, Metrics};
+use crate::session;
+use anyhow::Context as _;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::io::AsyncWriteExt;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::Semaphore;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::{error, info, warn};
+
+/// A running proxy.
+pub struct Proxy {
+    /// The address clients connect to (the bound port when 0 was asked).
+    pub addr: SocketAddr,
+    /// The metrics endpoint, when configured.
+    pub metrics_addr: Option<SocketAddr>,
+    pub context: Arc<ProxyContext>,
+    shutdown: CancellationToken,
+    task: JoinHandle<()>,
+}
+
+impl Proxy {
+    /// Bind and start serving in the background.
+    pub async fn start(config: Config) -> anyhow::Result<Proxy> {
+        let config = Arc::new(config);
+        let metrics = Metrics::new();
+        let context = ProxyContext::new(config.clone(), metrics.clone())?;
+        let listen = parse_listen(&config.listen).map_err(anyhow::Error::msg)?;
+        let listener = TcpListener::bind(listen)
+            .await
+            .with_context(|| format!("cannot listen on {listen}"))?;
+        let addr = listener.local_addr()?;
+        let shutdown = CancellationToken::new();
+        let metrics_addr = match &config.metrics.listen {
+            Some(m) => {
+                let l = metrics::bind(parse_listen(m).map_err(anyhow::Error::msg)?)
+                    .await
+                    .with_context(|| format!("cannot listen on {m} for metrics"))?;
+                let a = l.local_addr()?;
+                let token = shutdown.clone();
+                tokio::spawn(async move {
+                    if let Err(e) = metrics::serve(l, metrics, token).await {
+                        error!(error = %e, "metrics endpoint stopped");
+                    }
+                });
+                Some(a)
+            }
+            None => None,
+        };
+        info!(%addr, upstream = %config.upstream, metrics = ?metrics_addr, "pgwarden listening");
+        let task = tokio::spawn(accept_loop(listener, context.clone(), shutdown.clone()));
+        Ok(Proxy {
+            addr,
+            metrics_addr,
+            context,
+            shutdown,
+            task,
+        })
+    }
+
+    /// Stop accepting, let sessions finish (bounded), then return.
+    pub async fn shutdown(self) {
+        self.shutdown.cancel();
+        let _ = self.task.await;
+    }
+
+    /// A token that, when cancelled, shuts the proxy down.
+    pub fn shutdown_token(&self) -> CancellationToken {
+        self.shutdown.clone()
+    }
+}
+
+async fn accept_loop(listener: TcpListener, ctx: Arc<ProxyContext>, shutdown: CancellationToken) {
+    let limit = Arc::new(Semaphore::new(ctx.config.max_connections));
+    let tasks = TaskTracker::new();
+    // Sessions are told to stop only after the grace period.
+    let sessions_stop = CancellationToken::new();
+    let mut backoff = Duration::from_millis(5);
+    loop {
+        let accepted = tokio::select! {
+            _ = shutdown.cancelled() => break,
+            a = listener.accept() => a,
+        };
+        let (tcp, peer) = match accepted {
+            Ok(a) => {
+                backoff = Duration::from_millis(5);
+                a
+            }
+            Err(e) => {
+                // Out of file descriptors and similar: wait and retry.
+                warn!(error = %e, "accept failed");
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(Duration::from_secs(1));
+                continue;
+            }
+        };
+        let Ok(permit) = limit.clone().try_acquire_owned() else {
+            ctx.metrics.connections_rejected.with_label_values(&["too_many"]).inc();
+            tokio::spawn(refuse(tcp, PgError::fatal(sqlstate::TOO_MANY_CONNECTIONS, "sorry, too many clients already")));
+            continue;
+        };
+        let ctx = ctx.clone();
+        let stop = sessions_stop.clone();
+        tasks.spawn(async move {
+            session::run(ctx, tcp, peer, stop).await;
+            drop(permit);
+        });
+    }
+    drop(listener);
+    tasks.close();
+    let grace = ctx.config.shutdown_timeout();
+    info!(sessions = tasks.len(), grace_secs = grace.as_secs(), "shutting down");
+    if tokio::time::timeout(grace, tasks.wait()).await.is_err() {
+        warn!(sessions = tasks.len(), "grace period over: closing remaining sessions");
+        sessions_stop.cancel();
+        let _ = tokio::time::timeout(Duration::from_secs(5), tasks.wait()).await;
+    }
+}
+
+/// Answer a connection we will not serve with an error, then close it.
+async fn refuse(mut tcp: TcpStream, e: PgError) {
+    // Read (and ignore) the opening so the client sees the error instead
+    // of a reset.
+    let mut scratch = [0u8; 512];
+    let _ = tokio::time::timeout(Duration::from_secs(1), tokio::io::AsyncReadExt::read(&mut tcp, &mut scratch)).await;
+    if scratch.starts_with(&[0, 0, 0, 8, 0x04, 0xd2, 0x16, 0x2f]) {
+        let _ = tcp.write_all(b"N").await;
+        let _ = tokio::time::timeout(Duration::from_secs(1), tokio::io::AsyncReadExt::read(&mut tcp, &mut scratch)).await;
+    }
+    let _ = tcp.write_all(&e.encode()).await;
+    let _ = tcp.shutdown().await;
+}

@@ -1,0 +1,148 @@
+//! Server-to-client direction of a session.
+//!
+//! Reads what the server sent, cuts it into frames, matches each to the
+//! request it answers (see [`crate::backend::tracker`]), updates session
+//! state from ReadyForQuery and ParameterStatus, and forwards the bytes in
+//! one write per read. Results stream: nothing is held beyond one read.
+
+use super::{Error, SessionInfo};
+use crate::backend::tracker::{Completed, Pending, Tracker};
+use crate::backend::{self as msg};
+use crate::context::ProxyContext;
+use crate::frame::{Frame, take_frame};
+use crate::net::{ClientStream, UpstreamStream};
+use bytes::BytesMut;
+use tokio::io::{AsyncReadExt, AsyncWriteExt, ReadHalf, WriteHalf};
+use tokio::sync::mpsc::UnboundedReceiver;
+use tracing::debug;
+
+const READ_CHUNK: usize = 64 * 1024;
+/// Buffers that grew past this for one large message are given back.
+const SHRINK_ABOVE: usize = 4 * 1024 * 1024;
+
+pub async fn run(
+    ctx: &ProxyContext,
+    info: &SessionInfo,
+    rd: &mut ReadHalf<UpstreamStream>,
+    wr: &mut WriteHalf<ClientStream>,
+    mut buf: BytesMut,
+    mut rx: UnboundedReceiver<Pending>,
+) -> Result<(), Error> {
+    let max = ctx.config.max_server_message_bytes;
+    let mut tracker = Tracker::default();
+    let mut out = BytesMut::with_capacity(READ_CHUNK);
+    let mut rx_open = true;
+    let mut direction = Direction { ctx, info, tracker: &mut tracker };
+    loop {
+        while let Some(frame) = take_frame(&mut buf, true, max).map_err(|e| Error::UpstreamProtocol(e.to_string()))? {
+            if frame.tag != b'D' {
+                drain(&mut rx, direction.tracker);
+            }
+            direction.observe(&frame)?;
+            out.extend_from_slice(&frame.bytes);
+            if frame.tag != b'D' {
+                release_replies(direction.tracker, &mut out);
+            }
+        }
+        if !out.is_empty() {
+            ctx.metrics.bytes.with_label_values(&["to_client"]).inc_by(out.len() as u64);
+            wr.write_all(&out).await.map_err(|e| Error::ClientIo(e.to_string()))?;
+            out.clear();
+            if out.capacity() > SHRINK_ABOVE {
+                out = BytesMut::with_capacity(READ_CHUNK);
+            }
+        }
+        if buf.is_empty() && buf.capacity() > SHRINK_ABOVE {
+            buf = BytesMut::with_capacity(READ_CHUNK);
+        }
+        if buf.capacity() - buf.len() < READ_CHUNK / 4 {
+            buf.reserve(READ_CHUNK);
+        }
+        tokio::select! {
+            n = rd.read_buf(&mut buf) => {
+                if n.map_err(|e| Error::UpstreamRead(e.to_string()))? == 0 {
+                    return Err(Error::UpstreamClosed);
+                }
+            }
+            item = rx.recv(), if rx_open => match item {
+                Some(p) => {
+                    direction.tracker.push(p);
+                    drain(&mut rx, direction.tracker);
+                    release_replies(direction.tracker, &mut out);
+                }
+                None => rx_open = false,
+            },
+        }
+    }
+}
+
+/// Move every queued expectation into the tracker.
+fn drain(rx: &mut UnboundedReceiver<Pending>, tracker: &mut Tracker) {
+    while let Ok(p) = rx.try_recv() {
+        tracker.push(p);
+    }
+}
+
+/// Append pgwarden's own replies whose turn has come.
+fn release_replies(tracker: &mut Tracker, out: &mut BytesMut) {
+    for r in tracker.take_replies() {
+        out.extend_from_slice(&r);
+    }
+}
+
+struct Direction<'a> {
+    ctx: &'a ProxyContext,
+    info: &'a SessionInfo,
+    tracker: &'a mut Tracker,
+}
+
+impl Direction<'_> {
+    /// Account for one server message.
+    fn observe(&mut self, frame: &Frame) -> Result<(), Error> {
+        let mut sqlstate = None;
+        let mut tag = None;
+        match frame.tag {
+            b'D' => {}
+            b'E' => {
+                let fields = msg::error_fields(frame).map_err(|e| Error::UpstreamProtocol(e.to_string()))?;
+                sqlstate = msg::error_field(&fields, b'C').map(str::to_string);
+            }
+            b'C' => tag = msg::command_tag(frame),
+            b'Z' => {
+                if let Some(s) = msg::ready_status(frame) {
+                    self.info.set_tx_status(s);
+                }
+            }
+            b'S' => {
+                if let Some((k, v)) = msg::parameter_status(frame) {
+                    self.info.set_parameter(k, v);
+                }
+            }
+            _ => {}
+        }
+        let seen = self.tracker.observe(frame.tag, frame.bytes.len(), sqlstate.as_deref(), tag.as_deref());
+        if let Some(done) = seen.completed {
+            self.completed(done);
+        }
+        Ok(())
+    }
+
+    fn completed(&self, done: Completed) {
+        let m = &self.ctx.metrics;
+        let protocol = if done.statement.extended { "extended" } else { "simple" };
+        m.statement_duration.with_label_values(&[protocol]).observe(done.duration.as_secs_f64());
+        m.rows.inc_by(done.rows);
+        if done.sqlstate.is_some() {
+            m.statement_errors.inc();
+        }
+        debug!(
+            sql = %done.statement.sql,
+            rows = done.rows,
+            bytes = done.bytes,
+            tag = done.tag.as_deref().unwrap_or(""),
+            sqlstate = done.sqlstate.as_deref().unwrap_or(""),
+            duration_us = done.duration.as_micros() as u64,
+            "statement completed"
+        );
+    }
+}

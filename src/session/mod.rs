@@ -1,0 +1,210 @@
+//! One client session, from the first byte to the last, in its own task.
+//!
+//! [`run`] takes an accepted TCP connection through the client's opening
+//! ([`startup`]), connects upstream, relays authentication ([`auth`]) and
+//! then relays messages both ways ([`relay`]) until either side ends.
+//! Client messages are decoded and inspected in [`frontend`]; server
+//! messages in [`backend`]. Errors the client must see become an
+//! ErrorResponse here; everything else is logged and counted.
+
+mod auth;
+mod backend;
+pub mod context;
+mod frontend;
+mod relay;
+pub mod state;
+mod startup;
+
+pub use context::{SessionId, SessionInfo};
+
+use crate::codec::DecodeError;
+use crate::context::ProxyContext;
+use crate::error::{PgError, sqlstate};
+use crate::net::stream::ReadError;
+use crate::upstream;
+use startup::Opening;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use tokio::net::TcpStream;
+use tokio_util::sync::CancellationToken;
+use tracing::{Instrument, debug, info, info_span, warn};
+
+/// Why a session ended early.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("client I/O: {0}")]
+    ClientIo(String),
+    #[error("client closed the connection")]
+    ClientClosed,
+    #[error("client read: {0}")]
+    ClientRead(String),
+    #[error("client TLS handshake: {0}")]
+    ClientTls(std::io::Error),
+    #[error("protocol violation: {0}")]
+    Protocol(DecodeError),
+    #[error("refused: {0}")]
+    Refused(PgError),
+    #[error("authentication failed ({sqlstate}): {message}")]
+    AuthFailed { sqlstate: String, message: String },
+    #[error(transparent)]
+    Upstream(#[from] upstream::Error),
+    #[error("server closed the connection")]
+    UpstreamClosed,
+    #[error("server I/O: {0}")]
+    UpstreamRead(String),
+    #[error("server protocol: {0}")]
+    UpstreamProtocol(String),
+    #[error("timed out during startup")]
+    StartupTimeout,
+    #[error("proxy shutting down")]
+    Shutdown,
+}
+
+impl From<std::io::Error> for Error {
+    fn from(e: std::io::Error) -> Self {
+        Error::ClientIo(e.to_string())
+    }
+}
+
+impl From<ReadError> for Error {
+    fn from(e: ReadError) -> Self {
+        match e {
+            ReadError::Frame(f) => Error::Protocol(DecodeError::new(0, f.to_string())),
+            other => Error::ClientRead(other.to_string()),
+        }
+    }
+}
+
+impl Error {
+    /// What the client is told, if anything, before the connection closes.
+    fn client_message(&self) -> Option<PgError> {
+        match self {
+            Error::Refused(e) => Some(e.clone()),
+            Error::Protocol(e) => Some(PgError::protocol(e)),
+            Error::Upstream(_) => Some(PgError::upstream_unavailable()),
+            Error::UpstreamClosed | Error::UpstreamRead(_) | Error::UpstreamProtocol(_) => Some(PgError::fatal(
+                sqlstate::CONNECTION_FAILURE,
+                "pgwarden lost the connection to the database server",
+            )),
+            Error::StartupTimeout => Some(PgError::fatal(
+                sqlstate::PROTOCOL_VIOLATION,
+                "startup and authentication took too long",
+            )),
+            Error::Shutdown => Some(PgError::fatal(
+                sqlstate::ADMIN_SHUTDOWN,
+                "terminating connection because pgwarden is shutting down",
+            )),
+            _ => None,
+        }
+    }
+}
+
+/// Serve one client connection; never panics the listener, whatever comes in.
+pub async fn run(ctx: Arc<ProxyContext>, tcp: TcpStream, peer: SocketAddr, shutdown: CancellationToken) {
+    let id = SessionId::random();
+    let span = info_span!("session", session = %id, client = %peer, user = tracing::field::Empty);
+    async move {
+        let _ = tcp.set_nodelay(true);
+        ctx.metrics.connections_total.inc();
+        ctx.metrics.connections_active.inc();
+        let result = serve(&ctx, tcp, peer, id, shutdown).await;
+        ctx.metrics.connections_active.dec();
+        match result {
+            Ok(()) => debug!("session ended"),
+            Err(Error::AuthFailed { sqlstate, message }) => {
+                ctx.metrics.auth_failures.inc();
+                warn!(%sqlstate, %message, "authentication failed");
+            }
+            Err(e @ Error::Protocol(_)) => {
+                ctx.metrics.protocol_errors.inc();
+                warn!(error = %e, "closing connection");
+            }
+            Err(e @ Error::Upstream(_)) => {
+                warn!(error = %e, "cannot reach the server");
+            }
+            Err(Error::ClientClosed) => debug!("client left"),
+            Err(e) => info!(error = %e, "session ended"),
+        }
+    }
+    .instrument(span)
+    .await
+}
+
+async fn serve(ctx: &Arc<ProxyContext>, tcp: TcpStream, peer: SocketAddr, id: SessionId, shutdown: CancellationToken) -> Result<(), Error> {
+    let opening = tokio::time::timeout(ctx.config.startup_timeout(), startup::accept(ctx, tcp))
+        .await
+        .map_err(|_| Error::StartupTimeout)?;
+    let (mut client, params, raw_startup) = match opening? {
+        Opening::Closed => return Ok(()),
+        Opening::Cancel { pid, secret } => {
+            forward_cancel(ctx, pid, &secret).await;
+            return Ok(());
+        }
+        Opening::Startup(client, params, raw) => (client, params, raw),
+        Opening::Failed(mut client, e) => {
+            if let Some(m) = e.client_message() {
+                let _ = client.send(&m.encode()).await;
+            }
+            return Err(e);
+        }
+    };
+    let startup = async {
+        let mut upstream = upstream::connect(ctx).await.inspect_err(|e| {
+            ctx.metrics.upstream_errors.with_label_values(&[e.kind()]).inc();
+        })?;
+        upstream
+            .send(&raw_startup.bytes)
+            .await
+            .map_err(|e| Error::UpstreamRead(e.to_string()))?;
+        auth::relay_authentication(&mut client, &mut upstream).await?;
+        let greeting = auth::relay_greeting(ctx, &mut client, &mut upstream).await?;
+        Ok::<_, Error>((upstream, greeting))
+    };
+    let result = match tokio::time::timeout(ctx.config.startup_timeout(), startup).await {
+        Ok(r) => r,
+        Err(_) => Err(Error::StartupTimeout),
+    };
+    let (upstream, greeting) = match result {
+        Ok(v) => v,
+        Err(e) => {
+            if let Some(m) = e.client_message() {
+                let _ = client.send(&m.encode()).await;
+            }
+            return Err(e);
+        }
+    };
+    let info = SessionInfo::new(
+        id,
+        params.user().unwrap_or_default().to_string(),
+        params.database().unwrap_or_default().to_string(),
+        params.get("application_name").unwrap_or_default().to_string(),
+        peer,
+        client.io.is_tls(),
+    );
+    for (k, v) in greeting.parameters {
+        info.set_parameter(k, v);
+    }
+    tracing::Span::current().record("user", info.user.as_str());
+    info!(database = %info.database, application_name = %info.application_name, tls = info.tls, "session started");
+    let _cancel_key = greeting.cancel_key;
+    relay::run(ctx, client, upstream, Arc::new(info), shutdown).await
+}
+
+/// Pass a client's cancel request to the server backend it names.
+async fn forward_cancel(ctx: &ProxyContext, pid: i32, secret: &bytes::Bytes) {
+    let Some(server_secret) = ctx.cancel.lookup(pid, secret) else {
+        ctx.metrics.cancel_requests.with_label_values(&["unknown_key"]).inc();
+        debug!(pid, "cancel request with an unknown key ignored");
+        return;
+    };
+    match upstream::cancel(ctx, pid, &server_secret).await {
+        Ok(()) => {
+            ctx.metrics.cancel_requests.with_label_values(&["forwarded"]).inc();
+            info!(pid, "cancel request forwarded");
+        }
+        Err(e) => {
+            ctx.metrics.cancel_requests.with_label_values(&["failed"]).inc();
+            warn!(pid, error = %e, "cancel request could not be forwarded");
+        }
+    }
+}

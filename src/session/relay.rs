@@ -1,0 +1,52 @@
+//! The relay of an authenticated session: two directions running at once.
+//!
+//! Client-to-server ([`super::frontend`]) and server-to-client
+//! ([`super::backend`]) each read, inspect and forward on their own, so a
+//! slow reader on one side never stalls the other beyond what TCP
+//! backpressure imposes. The frontend tells the backend, through a queue,
+//! which request each coming response answers.
+
+use super::{Error, SessionInfo, backend, frontend};
+use crate::context::ProxyContext;
+use crate::net::{ClientStream, FramedIo, UpstreamStream};
+use std::sync::Arc;
+use tokio::io::AsyncWriteExt;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+/// A Terminate message.
+const TERMINATE: [u8; 5] = [b'X', 0, 0, 0, 4];
+
+pub async fn run(
+    ctx: &Arc<ProxyContext>,
+    client: FramedIo<ClientStream>,
+    upstream: FramedIo<UpstreamStream>,
+    info: Arc<SessionInfo>,
+    shutdown: CancellationToken,
+) -> Result<(), Error> {
+    let FramedIo { io: client_io, buf: client_buf } = client;
+    let FramedIo { io: upstream_io, buf: upstream_buf } = upstream;
+    let (mut client_rd, mut client_wr) = tokio::io::split(client_io);
+    let (mut upstream_rd, mut upstream_wr) = tokio::io::split(upstream_io);
+    let (tx, rx) = mpsc::unbounded_channel();
+
+    let result = {
+        let fe = frontend::run(ctx, &info, &mut client_rd, &mut upstream_wr, client_buf, tx);
+        let be = backend::run(ctx, &info, &mut upstream_rd, &mut client_wr, upstream_buf, rx);
+        tokio::select! {
+            r = fe => r,
+            r = be => r,
+            _ = shutdown.cancelled() => Err(Error::Shutdown),
+        }
+    };
+    // Both directions have stopped; tell each side what it needs to know.
+    if let Err(e) = &result {
+        if let Some(m) = e.client_message() {
+            let _ = client_wr.write_all(&m.encode()).await;
+        }
+    }
+    let _ = client_wr.shutdown().await;
+    let _ = upstream_wr.write_all(&TERMINATE).await;
+    let _ = upstream_wr.shutdown().await;
+    result
+}
