@@ -2,6 +2,7 @@
 -- with realistic Chinese names, phones, ID numbers and addresses. All of it
 -- is generated; none of it belongs to a real person.
 
+SET enable_memoize = off;
 SELECT setseed(0.4242);
 
 CREATE TABLE customers (

@@ -1,0 +1,167 @@
+//! Shared integration-test harness: one real PostgreSQL cluster per test
+//! binary, test certificates, and helpers to start pgwarden in front of it.
+#![allow(dead_code)]
+
+use pgwarden::Config;
+use pgwarden::demo::postgres::{ClusterOptions, PgCluster};
+use pgwarden::listener::Proxy;
+use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
+use tokio_postgres::{Client, NoTls};
+
+/// Logins created in the test cluster: (user, password, hba method).
+pub const SCRAM_USER: (&str, &str) = ("alice", "alice-secret");
+pub const MD5_USER: (&str, &str) = ("bob_md5", "bob-secret");
+pub const PLAIN_USER: (&str, &str) = ("carol_plain", "carol-secret");
+
+pub struct Fixture {
+    pub cluster: PgCluster,
+    pub certs: Certs,
+}
+
+/// PEM files of a test CA and a server certificate for localhost/127.0.0.1.
+pub struct Certs {
+    pub dir: PathBuf,
+    pub ca: PathBuf,
+    pub cert: PathBuf,
+    pub key: PathBuf,
+}
+
+static FIXTURE: OnceLock<Fixture> = OnceLock::new();
+
+/// The shared cluster, started on first use.
+pub fn fixture() -> &'static Fixture {
+    FIXTURE.get_or_init(|| {
+        let certs = make_certs();
+        let cluster = PgCluster::start(&ClusterOptions {
+            hba: vec![
+                format!("host all {} 127.0.0.1/32 md5", MD5_USER.0),
+                format!("host all {} 127.0.0.1/32 password", PLAIN_USER.0),
+            ],
+            settings: vec![],
+            tls: Some((certs.cert.clone(), certs.key.clone())),
+        })
+        .unwrap_or_else(|e| panic!("cannot start the test PostgreSQL: {e:#}"));
+        cluster
+            .psql(
+                "postgres",
+                &format!(
+                    "SET password_encryption = 'scram-sha-256';
+                     CREATE ROLE {a} LOGIN SUPERUSER PASSWORD '{ap}';
+                     SET password_encryption = 'md5';
+                     CREATE ROLE {b} LOGIN PASSWORD '{bp}';
+                     CREATE ROLE {c} LOGIN PASSWORD '{cp}';
+                     CREATE DATABASE app;",
+                    a = SCRAM_USER.0,
+                    ap = SCRAM_USER.1,
+                    b = MD5_USER.0,
+                    bp = MD5_USER.1,
+                    c = PLAIN_USER.0,
+                    cp = PLAIN_USER.1
+                ),
+            )
+            .expect("creating test logins");
+        Fixture { cluster, certs }
+    })
+}
+
+fn make_certs() -> Certs {
+    use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair};
+    let dir = std::env::temp_dir().join(format!("pgwarden-certs-{:016x}", rand::random::<u64>()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let ca_key = KeyPair::generate().unwrap();
+    let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    ca_params.distinguished_name.push(rcgen::DnType::CommonName, "pgwarden test CA");
+    let ca_cert = ca_params.self_signed(&ca_key).unwrap();
+    let issuer = Issuer::new(ca_params, ca_key);
+    let key = KeyPair::generate().unwrap();
+    let params = CertificateParams::new(vec!["localhost".to_string(), "127.0.0.1".to_string()]).unwrap();
+    let cert = params.signed_by(&key, &issuer).unwrap();
+    let certs = Certs {
+        ca: dir.join("ca.pem"),
+        cert: dir.join("server.pem"),
+        key: dir.join("server.key"),
+        dir,
+    };
+    std::fs::write(&certs.ca, ca_cert.pem()).unwrap();
+    std::fs::write(&certs.cert, cert.pem()).unwrap();
+    std::fs::write(&certs.key, key.serialize_pem()).unwrap();
+    certs
+}
+
+/// A proxy configuration in front of the shared cluster; `extra` is
+/// appended to the TOML text.
+pub fn config(extra: &str) -> Config {
+    let f = fixture();
+    let text = format!("listen = \"127.0.0.1:0\"\nupstream = \"{}\"\n{extra}", f.cluster.addr());
+    Config::parse(&text, Path::new("/tmp/pgwarden-test.toml")).expect("test config")
+}
+
+/// Start a proxy with `extra` configuration.
+pub async fn start_proxy(extra: &str) -> Proxy {
+    Proxy::start(config(extra)).await.expect("proxy starts")
+}
+
+/// tokio-postgres settings to reach `proxy` as `user`.
+pub fn pg_config(proxy: &Proxy, user: (&str, &str), dbname: &str) -> tokio_postgres::Config {
+    let mut c = tokio_postgres::Config::new();
+    c.host("127.0.0.1")
+        .port(proxy.addr.port())
+        .user(user.0)
+        .password(user.1)
+        .dbname(dbname)
+        .application_name("pgwarden-tests");
+    c
+}
+
+/// Connect through `proxy` without TLS, driving the connection in a task.
+pub async fn connect(proxy: &Proxy, user: (&str, &str)) -> Client {
+    let (client, conn) = pg_config(proxy, user, "app").connect(NoTls).await.expect("connect through proxy");
+    tokio::spawn(async move {
+        let _ = conn.await;
+    });
+    client
+}
+
+/// A superuser connection straight to the server, bypassing the proxy.
+pub async fn connect_direct() -> Client {
+    let f = fixture();
+    let mut c = tokio_postgres::Config::new();
+    c.host("127.0.0.1").port(f.cluster.port).user("postgres").dbname("app");
+    let (client, conn) = c.connect(NoTls).await.expect("direct connect");
+    tokio::spawn(async move {
+        let _ = conn.await;
+    });
+    client
+}
+
+/// A unique name for tables and channels, so tests can run in parallel.
+pub fn unique(prefix: &str) -> String {
+    format!("{prefix}_{:x}", rand::random::<u32>())
+}
+
+/// Fetch the proxy's metrics text.
+pub async fn metrics_text(proxy: &Proxy) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let addr = proxy.metrics_addr.expect("metrics configured");
+    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+    s.write_all(b"GET /metrics HTTP/1.0\r\nHost: x\r\n\r\n").await.unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).await.unwrap();
+    out
+}
+
+/// The value of a metric line such as `pgwarden_auth_failures_total`.
+pub fn metric(text: &str, name: &str) -> f64 {
+    text.lines()
+        .find(|l| l.starts_with(name) && l[name.len()..].starts_with(' '))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0.0)
+}
+
+/// Path of the pgwarden binary built for the tests.
+pub fn pgwarden_bin() -> &'static str {
+    env!("CARGO_BIN_EXE_pgwarden")
+}
