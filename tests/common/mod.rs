@@ -165,3 +165,8 @@ pub fn metric(text: &str, name: &str) -> f64 {
 pub fn pgwarden_bin() -> &'static str {
     env!("CARGO_BIN_EXE_pgwarden")
 }
+
+/// The server's (or pgwarden's) error message of a client error.
+pub fn error_text(e: &tokio_postgres::Error) -> String {
+    e.as_db_error().map(|d| d.message().to_string()).unwrap_or_else(|| e.to_string())
+}
