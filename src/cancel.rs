@@ -42,7 +42,9 @@ impl CancelRegistry {
 
     /// The server's secret for a client's cancel request, if it is valid.
     pub fn lookup(&self, pid: i32, client_secret: &Bytes) -> Option<Bytes> {
-        self.keys.get(&(pid, client_secret.clone())).map(|v| v.clone())
+        self.keys
+            .get(&(pid, client_secret.clone()))
+            .map(|v| v.clone())
     }
 
     pub fn len(&self) -> usize {

@@ -9,7 +9,11 @@ use std::process::ExitCode;
 use tracing::{error, info};
 
 #[derive(Debug, Parser)]
-#[command(name = "pgwarden", version, about = "PostgreSQL access-audit proxy: column masking, audit trail, bulk-export alerts")]
+#[command(
+    name = "pgwarden",
+    version,
+    about = "PostgreSQL access-audit proxy: column masking, audit trail, bulk-export alerts"
+)]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
@@ -64,7 +68,10 @@ pub fn main(cli: Cli) -> ExitCode {
             init_tracing(config.log.format, config.log.level.as_deref());
             runtime_run(run(config))
         }
-        Command::Demo { listen, metrics_listen } => {
+        Command::Demo {
+            listen,
+            metrics_listen,
+        } => {
             init_tracing(LogFormat::Text, Some("warn,pgwarden=info"));
             runtime_run(demo::run(DemoOptions {
                 listen,
@@ -75,7 +82,10 @@ pub fn main(cli: Cli) -> ExitCode {
 }
 
 fn runtime_run(fut: impl std::future::Future<Output = anyhow::Result<()>>) -> ExitCode {
-    let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("pgwarden: cannot start the runtime: {e}");
@@ -144,7 +154,9 @@ pub fn init_tracing(format: LogFormat, level: Option<&str>) {
     let filter = EnvFilter::try_from_default_env()
         .or_else(|_| EnvFilter::try_new(level.unwrap_or("info")))
         .unwrap_or_else(|_| EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
     let _ = match format {
         LogFormat::Json => builder.json().try_init(),
         LogFormat::Text => builder.try_init(),

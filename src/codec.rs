@@ -45,12 +45,16 @@ pub fn decode_frame<T>(
     let mut buf = BytesMut::from(&frame.bytes[..]);
     let result = catch_unwind(AssertUnwindSafe(|| f(&mut buf, ctx)));
     match result {
-        Err(_) => Err(DecodeError::new(frame.tag, "truncated or inconsistent body")),
+        Err(_) => Err(DecodeError::new(
+            frame.tag,
+            "truncated or inconsistent body",
+        )),
         Ok(Err(e)) => Err(DecodeError::new(frame.tag, e.to_string())),
         Ok(Ok(None)) => Err(DecodeError::new(frame.tag, "incomplete message")),
-        Ok(Ok(Some(_))) if !buf.is_empty() => {
-            Err(DecodeError::new(frame.tag, "trailing bytes after the message"))
-        }
+        Ok(Ok(Some(_))) if !buf.is_empty() => Err(DecodeError::new(
+            frame.tag,
+            "trailing bytes after the message",
+        )),
         Ok(Ok(Some(m))) => Ok(m),
     }
 }

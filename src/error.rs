@@ -113,7 +113,13 @@ impl PgError {
 
 impl std::fmt::Display for PgError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{} {}: {}", self.severity.as_str(), self.code, self.message)
+        write!(
+            f,
+            "{} {}: {}",
+            self.severity.as_str(),
+            self.code,
+            self.message
+        )
     }
 }
 
@@ -130,8 +136,11 @@ mod tests {
 
     #[test]
     fn encodes_fields_a_client_can_read() {
-        let e = PgError::error(sqlstate::INSUFFICIENT_PRIVILEGE, "column customers.id_number is denied")
-            .with_hint("ask for access");
+        let e = PgError::error(
+            sqlstate::INSUFFICIENT_PRIVILEGE,
+            "column customers.id_number is denied",
+        )
+        .with_hint("ask for access");
         let f = Frame::from_encoded(BytesMut::from(&e.encode()[..]));
         let fields = error_fields(&f).unwrap();
         assert_eq!(error_field(&fields, b'C'), Some("42501"));

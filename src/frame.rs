@@ -49,7 +49,11 @@ pub enum FrameError {
 ///
 /// `typed` says whether messages start with a type byte; `max` caps the
 /// declared length so a hostile length never causes a huge allocation.
-pub fn take_frame(buf: &mut BytesMut, typed: bool, max: usize) -> Result<Option<Frame>, FrameError> {
+pub fn take_frame(
+    buf: &mut BytesMut,
+    typed: bool,
+    max: usize,
+) -> Result<Option<Frame>, FrameError> {
     let hdr = if typed { 5 } else { 4 };
     if buf.len() < hdr {
         return Ok(None);
@@ -134,11 +138,20 @@ mod tests {
     #[test]
     fn rejects_short_and_oversized_lengths() {
         let mut buf = BytesMut::from(&b"Q\0\0\0\x02"[..]);
-        assert_eq!(take_frame(&mut buf, true, 1000).unwrap_err(), FrameError::BadLength(2));
+        assert_eq!(
+            take_frame(&mut buf, true, 1000).unwrap_err(),
+            FrameError::BadLength(2)
+        );
         let mut buf = BytesMut::from(&b"Q\x7f\xff\xff\xff"[..]);
-        assert!(matches!(take_frame(&mut buf, true, 1000), Err(FrameError::TooLarge { .. })));
+        assert!(matches!(
+            take_frame(&mut buf, true, 1000),
+            Err(FrameError::TooLarge { .. })
+        ));
         let mut buf = BytesMut::from(&b"Q\xff\xff\xff\xff"[..]);
-        assert!(matches!(take_frame(&mut buf, true, 1000), Err(FrameError::BadLength(-1))));
+        assert!(matches!(
+            take_frame(&mut buf, true, 1000),
+            Err(FrameError::BadLength(-1))
+        ));
     }
 
     #[test]

@@ -111,8 +111,17 @@ async fn accept_loop(listener: TcpListener, ctx: Arc<ProxyContext>, shutdown: Ca
             }
         };
         let Ok(permit) = limit.clone().try_acquire_owned() else {
-            ctx.metrics.connections_rejected.with_label_values(&["too_many"]).inc();
-            tokio::spawn(refuse(tcp, PgError::fatal(sqlstate::TOO_MANY_CONNECTIONS, "sorry, too many clients already")));
+            ctx.metrics
+                .connections_rejected
+                .with_label_values(&["too_many"])
+                .inc();
+            tokio::spawn(refuse(
+                tcp,
+                PgError::fatal(
+                    sqlstate::TOO_MANY_CONNECTIONS,
+                    "sorry, too many clients already",
+                ),
+            ));
             continue;
         };
         let ctx = ctx.clone();
@@ -125,9 +134,16 @@ async fn accept_loop(listener: TcpListener, ctx: Arc<ProxyContext>, shutdown: Ca
     drop(listener);
     tasks.close();
     let grace = ctx.config.shutdown_timeout();
-    info!(sessions = tasks.len(), grace_secs = grace.as_secs(), "shutting down");
+    info!(
+        sessions = tasks.len(),
+        grace_secs = grace.as_secs(),
+        "shutting down"
+    );
     if tokio::time::timeout(grace, tasks.wait()).await.is_err() {
-        warn!(sessions = tasks.len(), "grace period over: closing remaining sessions");
+        warn!(
+            sessions = tasks.len(),
+            "grace period over: closing remaining sessions"
+        );
         sessions_stop.cancel();
         let _ = tokio::time::timeout(Duration::from_secs(5), tasks.wait()).await;
     }
@@ -138,10 +154,18 @@ async fn refuse(mut tcp: TcpStream, e: PgError) {
     // Read (and ignore) the opening so the client sees the error instead
     // of a reset.
     let mut scratch = [0u8; 512];
-    let _ = tokio::time::timeout(Duration::from_secs(1), tokio::io::AsyncReadExt::read(&mut tcp, &mut scratch)).await;
+    let _ = tokio::time::timeout(
+        Duration::from_secs(1),
+        tokio::io::AsyncReadExt::read(&mut tcp, &mut scratch),
+    )
+    .await;
     if scratch.starts_with(&[0, 0, 0, 8, 0x04, 0xd2, 0x16, 0x2f]) {
         let _ = tcp.write_all(b"N").await;
-        let _ = tokio::time::timeout(Duration::from_secs(1), tokio::io::AsyncReadExt::read(&mut tcp, &mut scratch)).await;
+        let _ = tokio::time::timeout(
+            Duration::from_secs(1),
+            tokio::io::AsyncReadExt::read(&mut tcp, &mut scratch),
+        )
+        .await;
     }
     let _ = tcp.write_all(&e.encode()).await;
     let _ = tcp.shutdown().await;

@@ -49,8 +49,15 @@ fn counter_vec(r: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCoun
     c
 }
 
-fn histogram_vec(r: &Registry, name: &str, help: &str, labels: &[&str], buckets: Vec<f64>) -> HistogramVec {
-    let h = HistogramVec::new(HistogramOpts::new(name, help).buckets(buckets), labels).expect("valid metric");
+fn histogram_vec(
+    r: &Registry,
+    name: &str,
+    help: &str,
+    labels: &[&str],
+    buckets: Vec<f64>,
+) -> HistogramVec {
+    let h = HistogramVec::new(HistogramOpts::new(name, help).buckets(buckets), labels)
+        .expect("valid metric");
     r.register(Box::new(h.clone())).expect("unique metric");
     h
 }
@@ -58,27 +65,104 @@ fn histogram_vec(r: &Registry, name: &str, help: &str, labels: &[&str], buckets:
 impl Metrics {
     pub fn new() -> Arc<Metrics> {
         let r = Registry::new();
-        let active = IntGauge::new("pgwarden_connections_active", "Client connections open now").expect("valid metric");
+        let active = IntGauge::new("pgwarden_connections_active", "Client connections open now")
+            .expect("valid metric");
         r.register(Box::new(active.clone())).expect("unique metric");
-        let latency = vec![0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 10.0];
+        let latency = vec![
+            0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0,
+            2.5, 10.0,
+        ];
         let m = Metrics {
-            connections_total: counter(&r, "pgwarden_connections_total", "Client connections accepted"),
+            connections_total: counter(
+                &r,
+                "pgwarden_connections_total",
+                "Client connections accepted",
+            ),
             connections_active: active,
-            connections_rejected: counter_vec(&r, "pgwarden_connections_rejected_total", "Client connections refused before a session started", &["reason"]),
-            auth_failures: counter(&r, "pgwarden_auth_failures_total", "Logins the server or pgwarden refused"),
-            statements: counter_vec(&r, "pgwarden_statements_total", "Statements forwarded, by protocol", &["protocol"]),
-            queries: counter_vec(&r, "pgwarden_queries_total", "Statements by decision", &["decision"]),
-            statement_errors: counter(&r, "pgwarden_statement_errors_total", "Statements that ended in an error"),
-            statement_duration: histogram_vec(&r, "pgwarden_statement_duration_seconds", "Time from forwarding a statement to its completion", &["protocol"], latency.clone()),
+            connections_rejected: counter_vec(
+                &r,
+                "pgwarden_connections_rejected_total",
+                "Client connections refused before a session started",
+                &["reason"],
+            ),
+            auth_failures: counter(
+                &r,
+                "pgwarden_auth_failures_total",
+                "Logins the server or pgwarden refused",
+            ),
+            statements: counter_vec(
+                &r,
+                "pgwarden_statements_total",
+                "Statements forwarded, by protocol",
+                &["protocol"],
+            ),
+            queries: counter_vec(
+                &r,
+                "pgwarden_queries_total",
+                "Statements by decision",
+                &["decision"],
+            ),
+            statement_errors: counter(
+                &r,
+                "pgwarden_statement_errors_total",
+                "Statements that ended in an error",
+            ),
+            statement_duration: histogram_vec(
+                &r,
+                "pgwarden_statement_duration_seconds",
+                "Time from forwarding a statement to its completion",
+                &["protocol"],
+                latency.clone(),
+            ),
             rows: counter(&r, "pgwarden_rows_total", "Rows returned to clients"),
-            rows_masked: counter_vec(&r, "pgwarden_rows_masked_total", "Rows in which values were masked or hashed, by action", &["action"]),
-            bytes: counter_vec(&r, "pgwarden_bytes_total", "Bytes relayed, by direction", &["direction"]),
-            upstream_errors: counter_vec(&r, "pgwarden_upstream_errors_total", "Failures talking to the server", &["kind"]),
-            protocol_errors: counter(&r, "pgwarden_protocol_errors_total", "Connections closed for a malformed client message"),
-            cancel_requests: counter_vec(&r, "pgwarden_cancel_requests_total", "Cancel requests, by outcome", &["outcome"]),
-            alerts: counter_vec(&r, "pgwarden_alerts_total", "Alerts raised, by rule", &["rule"]),
-            audit_write_seconds: histogram_vec(&r, "pgwarden_audit_write_seconds", "Time to write (and in sync mode fsync) audit records", &["durability"], latency),
-            policy_reloads: counter_vec(&r, "pgwarden_policy_reloads_total", "Policy reloads, by outcome", &["outcome"]),
+            rows_masked: counter_vec(
+                &r,
+                "pgwarden_rows_masked_total",
+                "Rows in which values were masked or hashed, by action",
+                &["action"],
+            ),
+            bytes: counter_vec(
+                &r,
+                "pgwarden_bytes_total",
+                "Bytes relayed, by direction",
+                &["direction"],
+            ),
+            upstream_errors: counter_vec(
+                &r,
+                "pgwarden_upstream_errors_total",
+                "Failures talking to the server",
+                &["kind"],
+            ),
+            protocol_errors: counter(
+                &r,
+                "pgwarden_protocol_errors_total",
+                "Connections closed for a malformed client message",
+            ),
+            cancel_requests: counter_vec(
+                &r,
+                "pgwarden_cancel_requests_total",
+                "Cancel requests, by outcome",
+                &["outcome"],
+            ),
+            alerts: counter_vec(
+                &r,
+                "pgwarden_alerts_total",
+                "Alerts raised, by rule",
+                &["rule"],
+            ),
+            audit_write_seconds: histogram_vec(
+                &r,
+                "pgwarden_audit_write_seconds",
+                "Time to write (and in sync mode fsync) audit records",
+                &["durability"],
+                latency,
+            ),
+            policy_reloads: counter_vec(
+                &r,
+                "pgwarden_policy_reloads_total",
+                "Policy reloads, by outcome",
+                &["outcome"],
+            ),
             registry: r,
         };
         Arc::new(m)
@@ -94,7 +178,11 @@ impl Metrics {
 }
 
 /// Serve `/metrics` (and `/healthz`) on `listener` until `shutdown`.
-pub async fn serve(listener: tokio::net::TcpListener, metrics: Arc<Metrics>, shutdown: CancellationToken) -> std::io::Result<()> {
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    metrics: Arc<Metrics>,
+    shutdown: CancellationToken,
+) -> std::io::Result<()> {
     let app = Router::new()
         .route(
             "/metrics",

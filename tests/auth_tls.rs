@@ -14,12 +14,24 @@ async fn scram_md5_and_cleartext_logins_relay() {
     let proxy = start_proxy("[metrics]\nlisten = \"127.0.0.1:0\"\n").await;
     for user in [SCRAM_USER, MD5_USER, PLAIN_USER] {
         let client = connect(&proxy, user).await;
-        let who: String = client.query_one("select current_user::text", &[]).await.unwrap().get(0);
+        let who: String = client
+            .query_one("select current_user::text", &[])
+            .await
+            .unwrap()
+            .get(0);
         assert_eq!(who, user.0);
     }
-    let err = pg_config(&proxy, (SCRAM_USER.0, "wrong"), "app").connect(NoTls).await.err().expect("wrong password refused");
+    let err = pg_config(&proxy, (SCRAM_USER.0, "wrong"), "app")
+        .connect(NoTls)
+        .await
+        .err()
+        .expect("wrong password refused");
     assert_eq!(err.code().map(|c| c.code()), Some("28P01"), "{err}");
-    let err = pg_config(&proxy, (MD5_USER.0, "wrong"), "app").connect(NoTls).await.err().expect("wrong md5 password refused");
+    let err = pg_config(&proxy, (MD5_USER.0, "wrong"), "app")
+        .connect(NoTls)
+        .await
+        .err()
+        .expect("wrong md5 password refused");
     assert_eq!(err.code().map(|c| c.code()), Some("28P01"), "{err}");
     let text = metrics_text(&proxy).await;
     assert_eq!(metric(&text, "pgwarden_auth_failures_total"), 2.0, "{text}");
@@ -30,16 +42,28 @@ async fn psql_logs_in_with_scram_at_default_settings() {
     let proxy = start_proxy("").await;
     let out = tokio::process::Command::new("psql")
         .args(["-X", "-A", "-t", "-c", "select current_user, 6 * 7"])
-        .arg(format!("postgresql://{}@127.0.0.1:{}/app", SCRAM_USER.0, proxy.addr.port()))
+        .arg(format!(
+            "postgresql://{}@127.0.0.1:{}/app",
+            SCRAM_USER.0,
+            proxy.addr.port()
+        ))
         .env("PGPASSWORD", SCRAM_USER.1)
         .output()
         .await
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "alice|42");
     let out = tokio::process::Command::new("psql")
         .args(["-X", "-c", "select 1"])
-        .arg(format!("postgresql://{}@127.0.0.1:{}/app", SCRAM_USER.0, proxy.addr.port()))
+        .arg(format!(
+            "postgresql://{}@127.0.0.1:{}/app",
+            SCRAM_USER.0,
+            proxy.addr.port()
+        ))
         .env("PGPASSWORD", "nope")
         .output()
         .await
@@ -54,17 +78,23 @@ fn tls_client(ca: &std::path::Path) -> tokio_postgres_rustls::MakeRustlsConnect 
     for c in rustls_pki_types::CertificateDer::pem_file_iter(ca).unwrap() {
         roots.add(c.unwrap()).unwrap();
     }
-    let config = rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
-        .with_safe_default_protocol_versions()
-        .unwrap()
-        .with_root_certificates(roots)
-        .with_no_client_auth();
+    let config = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_root_certificates(roots)
+    .with_no_client_auth();
     tokio_postgres_rustls::MakeRustlsConnect::new(config)
 }
 
 fn client_tls_config(mode: &str) -> String {
     let c = &fixture().certs;
-    format!("[tls]\ncert = \"{}\"\nkey = \"{}\"\nmode = \"{mode}\"\n", c.cert.display(), c.key.display())
+    format!(
+        "[tls]\ncert = \"{}\"\nkey = \"{}\"\nmode = \"{mode}\"\n",
+        c.cert.display(),
+        c.key.display()
+    )
 }
 
 #[tokio::test]
@@ -72,13 +102,20 @@ async fn client_tls_with_rustls_and_psql() {
     let proxy = start_proxy(&client_tls_config("require")).await;
     let mut cfg = pg_config(&proxy, SCRAM_USER, "app");
     cfg.ssl_mode(SslMode::Require).host("localhost");
-    let (client, conn) = cfg.connect(tls_client(&fixture().certs.ca)).await.expect("TLS login");
+    let (client, conn) = cfg
+        .connect(tls_client(&fixture().certs.ca))
+        .await
+        .expect("TLS login");
     tokio::spawn(conn);
     let v: i32 = client.query_one("select 7", &[]).await.unwrap().get(0);
     assert_eq!(v, 7);
 
     // Plain connections are refused in require mode, with a clear error.
-    let err = pg_config(&proxy, SCRAM_USER, "app").connect(NoTls).await.err().expect("plain refused");
+    let err = pg_config(&proxy, SCRAM_USER, "app")
+        .connect(NoTls)
+        .await
+        .err()
+        .expect("plain refused");
     assert!(error_text(&err).contains("requires TLS"), "{err:?}");
 
     // psql with sslmode=verify-full against the test CA.
@@ -94,7 +131,11 @@ async fn client_tls_with_rustls_and_psql() {
         .output()
         .await
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "tls ok");
 }
 
@@ -102,17 +143,34 @@ async fn client_tls_with_rustls_and_psql() {
 async fn client_tls_allow_serves_both() {
     let proxy = start_proxy(&client_tls_config("allow")).await;
     let client = connect(&proxy, MD5_USER).await;
-    assert_eq!(client.query_one("select 1", &[]).await.unwrap().get::<_, i32>(0), 1);
+    assert_eq!(
+        client
+            .query_one("select 1", &[])
+            .await
+            .unwrap()
+            .get::<_, i32>(0),
+        1
+    );
     let mut cfg = pg_config(&proxy, MD5_USER, "app");
     cfg.ssl_mode(SslMode::Require).host("localhost");
     let (client, conn) = cfg.connect(tls_client(&fixture().certs.ca)).await.unwrap();
     tokio::spawn(conn);
-    assert_eq!(client.query_one("select 2", &[]).await.unwrap().get::<_, i32>(0), 2);
+    assert_eq!(
+        client
+            .query_one("select 2", &[])
+            .await
+            .unwrap()
+            .get::<_, i32>(0),
+        2
+    );
 }
 
 async fn server_sees_ssl(client: &tokio_postgres::Client) -> bool {
     client
-        .query_one("select ssl from pg_stat_ssl where pid = pg_backend_pid()", &[])
+        .query_one(
+            "select ssl from pg_stat_ssl where pid = pg_backend_pid()",
+            &[],
+        )
         .await
         .unwrap()
         .get(0)
@@ -122,7 +180,10 @@ async fn server_sees_ssl(client: &tokio_postgres::Client) -> bool {
 async fn upstream_tls_modes() {
     let ca = fixture().certs.ca.display().to_string();
     // verify-full against the test CA, with the server name in the cert.
-    let proxy = start_proxy(&format!("[upstream_tls]\nmode = \"verify-full\"\nca_file = \"{ca}\"\nserver_name = \"localhost\"\n")).await;
+    let proxy = start_proxy(&format!(
+        "[upstream_tls]\nmode = \"verify-full\"\nca_file = \"{ca}\"\nserver_name = \"localhost\"\n"
+    ))
+    .await;
     // md5 relays over an encrypted upstream leg.
     let client = connect(&proxy, MD5_USER).await;
     assert!(server_sees_ssl(&client).await);
@@ -136,7 +197,11 @@ async fn upstream_tls_modes() {
 
     // verify-full with the wrong name fails closed with a clear error.
     let proxy = start_proxy(&format!("[upstream_tls]\nmode = \"verify-full\"\nca_file = \"{ca}\"\nserver_name = \"db.example.org\"\n")).await;
-    let err = pg_config(&proxy, SCRAM_USER, "app").connect(NoTls).await.err().expect("bad name refused");
+    let err = pg_config(&proxy, SCRAM_USER, "app")
+        .connect(NoTls)
+        .await
+        .err()
+        .expect("bad name refused");
     assert_eq!(err.code().map(|c| c.code()), Some("08006"), "{err}");
 
     // Plain upstream: the server sees no TLS.
@@ -161,10 +226,31 @@ async fn cancel_request_reaches_the_right_backend() {
     assert!(started.elapsed() < Duration::from_secs(20));
     canceller.await.unwrap().unwrap();
     // The other session was not touched, and the cancelled one still works.
-    assert_eq!(bystander.query_one("select 1", &[]).await.unwrap().get::<_, i32>(0), 1);
-    assert_eq!(client.query_one("select 2", &[]).await.unwrap().get::<_, i32>(0), 2);
+    assert_eq!(
+        bystander
+            .query_one("select 1", &[])
+            .await
+            .unwrap()
+            .get::<_, i32>(0),
+        1
+    );
+    assert_eq!(
+        client
+            .query_one("select 2", &[])
+            .await
+            .unwrap()
+            .get::<_, i32>(0),
+        2
+    );
     let text = metrics_text(&proxy).await;
-    assert_eq!(metric(&text, "pgwarden_cancel_requests_total{outcome=\"forwarded\"}"), 1.0, "{text}");
+    assert_eq!(
+        metric(
+            &text,
+            "pgwarden_cancel_requests_total{outcome=\"forwarded\"}"
+        ),
+        1.0,
+        "{text}"
+    );
 }
 
 #[tokio::test]
@@ -172,7 +258,11 @@ async fn pg_cancel_backend_with_the_pid_the_client_sees() {
     let proxy = start_proxy("").await;
     let client = connect(&proxy, SCRAM_USER).await;
     let admin = connect(&proxy, SCRAM_USER).await;
-    let pid: i32 = client.query_one("select pg_backend_pid()", &[]).await.unwrap().get(0);
+    let pid: i32 = client
+        .query_one("select pg_backend_pid()", &[])
+        .await
+        .unwrap()
+        .get(0);
     let sleeper = tokio::spawn(async move { client.query("select pg_sleep(30)", &[]).await });
     // Wait until the sleep is running, then cancel it by pid from another session.
     for _ in 0..100 {
@@ -186,7 +276,11 @@ async fn pg_cancel_backend_with_the_pid_the_client_sees() {
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    let ok: bool = admin.query_one("select pg_cancel_backend($1)", &[&pid]).await.unwrap().get(0);
+    let ok: bool = admin
+        .query_one("select pg_cancel_backend($1)", &[&pid])
+        .await
+        .unwrap()
+        .get(0);
     assert!(ok);
     let err = sleeper.await.unwrap().unwrap_err();
     assert_eq!(err.code().unwrap().code(), "57014");
@@ -197,7 +291,11 @@ async fn psql_ctrl_c_cancels_through_the_proxy() {
     let proxy = start_proxy("").await;
     let child = tokio::process::Command::new("psql")
         .args(["-X", "-c", "select pg_sleep(30)"])
-        .arg(format!("postgresql://{}@127.0.0.1:{}/app", SCRAM_USER.0, proxy.addr.port()))
+        .arg(format!(
+            "postgresql://{}@127.0.0.1:{}/app",
+            SCRAM_USER.0,
+            proxy.addr.port()
+        ))
         .env("PGPASSWORD", SCRAM_USER.1)
         .stderr(std::process::Stdio::piped())
         .spawn()
@@ -217,20 +315,37 @@ async fn psql_ctrl_c_cancels_through_the_proxy() {
     // SIGINT is what Ctrl-C sends; psql answers with a CancelRequest.
     let pid = child.id().unwrap() as i32;
     unsafe { libc::kill(pid, libc::SIGINT) };
-    let out = tokio::time::timeout(Duration::from_secs(15), child.wait_with_output()).await.expect("psql stops").unwrap();
-    assert!(String::from_utf8_lossy(&out.stderr).contains("canceling statement due to user request"), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = tokio::time::timeout(Duration::from_secs(15), child.wait_with_output())
+        .await
+        .expect("psql stops")
+        .unwrap();
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("canceling statement due to user request"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 #[tokio::test]
 async fn forged_cancel_keys_are_ignored() {
     let proxy = start_proxy("").await;
     let client = connect(&proxy, SCRAM_USER).await;
-    let pid: i32 = client.query_one("select pg_backend_pid()", &[]).await.unwrap().get(0);
+    let pid: i32 = client
+        .query_one("select pg_backend_pid()", &[])
+        .await
+        .unwrap()
+        .get(0);
     // A cancel request with the right pid but a guessed secret.
     let mut s = tokio::net::TcpStream::connect(proxy.addr).await.unwrap();
     use tokio::io::AsyncWriteExt;
-    s.write_all(&pgwarden::cancel::encode_cancel_request(pid, &[1, 2, 3, 4])).await.unwrap();
+    s.write_all(&pgwarden::cancel::encode_cancel_request(pid, &[1, 2, 3, 4]))
+        .await
+        .unwrap();
     drop(s);
-    let r = tokio::time::timeout(Duration::from_secs(3), client.query_one("select pg_sleep(1)::text", &[])).await;
+    let r = tokio::time::timeout(
+        Duration::from_secs(3),
+        client.query_one("select pg_sleep(1)::text", &[]),
+    )
+    .await;
     assert!(r.expect("not cancelled, completes").is_ok());
 }

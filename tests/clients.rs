@@ -6,7 +6,11 @@ use common::*;
 use tokio::process::Command;
 
 fn url(proxy: &pgwarden::Proxy, db: &str) -> String {
-    format!("postgresql://{}@127.0.0.1:{}/{db}", SCRAM_USER.0, proxy.addr.port())
+    format!(
+        "postgresql://{}@127.0.0.1:{}/{db}",
+        SCRAM_USER.0,
+        proxy.addr.port()
+    )
 }
 
 #[tokio::test]
@@ -51,7 +55,10 @@ select count(*) as n from {table} \gset
     assert!(stdout.contains("2,second!"), "{stdout}");
     assert!(stdout.contains("3,dollar 'quoted'"), "{stdout}");
     assert!(stdout.contains("rows=3"), "{stdout}");
-    assert!(stdout.contains("primary key") || stdout.contains("PRIMARY KEY"), "{stdout}");
+    assert!(
+        stdout.contains("primary key") || stdout.contains("PRIMARY KEY"),
+        "{stdout}"
+    );
     // The deliberate division by zero was reported and did not stop the script.
     assert!(stderr.contains("division by zero"), "{stderr}");
 }
@@ -60,7 +67,13 @@ select count(*) as n from {table} \gset
 async fn pgbench_simple_extended_and_prepared() {
     let proxy = start_proxy("").await;
     let db = unique("bench");
-    fixture().cluster.psql("postgres", &format!("create database {db} owner {}", SCRAM_USER.0)).unwrap();
+    fixture()
+        .cluster
+        .psql(
+            "postgres",
+            &format!("create database {db} owner {}", SCRAM_USER.0),
+        )
+        .unwrap();
     let init = Command::new("pgbench")
         .args(["-i", "-s", "1", "-q"])
         .arg(url(&proxy, &db))
@@ -68,7 +81,11 @@ async fn pgbench_simple_extended_and_prepared() {
         .output()
         .await
         .unwrap();
-    assert!(init.status.success(), "{}", String::from_utf8_lossy(&init.stderr));
+    assert!(
+        init.status.success(),
+        "{}",
+        String::from_utf8_lossy(&init.stderr)
+    );
     for mode in ["simple", "extended", "prepared"] {
         let out = Command::new("pgbench")
             .args(["-n", "-c", "4", "-j", "2", "-t", "50", "-M", mode])
@@ -78,13 +95,26 @@ async fn pgbench_simple_extended_and_prepared() {
             .await
             .unwrap();
         let stdout = String::from_utf8_lossy(&out.stdout);
-        assert!(out.status.success(), "{mode}: {}", String::from_utf8_lossy(&out.stderr));
-        assert!(stdout.contains("number of transactions actually processed: 200/200"), "{mode}: {stdout}");
-        assert!(stdout.contains("number of failed transactions: 0"), "{mode}: {stdout}");
+        assert!(
+            out.status.success(),
+            "{mode}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(
+            stdout.contains("number of transactions actually processed: 200/200"),
+            "{mode}: {stdout}"
+        );
+        assert!(
+            stdout.contains("number of failed transactions: 0"),
+            "{mode}: {stdout}"
+        );
     }
     // Every TPC-B transaction wrote one history row through the proxy.
     let client = connect(&proxy, SCRAM_USER).await;
     drop(client);
-    let n = fixture().cluster.psql(&db, "select count(*) from pgbench_history").unwrap();
+    let n = fixture()
+        .cluster
+        .psql(&db, "select count(*) from pgbench_history")
+        .unwrap();
     assert_eq!(n.trim(), "600");
 }

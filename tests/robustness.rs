@@ -28,15 +28,23 @@ fn startup_packet(user: &str, db: &str) -> Vec<u8> {
 /// loopback in the test cluster), ready for hand-made messages.
 async fn raw_session(proxy: &pgwarden::Proxy) -> TcpStream {
     let mut s = TcpStream::connect(proxy.addr).await.unwrap();
-    s.write_all(&startup_packet("postgres", "app")).await.unwrap();
+    s.write_all(&startup_packet("postgres", "app"))
+        .await
+        .unwrap();
     // Read until ReadyForQuery ('Z' + len 5 + status).
     let mut seen = Vec::new();
     let mut buf = [0u8; 4096];
     loop {
-        let n = tokio::time::timeout(Duration::from_secs(10), s.read(&mut buf)).await.unwrap().unwrap();
+        let n = tokio::time::timeout(Duration::from_secs(10), s.read(&mut buf))
+            .await
+            .unwrap()
+            .unwrap();
         assert!(n > 0, "closed during startup: {seen:?}");
         seen.extend_from_slice(&buf[..n]);
-        if seen.windows(6).any(|w| w[0] == b'Z' && w[1..5] == [0, 0, 0, 5]) {
+        if seen
+            .windows(6)
+            .any(|w| w[0] == b'Z' && w[1..5] == [0, 0, 0, 5])
+        {
             return s;
         }
     }
@@ -45,7 +53,9 @@ async fn raw_session(proxy: &pgwarden::Proxy) -> TcpStream {
 /// Read everything until the proxy closes the connection.
 async fn read_to_close(s: &mut TcpStream) -> Vec<u8> {
     let mut out = Vec::new();
-    let _ = tokio::time::timeout(Duration::from_secs(10), s.read_to_end(&mut out)).await.expect("proxy closes the connection");
+    let _ = tokio::time::timeout(Duration::from_secs(10), s.read_to_end(&mut out))
+        .await
+        .expect("proxy closes the connection");
     out
 }
 
@@ -56,7 +66,14 @@ fn has_sqlstate(bytes: &[u8], code: &str) -> bool {
 
 async fn still_serving(proxy: &pgwarden::Proxy) {
     let client = connect(proxy, SCRAM_USER).await;
-    assert_eq!(client.query_one("select 1", &[]).await.unwrap().get::<_, i32>(0), 1);
+    assert_eq!(
+        client
+            .query_one("select 1", &[])
+            .await
+            .unwrap()
+            .get::<_, i32>(0),
+        1
+    );
 }
 
 #[tokio::test]
@@ -75,13 +92,13 @@ async fn unknown_message_type_closes_only_that_connection() {
 async fn malformed_bodies_never_reach_the_server() {
     let proxy = start_proxy("").await;
     let cases: Vec<&[u8]> = vec![
-        b"Q\0\0\0\x0cselect 1",               // no NUL terminator
-        b"Q\0\0\0\x0eselect 1\0X",            // bytes after the string
-        b"B\0\0\0\x08\0\0\0\x05",              // Bind with a bogus format count
-        b"P\0\0\0\x0a\0x\0\x7f\xff\0",         // Parse with a bogus type count
-        b"E\0\0\0\x05\0",                       // Execute cut short
-        b"Q\0\0\0\x02",                          // length below 4
-        b"Q\xff\xff\xff\xff",                    // negative length
+        b"Q\0\0\0\x0cselect 1",        // no NUL terminator
+        b"Q\0\0\0\x0eselect 1\0X",     // bytes after the string
+        b"B\0\0\0\x08\0\0\0\x05",      // Bind with a bogus format count
+        b"P\0\0\0\x0a\0x\0\x7f\xff\0", // Parse with a bogus type count
+        b"E\0\0\0\x05\0",              // Execute cut short
+        b"Q\0\0\0\x02",                // length below 4
+        b"Q\xff\xff\xff\xff",          // negative length
     ];
     for raw in cases {
         let mut s = raw_session(&proxy).await;
@@ -103,13 +120,25 @@ async fn oversized_message_is_refused_before_it_is_buffered() {
     // A query just under the cap works through a normal client.
     let client = connect(&proxy, SCRAM_USER).await;
     let long = format!("select length('{}')", "x".repeat(60_000));
-    assert_eq!(client.query_one(long.as_str(), &[]).await.unwrap().get::<_, i32>(0), 60_000);
+    assert_eq!(
+        client
+            .query_one(long.as_str(), &[])
+            .await
+            .unwrap()
+            .get::<_, i32>(0),
+        60_000
+    );
 }
 
 #[tokio::test]
 async fn garbage_startup_packets() {
     let proxy = start_proxy("").await;
-    for raw in [&b"\0\0\0\x06\x01\x02"[..], b"\x7f\xff\xff\xff", b"GET / HTTP/1.1\r\n\r\n", b"\0\0\0\x08\0\x09\0\0"] {
+    for raw in [
+        &b"\0\0\0\x06\x01\x02"[..],
+        b"\x7f\xff\xff\xff",
+        b"GET / HTTP/1.1\r\n\r\n",
+        b"\0\0\0\x08\0\x09\0\0",
+    ] {
         let mut s = TcpStream::connect(proxy.addr).await.unwrap();
         s.write_all(raw).await.unwrap();
         let _ = read_to_close(&mut s).await;
@@ -123,17 +152,34 @@ async fn garbage_startup_packets() {
 #[tokio::test]
 async fn unreachable_upstream_gives_08006_and_the_proxy_stays_up() {
     let port = pgwarden::demo::postgres::free_port().unwrap();
-    let text = format!("listen = \"127.0.0.1:0\"\nupstream = \"127.0.0.1:{port}\"\nconnect_timeout_secs = 2\n[metrics]\nlisten = \"127.0.0.1:0\"\n");
-    let proxy = pgwarden::Proxy::start(pgwarden::Config::parse(&text, std::path::Path::new("t.toml")).unwrap()).await.unwrap();
+    let text = format!(
+        "listen = \"127.0.0.1:0\"\nupstream = \"127.0.0.1:{port}\"\nconnect_timeout_secs = 2\n[metrics]\nlisten = \"127.0.0.1:0\"\n"
+    );
+    let proxy = pgwarden::Proxy::start(
+        pgwarden::Config::parse(&text, std::path::Path::new("t.toml")).unwrap(),
+    )
+    .await
+    .unwrap();
     for _ in 0..3 {
-        let err = pg_config(&proxy, SCRAM_USER, "app").connect(NoTls).await.err().expect("no server");
+        let err = pg_config(&proxy, SCRAM_USER, "app")
+            .connect(NoTls)
+            .await
+            .err()
+            .expect("no server");
         assert_eq!(err.code().map(|c| c.code()), Some("08006"), "{err}");
-        assert!(error_text(&err).contains("could not connect to the database server"), "{err:?}");
+        assert!(
+            error_text(&err).contains("could not connect to the database server"),
+            "{err:?}"
+        );
         // The error names no address.
         assert!(!format!("{err:?}").contains(&port.to_string()), "{err:?}");
     }
     let text = metrics_text(&proxy).await;
-    assert_eq!(metric(&text, "pgwarden_upstream_errors_total{kind=\"connect\"}"), 3.0, "{text}");
+    assert_eq!(
+        metric(&text, "pgwarden_upstream_errors_total{kind=\"connect\"}"),
+        3.0,
+        "{text}"
+    );
 }
 
 #[tokio::test]
@@ -141,13 +187,21 @@ async fn connection_cap_refuses_with_53300() {
     let proxy = start_proxy("max_connections = 2\n").await;
     let a = connect(&proxy, SCRAM_USER).await;
     let b = connect(&proxy, SCRAM_USER).await;
-    let err = pg_config(&proxy, SCRAM_USER, "app").connect(NoTls).await.err().expect("third refused");
+    let err = pg_config(&proxy, SCRAM_USER, "app")
+        .connect(NoTls)
+        .await
+        .err()
+        .expect("third refused");
     assert_eq!(err.code().map(|c| c.code()), Some("53300"), "{err}");
     drop(a);
     // Once a slot frees, new clients get in again.
     let mut ok = false;
     for _ in 0..50 {
-        if pg_config(&proxy, SCRAM_USER, "app").connect(NoTls).await.is_ok() {
+        if pg_config(&proxy, SCRAM_USER, "app")
+            .connect(NoTls)
+            .await
+            .is_ok()
+        {
             ok = true;
             break;
         }
@@ -162,7 +216,11 @@ async fn replication_connections_are_refused() {
     let proxy = start_proxy("").await;
     let mut s = TcpStream::connect(proxy.addr).await.unwrap();
     let mut body = vec![0, 3, 0, 0];
-    for (k, v) in [("user", "postgres"), ("replication", "database"), ("database", "app")] {
+    for (k, v) in [
+        ("user", "postgres"),
+        ("replication", "database"),
+        ("database", "app"),
+    ] {
         body.extend_from_slice(k.as_bytes());
         body.push(0);
         body.extend_from_slice(v.as_bytes());
@@ -180,10 +238,20 @@ async fn replication_connections_are_refused() {
 async fn server_side_termination_reaches_the_client() {
     let proxy = start_proxy("").await;
     let client = connect(&proxy, SCRAM_USER).await;
-    let pid: i32 = client.query_one("select pg_backend_pid()", &[]).await.unwrap().get(0);
+    let pid: i32 = client
+        .query_one("select pg_backend_pid()", &[])
+        .await
+        .unwrap()
+        .get(0);
     let admin = connect_direct().await;
-    admin.query_one("select pg_terminate_backend($1)", &[&pid]).await.unwrap();
+    admin
+        .query_one("select pg_terminate_backend($1)", &[&pid])
+        .await
+        .unwrap();
     let err = client.query_one("select 1", &[]).await.unwrap_err();
-    assert!(err.is_closed() || err.code().map(|c| c.code()) == Some("57P01"), "{err}");
+    assert!(
+        err.is_closed() || err.code().map(|c| c.code()) == Some("57P01"),
+        "{err}"
+    );
     still_serving(&proxy).await;
 }

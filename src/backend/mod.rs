@@ -137,9 +137,7 @@ impl<'a> Iterator for DataRowFields<'a> {
             return None;
         }
         self.left -= 1;
-        let bad = || {
-            Some(Err(DecodeError::new(b'D', "field runs past the end")))
-        };
+        let bad = || Some(Err(DecodeError::new(b'D', "field runs past the end")));
         let Some(len) = self.reader.i32() else {
             self.left = 0;
             return bad();
@@ -204,6 +202,9 @@ mod tests {
     #[test]
     fn backend_key_round_trip() {
         let f = encode_backend_key(42, &[1, 2, 3, 4]);
-        assert_eq!(backend_key(&f), Some((42, Bytes::from_static(&[1, 2, 3, 4]))));
+        assert_eq!(
+            backend_key(&f),
+            Some((42, Bytes::from_static(&[1, 2, 3, 4])))
+        );
     }
 }

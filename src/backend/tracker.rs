@@ -123,7 +123,13 @@ impl Tracker {
     }
 
     /// Account for one server message of type `tag` and `len` bytes.
-    pub fn observe(&mut self, tag: u8, len: usize, sqlstate: Option<&str>, command_tag: Option<&str>) -> Observed {
+    pub fn observe(
+        &mut self,
+        tag: u8,
+        len: usize,
+        sqlstate: Option<&str>,
+        command_tag: Option<&str>,
+    ) -> Observed {
         let mut seen = Observed::default();
         match tag {
             b'D' | b'd' => {
@@ -132,10 +138,17 @@ impl Tracker {
                 }
                 self.progress.bytes += len as u64;
             }
-            b'C' | b'I' => seen.completed = self.finish_result(command_tag.map(str::to_string), None, false),
+            b'C' | b'I' => {
+                seen.completed = self.finish_result(command_tag.map(str::to_string), None, false)
+            }
             b's' => seen.completed = self.finish_result(None, None, true),
             b'1' | b'2' | b'3' | b'n' => {
-                self.pop_if(|p| matches!(p, Pending::Parse | Pending::Bind | Pending::Close | Pending::Describe));
+                self.pop_if(|p| {
+                    matches!(
+                        p,
+                        Pending::Parse | Pending::Bind | Pending::Close | Pending::Describe
+                    )
+                });
             }
             b'T' => {
                 self.pop_if(|p| matches!(p, Pending::Describe));
@@ -162,7 +175,12 @@ impl Tracker {
     }
 
     /// A result ended (CommandComplete and friends).
-    fn finish_result(&mut self, tag: Option<String>, sqlstate: Option<String>, suspended: bool) -> Option<Completed> {
+    fn finish_result(
+        &mut self,
+        tag: Option<String>,
+        sqlstate: Option<String>,
+        suspended: bool,
+    ) -> Option<Completed> {
         let progress = std::mem::take(&mut self.progress);
         let statement = match self.queue.front() {
             // A Query stays queued until its ReadyForQuery; each of its
@@ -208,7 +226,11 @@ impl Tracker {
     fn skip_to_sync(&mut self) {
         while let Some(p) = self.queue.front() {
             match p {
-                Pending::Parse | Pending::Bind | Pending::Describe | Pending::Close | Pending::Execute(_) => {
+                Pending::Parse
+                | Pending::Bind
+                | Pending::Describe
+                | Pending::Close
+                | Pending::Execute(_) => {
                     self.queue.pop_front();
                 }
                 _ => break,
@@ -228,7 +250,13 @@ mod tests {
     #[test]
     fn extended_cycle_counts_rows() {
         let mut t = Tracker::default();
-        for p in [Pending::Parse, Pending::Bind, Pending::Describe, Pending::Execute(stmt("select")), Pending::Sync] {
+        for p in [
+            Pending::Parse,
+            Pending::Bind,
+            Pending::Describe,
+            Pending::Execute(stmt("select")),
+            Pending::Sync,
+        ] {
             t.push(p);
         }
         t.observe(b'1', 5, None, None);
@@ -236,7 +264,10 @@ mod tests {
         t.observe(b'T', 30, None, None);
         t.observe(b'D', 10, None, None);
         t.observe(b'D', 10, None, None);
-        let c = t.observe(b'C', 13, None, Some("SELECT 2")).completed.unwrap();
+        let c = t
+            .observe(b'C', 13, None, Some("SELECT 2"))
+            .completed
+            .unwrap();
         assert_eq!(c.rows, 2);
         assert_eq!(c.tag.as_deref(), Some("SELECT 2"));
         assert!(t.observe(b'Z', 6, None, None).ready);
@@ -246,7 +277,13 @@ mod tests {
     #[test]
     fn error_skips_to_sync() {
         let mut t = Tracker::default();
-        for p in [Pending::Parse, Pending::Bind, Pending::Execute(stmt("x")), Pending::Sync, Pending::Parse] {
+        for p in [
+            Pending::Parse,
+            Pending::Bind,
+            Pending::Execute(stmt("x")),
+            Pending::Sync,
+            Pending::Parse,
+        ] {
             t.push(p);
         }
         t.observe(b'E', 50, Some("42601"), None);
@@ -258,14 +295,24 @@ mod tests {
     #[test]
     fn multi_statement_query_completes_each_result() {
         let mut t = Tracker::default();
-        t.push(Pending::Query(Statement::new("select 1; select 2".into(), false)));
+        t.push(Pending::Query(Statement::new(
+            "select 1; select 2".into(),
+            false,
+        )));
         t.observe(b'T', 30, None, None);
         t.observe(b'D', 10, None, None);
-        assert!(t.observe(b'C', 13, None, Some("SELECT 1")).completed.is_some());
+        assert!(
+            t.observe(b'C', 13, None, Some("SELECT 1"))
+                .completed
+                .is_some()
+        );
         t.observe(b'T', 30, None, None);
         t.observe(b'D', 10, None, None);
         t.observe(b'D', 10, None, None);
-        let c = t.observe(b'C', 13, None, Some("SELECT 2")).completed.unwrap();
+        let c = t
+            .observe(b'C', 13, None, Some("SELECT 2"))
+            .completed
+            .unwrap();
         assert_eq!(c.rows, 2);
         assert_eq!(t.len(), 1);
         t.observe(b'Z', 6, None, None);

@@ -36,13 +36,17 @@ listen = "127.0.0.1:9187"
 "#;
     let c = Config::parse(text, &dir.path().join("pgwarden.toml")).unwrap();
     assert_eq!(c.audit.durability, Durability::Async);
-    assert_eq!(c.policies.as_deref(), Some(dir.path().join("policies").as_path()));
+    assert_eq!(
+        c.policies.as_deref(),
+        Some(dir.path().join("policies").as_path())
+    );
     assert_eq!(c.upstream_host(), "db.internal");
 }
 
 #[test]
 fn unknown_key_is_named() {
-    let e = parse("listen = \"127.0.0.1:1\"\nupstream = \"h:1\"\n[audit]\ndirr = \"x\"\n").unwrap_err();
+    let e =
+        parse("listen = \"127.0.0.1:1\"\nupstream = \"h:1\"\n[audit]\ndirr = \"x\"\n").unwrap_err();
     let msg = e.to_string();
     assert!(msg.contains("dirr"), "{msg}");
     assert!(msg.contains("pgwarden.toml:4"), "{msg}");
@@ -56,9 +60,13 @@ fn bad_values_name_key_and_file() {
     assert!(e.to_string().contains("key `upstream`"), "{e}");
     let e = parse("listen = \"127.0.0.1:1\"\nupstream = \"h:1\"\n[audit]\ndir = \"/tmp/a\"\nkey_file = \"/nonexistent/k\"\n").unwrap_err();
     assert!(e.to_string().contains("/nonexistent/k"), "{e}");
-    let e = parse("listen = \"127.0.0.1:1\"\nupstream = \"h:1\"\n[tls]\nmode = \"require\"\n").unwrap_err();
+    let e = parse("listen = \"127.0.0.1:1\"\nupstream = \"h:1\"\n[tls]\nmode = \"require\"\n")
+        .unwrap_err();
     assert!(e.to_string().contains("tls.cert"), "{e}");
-    let e = parse("listen = \"127.0.0.1:1\"\nupstream = \"h:1\"\n[upstream_tls]\nmode = \"verify-full\"\n").unwrap_err();
+    let e = parse(
+        "listen = \"127.0.0.1:1\"\nupstream = \"h:1\"\n[upstream_tls]\nmode = \"verify-full\"\n",
+    )
+    .unwrap_err();
     assert!(e.to_string().contains("upstream_tls.ca_file"), "{e}");
 }
 

@@ -45,7 +45,8 @@ impl TlsConfig {
         }
         for (k, p) in [("cert", &self.cert), ("key", &self.key)] {
             if let Some(p) = p {
-                std::fs::metadata(p).map_err(|e| (k, format!("cannot read {}: {e}", p.display())))?;
+                std::fs::metadata(p)
+                    .map_err(|e| (k, format!("cannot read {}: {e}", p.display())))?;
             }
         }
         Ok(())

@@ -27,8 +27,12 @@ pub struct DemoOptions {
 pub fn start_sample_cluster() -> anyhow::Result<PgCluster> {
     let cluster = PgCluster::start(&ClusterOptions::default())?;
     cluster.psql("postgres", &format!("CREATE DATABASE {DATABASE};"))?;
-    cluster.psql(DATABASE, SAMPLE_SQL).context("loading sample data")?;
-    cluster.psql(DATABASE, EMPLOYEES_SQL).context("creating sample logins")?;
+    cluster
+        .psql(DATABASE, SAMPLE_SQL)
+        .context("loading sample data")?;
+    cluster
+        .psql(DATABASE, EMPLOYEES_SQL)
+        .context("creating sample logins")?;
     Ok(cluster)
 }
 
@@ -64,11 +68,17 @@ fn print_hints(proxy: &Proxy, cluster: &PgCluster) {
     let host = proxy.addr.ip();
     println!();
     println!("pgwarden demo is running.");
-    println!("  proxy:      {} -> PostgreSQL at {}", proxy.addr, cluster.addr());
+    println!(
+        "  proxy:      {} -> PostgreSQL at {}",
+        proxy.addr,
+        cluster.addr()
+    );
     if let Some(m) = proxy.metrics_addr {
         println!("  metrics:    http://{m}/metrics");
     }
-    println!("  data:       database `{DATABASE}`: customers (3,000), shipments (20,000), credit_reports (1,500)");
+    println!(
+        "  data:       database `{DATABASE}`: customers (3,000), shipments (20,000), credit_reports (1,500)"
+    );
     println!();
     println!("Connect as a sample employee (the password is the login name):");
     for (user, role) in [

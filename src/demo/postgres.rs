@@ -79,7 +79,9 @@ pub fn find_bindir() -> anyhow::Result<PathBuf> {
             }
         }
     }
-    bail!("PostgreSQL server binaries not found: install postgresql (e.g. apt-get install postgresql-15) or set PGWARDEN_PG_BINDIR")
+    bail!(
+        "PostgreSQL server binaries not found: install postgresql (e.g. apt-get install postgresql-15) or set PGWARDEN_PG_BINDIR"
+    )
 }
 
 /// A free TCP port on 127.0.0.1.
@@ -138,18 +140,31 @@ impl PgCluster {
             .command("initdb")
             .arg("-D")
             .arg(self.data())
-            .args(["-U", "postgres", "-A", "trust", "--no-sync", "-E", "UTF8", "--locale=C"])
+            .args([
+                "-U",
+                "postgres",
+                "-A",
+                "trust",
+                "--no-sync",
+                "-E",
+                "UTF8",
+                "--locale=C",
+            ])
             .output()
             .context("running initdb")?;
         if !out.status.success() {
             bail!("initdb failed: {}", String::from_utf8_lossy(&out.stderr));
         }
-        let mut hba = String::from("local all all trust\nhost all postgres 127.0.0.1/32 trust\nhost all postgres ::1/128 trust\n");
+        let mut hba = String::from(
+            "local all all trust\nhost all postgres 127.0.0.1/32 trust\nhost all postgres ::1/128 trust\n",
+        );
         for line in &opts.hba {
             hba.push_str(line);
             hba.push('\n');
         }
-        hba.push_str("host all all 127.0.0.1/32 scram-sha-256\nhost all all ::1/128 scram-sha-256\n");
+        hba.push_str(
+            "host all all 127.0.0.1/32 scram-sha-256\nhost all all ::1/128 scram-sha-256\n",
+        );
         self.write_owned(&self.data().join("pg_hba.conf"), hba.as_bytes())?;
         if let Some((cert, key)) = &opts.tls {
             self.write_owned(&self.data().join("server.crt"), &std::fs::read(cert)?)?;
@@ -161,7 +176,8 @@ impl PgCluster {
     /// Write a file in the data folder, owned by the server's user, mode 0600.
     fn write_owned(&self, path: &Path, data: &[u8]) -> anyhow::Result<()> {
         use std::os::unix::fs::PermissionsExt;
-        let mut f = std::fs::File::create(path).with_context(|| format!("writing {}", path.display()))?;
+        let mut f =
+            std::fs::File::create(path).with_context(|| format!("writing {}", path.display()))?;
         f.write_all(data)?;
         std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?;
         if self.run_as_postgres {
@@ -177,7 +193,8 @@ impl PgCluster {
             self.dir.display()
         );
         if opts.tls.is_some() {
-            server_opts.push_str(" -c ssl=on -c ssl_cert_file=server.crt -c ssl_key_file=server.key");
+            server_opts
+                .push_str(" -c ssl=on -c ssl_cert_file=server.crt -c ssl_key_file=server.key");
         }
         for (k, v) in &opts.settings {
             server_opts.push_str(&format!(" -c {k}={v}"));
@@ -196,7 +213,10 @@ impl PgCluster {
             .context("running pg_ctl start")?;
         if !out.status.success() {
             let log = std::fs::read_to_string(self.dir.join("server.log")).unwrap_or_default();
-            bail!("pg_ctl start failed: {}\n{log}", String::from_utf8_lossy(&out.stderr));
+            bail!(
+                "pg_ctl start failed: {}\n{log}",
+                String::from_utf8_lossy(&out.stderr)
+            );
         }
         Ok(())
     }
@@ -209,7 +229,18 @@ impl PgCluster {
     /// Run SQL as the superuser through psql (stops at the first error).
     pub fn psql(&self, database: &str, sql: &str) -> anyhow::Result<String> {
         let mut child = Command::new(self.bindir.join("psql"))
-            .args(["-X", "-q", "-A", "-t", "-v", "ON_ERROR_STOP=1", "-h", "127.0.0.1", "-U", "postgres"])
+            .args([
+                "-X",
+                "-q",
+                "-A",
+                "-t",
+                "-v",
+                "ON_ERROR_STOP=1",
+                "-h",
+                "127.0.0.1",
+                "-U",
+                "postgres",
+            ])
             .arg("-p")
             .arg(self.port.to_string())
             .arg("-d")
@@ -255,7 +286,11 @@ impl PgCluster {
     /// process is gone, whichever way it goes.
     fn spawn_watchdog(&self) -> anyhow::Result<Child> {
         let pg_ctl = self.bindir.join("pg_ctl");
-        let as_pg = if self.run_as_postgres { "runuser -u postgres -- " } else { "" };
+        let as_pg = if self.run_as_postgres {
+            "runuser -u postgres -- "
+        } else {
+            ""
+        };
         let script = format!(
             "while kill -0 {pid} 2>/dev/null; do sleep 1; done; {as_pg}'{pg_ctl}' -D '{data}' -m immediate -w stop >/dev/null 2>&1; rm -rf '{dir}'",
             pid = std::process::id(),
@@ -313,7 +348,10 @@ fn chown_postgres(path: &Path) -> anyhow::Result<()> {
         .status()
         .context("running chown")?;
     if !status.success() {
-        bail!("chown postgres {} failed (does the postgres system user exist?)", path.display());
+        bail!(
+            "chown postgres {} failed (does the postgres system user exist?)",
+            path.display()
+        );
     }
     Ok(())
 }

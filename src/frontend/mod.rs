@@ -30,7 +30,9 @@ pub enum FrontendMessage {
     CopyFail(String),
     /// The legacy fast-path function call (`F`): calls a function by OID
     /// with no SQL text to analyse.
-    FunctionCall { function_oid: u32 },
+    FunctionCall {
+        function_oid: u32,
+    },
     /// A password-family (`p`) message outside authentication.
     Password,
     Terminate,

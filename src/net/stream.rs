@@ -27,7 +27,11 @@ impl<T> Stream<T> {
 }
 
 impl<T: AsyncRead + Unpin> AsyncRead for Stream<T> {
-    fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
         match self.get_mut() {
             Stream::Plain(s) => Pin::new(s).poll_read(cx, buf),
             Stream::Tls(s) => Pin::new(&mut **s).poll_read(cx, buf),
@@ -36,7 +40,11 @@ impl<T: AsyncRead + Unpin> AsyncRead for Stream<T> {
 }
 
 impl<T: AsyncWrite + Unpin> AsyncWrite for Stream<T> {
-    fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
         match self.get_mut() {
             Stream::Plain(s) => Pin::new(s).poll_write(cx, buf),
             Stream::Tls(s) => Pin::new(&mut **s).poll_write(cx, buf),
@@ -98,7 +106,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin> FramedIo<S> {
     }
 
     /// Read one frame; `Ok(None)` when the peer closed cleanly between frames.
-    pub async fn read_frame(&mut self, typed: bool, max: usize) -> Result<Option<Frame>, ReadError> {
+    pub async fn read_frame(
+        &mut self,
+        typed: bool,
+        max: usize,
+    ) -> Result<Option<Frame>, ReadError> {
         loop {
             if let Some(f) = take_frame(&mut self.buf, typed, max)? {
                 return Ok(Some(f));

@@ -61,7 +61,8 @@ pub fn server_config(tls: &TlsConfig) -> Result<Option<Arc<ServerConfig>>, Error
 
 /// The client-side TLS settings for the upstream leg, or `None` for plain.
 pub fn client_config(tls: &UpstreamTlsConfig) -> Result<Option<Arc<ClientConfig>>, Error> {
-    let builder = ClientConfig::builder_with_provider(provider()).with_safe_default_protocol_versions()?;
+    let builder =
+        ClientConfig::builder_with_provider(provider()).with_safe_default_protocol_versions()?;
     let config = match tls.mode {
         UpstreamTlsMode::Disable => return Ok(None),
         UpstreamTlsMode::VerifyFull => {
@@ -82,8 +83,14 @@ pub fn client_config(tls: &UpstreamTlsConfig) -> Result<Option<Arc<ClientConfig>
 }
 
 /// The name checked against the server certificate.
-pub fn server_name(tls: &UpstreamTlsConfig, upstream_host: &str) -> Result<ServerName<'static>, Error> {
-    let name = tls.server_name.clone().unwrap_or_else(|| upstream_host.to_string());
+pub fn server_name(
+    tls: &UpstreamTlsConfig,
+    upstream_host: &str,
+) -> Result<ServerName<'static>, Error> {
+    let name = tls
+        .server_name
+        .clone()
+        .unwrap_or_else(|| upstream_host.to_string());
     ServerName::try_from(name.clone()).map_err(|_| Error::File {
         path: "upstream_tls.server_name".into(),
         message: format!("`{name}` is not a valid server name"),
@@ -113,7 +120,12 @@ impl ServerCertVerifier for AcceptAnyCert {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        verify_tls12_signature(message, cert, dss, &self.0.signature_verification_algorithms)
+        verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
     }
 
     fn verify_tls13_signature(
@@ -122,7 +134,12 @@ impl ServerCertVerifier for AcceptAnyCert {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        verify_tls13_signature(message, cert, dss, &self.0.signature_verification_algorithms)
+        verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
     }
 
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {

@@ -60,13 +60,22 @@ pub async fn relay_authentication(
                 client.send(&frame.bytes).await?;
                 let fields = backend::error_fields(&frame).unwrap_or_default();
                 return Err(Error::AuthFailed {
-                    sqlstate: backend::error_field(&fields, b'C').unwrap_or("28000").to_string(),
-                    message: backend::error_field(&fields, b'M').unwrap_or_default().to_string(),
+                    sqlstate: backend::error_field(&fields, b'C')
+                        .unwrap_or("28000")
+                        .to_string(),
+                    message: backend::error_field(&fields, b'M')
+                        .unwrap_or_default()
+                        .to_string(),
                 });
             }
             // NegotiateProtocolVersion and notices go to the client as is.
             b'v' | b'N' => client.send(&frame.bytes).await?,
-            t => return Err(Error::UpstreamProtocol(format!("unexpected message {:?} during authentication", t as char))),
+            t => {
+                return Err(Error::UpstreamProtocol(format!(
+                    "unexpected message {:?} during authentication",
+                    t as char
+                )));
+            }
         }
     }
 }
@@ -108,12 +117,21 @@ pub async fn relay_greeting(
                 client.send(&out).await?;
                 let fields = backend::error_fields(&frame).unwrap_or_default();
                 return Err(Error::AuthFailed {
-                    sqlstate: backend::error_field(&fields, b'C').unwrap_or("XX000").to_string(),
-                    message: backend::error_field(&fields, b'M').unwrap_or_default().to_string(),
+                    sqlstate: backend::error_field(&fields, b'C')
+                        .unwrap_or("XX000")
+                        .to_string(),
+                    message: backend::error_field(&fields, b'M')
+                        .unwrap_or_default()
+                        .to_string(),
                 });
             }
             b'N' | b'v' => out.extend_from_slice(&frame.bytes),
-            t => return Err(Error::UpstreamProtocol(format!("unexpected message {:?} after authentication", t as char))),
+            t => {
+                return Err(Error::UpstreamProtocol(format!(
+                    "unexpected message {:?} after authentication",
+                    t as char
+                )));
+            }
         }
     }
 }
@@ -150,8 +168,12 @@ async fn forward_client_answer(
 
 /// The server's SASL offer without channel-binding (`-PLUS`) mechanisms.
 fn strip_channel_binding(frame: &Frame) -> Result<Frame, Error> {
-    let mechanisms = backend::sasl_mechanisms(frame).map_err(|e| Error::UpstreamProtocol(e.to_string()))?;
-    let kept: Vec<String> = mechanisms.into_iter().filter(|m| !m.ends_with("-PLUS")).collect();
+    let mechanisms =
+        backend::sasl_mechanisms(frame).map_err(|e| Error::UpstreamProtocol(e.to_string()))?;
+    let kept: Vec<String> = mechanisms
+        .into_iter()
+        .filter(|m| !m.ends_with("-PLUS"))
+        .collect();
     if kept.is_empty() {
         return Err(Error::Refused(PgError::fatal(
             sqlstate::FEATURE_NOT_SUPPORTED,

@@ -32,9 +32,15 @@ pub async fn run(
     let mut tracker = Tracker::default();
     let mut out = BytesMut::with_capacity(READ_CHUNK);
     let mut rx_open = true;
-    let mut direction = Direction { ctx, info, tracker: &mut tracker };
+    let mut direction = Direction {
+        ctx,
+        info,
+        tracker: &mut tracker,
+    };
     loop {
-        while let Some(frame) = take_frame(&mut buf, true, max).map_err(|e| Error::UpstreamProtocol(e.to_string()))? {
+        while let Some(frame) =
+            take_frame(&mut buf, true, max).map_err(|e| Error::UpstreamProtocol(e.to_string()))?
+        {
             if frame.tag != b'D' {
                 drain(&mut rx, direction.tracker);
             }
@@ -45,8 +51,13 @@ pub async fn run(
             }
         }
         if !out.is_empty() {
-            ctx.metrics.bytes.with_label_values(&["to_client"]).inc_by(out.len() as u64);
-            wr.write_all(&out).await.map_err(|e| Error::ClientIo(e.to_string()))?;
+            ctx.metrics
+                .bytes
+                .with_label_values(&["to_client"])
+                .inc_by(out.len() as u64);
+            wr.write_all(&out)
+                .await
+                .map_err(|e| Error::ClientIo(e.to_string()))?;
             out.clear();
             if out.capacity() > SHRINK_ABOVE {
                 out = BytesMut::with_capacity(READ_CHUNK);
@@ -104,7 +115,8 @@ impl Direction<'_> {
         match frame.tag {
             b'D' => {}
             b'E' => {
-                let fields = msg::error_fields(frame).map_err(|e| Error::UpstreamProtocol(e.to_string()))?;
+                let fields =
+                    msg::error_fields(frame).map_err(|e| Error::UpstreamProtocol(e.to_string()))?;
                 sqlstate = msg::error_field(&fields, b'C').map(str::to_string);
             }
             b'C' => tag = msg::command_tag(frame),
@@ -120,7 +132,12 @@ impl Direction<'_> {
             }
             _ => {}
         }
-        let seen = self.tracker.observe(frame.tag, frame.bytes.len(), sqlstate.as_deref(), tag.as_deref());
+        let seen = self.tracker.observe(
+            frame.tag,
+            frame.bytes.len(),
+            sqlstate.as_deref(),
+            tag.as_deref(),
+        );
         if let Some(done) = seen.completed {
             self.completed(done);
         }
@@ -129,8 +146,14 @@ impl Direction<'_> {
 
     fn completed(&self, done: Completed) {
         let m = &self.ctx.metrics;
-        let protocol = if done.statement.extended { "extended" } else { "simple" };
-        m.statement_duration.with_label_values(&[protocol]).observe(done.duration.as_secs_f64());
+        let protocol = if done.statement.extended {
+            "extended"
+        } else {
+            "simple"
+        };
+        m.statement_duration
+            .with_label_values(&[protocol])
+            .observe(done.duration.as_secs_f64());
         m.rows.inc_by(done.rows);
         if done.sqlstate.is_some() {
             m.statement_errors.inc();

@@ -40,7 +40,14 @@ pub struct SessionInfo {
 }
 
 impl SessionInfo {
-    pub fn new(id: SessionId, user: String, database: String, application_name: String, client: SocketAddr, tls: bool) -> Self {
+    pub fn new(
+        id: SessionId,
+        user: String,
+        database: String,
+        application_name: String,
+        client: SocketAddr,
+        tls: bool,
+    ) -> Self {
         SessionInfo {
             id,
             user,

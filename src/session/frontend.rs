@@ -34,10 +34,17 @@ pub async fn run(
     let max = ctx.config.max_client_message_bytes;
     let mut state = SessionState::default();
     let mut out = BytesMut::with_capacity(READ_CHUNK);
-    let mut inspector = Inspector { ctx, info, state: &mut state, tx: &tx };
+    let mut inspector = Inspector {
+        ctx,
+        info,
+        state: &mut state,
+        tx: &tx,
+    };
     loop {
         let mut terminate = false;
-        while let Some(frame) = take_frame(&mut buf, true, max).map_err(|e| Error::Protocol(DecodeError::new(0, e.to_string())))? {
+        while let Some(frame) = take_frame(&mut buf, true, max)
+            .map_err(|e| Error::Protocol(DecodeError::new(0, e.to_string())))?
+        {
             let msg = FrontendMessage::decode(&frame, &dctx).map_err(Error::Protocol)?;
             terminate = matches!(msg, FrontendMessage::Terminate);
             inspector.inspect(msg);
@@ -47,8 +54,13 @@ pub async fn run(
             }
         }
         if !out.is_empty() {
-            ctx.metrics.bytes.with_label_values(&["to_server"]).inc_by(out.len() as u64);
-            wr.write_all(&out).await.map_err(|e| Error::UpstreamRead(e.to_string()))?;
+            ctx.metrics
+                .bytes
+                .with_label_values(&["to_server"])
+                .inc_by(out.len() as u64);
+            wr.write_all(&out)
+                .await
+                .map_err(|e| Error::UpstreamRead(e.to_string()))?;
             out.clear();
         }
         if terminate {
@@ -57,8 +69,17 @@ pub async fn run(
         if buf.capacity() - buf.len() < READ_CHUNK / 4 {
             buf.reserve(READ_CHUNK);
         }
-        if rd.read_buf(&mut buf).await.map_err(|e| Error::ClientRead(e.to_string()))? == 0 {
-            return if buf.is_empty() { Err(Error::ClientClosed) } else { Err(Error::ClientRead("connection closed mid-message".into())) };
+        if rd
+            .read_buf(&mut buf)
+            .await
+            .map_err(|e| Error::ClientRead(e.to_string()))?
+            == 0
+        {
+            return if buf.is_empty() {
+                Err(Error::ClientClosed)
+            } else {
+                Err(Error::ClientRead("connection closed mid-message".into()))
+            };
         }
     }
 }
@@ -81,8 +102,16 @@ impl Inspector<'_> {
     fn inspect(&mut self, msg: FrontendMessage) {
         match msg {
             FrontendMessage::Query(sql) => {
-                self.ctx.metrics.statements.with_label_values(&["simple"]).inc();
-                self.ctx.metrics.queries.with_label_values(&["forward"]).inc();
+                self.ctx
+                    .metrics
+                    .statements
+                    .with_label_values(&["simple"])
+                    .inc();
+                self.ctx
+                    .metrics
+                    .queries
+                    .with_label_values(&["forward"])
+                    .inc();
                 let sql: Arc<str> = sql.into();
                 self.track_cursors(&sql);
                 debug!(sql = %sql, "query");
@@ -98,9 +127,20 @@ impl Inspector<'_> {
             }
             FrontendMessage::Describe(_) => self.expect(Pending::Describe),
             FrontendMessage::Execute(e) => {
-                self.ctx.metrics.statements.with_label_values(&["extended"]).inc();
-                self.ctx.metrics.queries.with_label_values(&["forward"]).inc();
-                let sql = self.state.portal_sql(e.name.as_deref()).unwrap_or_else(|| "".into());
+                self.ctx
+                    .metrics
+                    .statements
+                    .with_label_values(&["extended"])
+                    .inc();
+                self.ctx
+                    .metrics
+                    .queries
+                    .with_label_values(&["forward"])
+                    .inc();
+                let sql = self
+                    .state
+                    .portal_sql(e.name.as_deref())
+                    .unwrap_or_else(|| "".into());
                 debug!(sql = %sql, portal = e.name.as_deref().unwrap_or(""), "execute");
                 self.expect(Pending::Execute(Statement::new(sql, true)));
             }
@@ -125,13 +165,21 @@ impl Inspector<'_> {
     /// Remember cursors opened and closed by SQL (DECLARE / CLOSE).
     fn track_cursors(&mut self, sql: &Arc<str>) {
         let head = sql.trim_start();
-        let keyword = head.split(|c: char| !c.is_ascii_alphabetic()).next().unwrap_or("");
+        let keyword = head
+            .split(|c: char| !c.is_ascii_alphabetic())
+            .next()
+            .unwrap_or("");
         if keyword.eq_ignore_ascii_case("declare") {
             if let Some(name) = head.split_whitespace().nth(1) {
-                self.state.declare_cursor(name.trim_matches('"').to_string(), sql.clone());
+                self.state
+                    .declare_cursor(name.trim_matches('"').to_string(), sql.clone());
             }
         } else if keyword.eq_ignore_ascii_case("close") {
-            match head.split_whitespace().nth(1).map(|n| n.trim_end_matches(';')) {
+            match head
+                .split_whitespace()
+                .nth(1)
+                .map(|n| n.trim_end_matches(';'))
+            {
                 Some(n) if n.eq_ignore_ascii_case("all") => self.state.close_cursor(None),
                 Some(n) => self.state.close_cursor(Some(n.trim_matches('"'))),
                 None => {}

@@ -12,8 +12,8 @@ mod backend;
 pub mod context;
 mod frontend;
 mod relay;
-pub mod state;
 mod startup;
+pub mod state;
 
 pub use context::{SessionId, SessionInfo};
 
@@ -82,10 +82,12 @@ impl Error {
             Error::Refused(e) => Some(e.clone()),
             Error::Protocol(e) => Some(PgError::protocol(e)),
             Error::Upstream(_) => Some(PgError::upstream_unavailable()),
-            Error::UpstreamClosed | Error::UpstreamRead(_) | Error::UpstreamProtocol(_) => Some(PgError::fatal(
-                sqlstate::CONNECTION_FAILURE,
-                "pgwarden lost the connection to the database server",
-            )),
+            Error::UpstreamClosed | Error::UpstreamRead(_) | Error::UpstreamProtocol(_) => {
+                Some(PgError::fatal(
+                    sqlstate::CONNECTION_FAILURE,
+                    "pgwarden lost the connection to the database server",
+                ))
+            }
             Error::StartupTimeout => Some(PgError::fatal(
                 sqlstate::PROTOCOL_VIOLATION,
                 "startup and authentication took too long",
@@ -100,7 +102,12 @@ impl Error {
 }
 
 /// Serve one client connection; never panics the listener, whatever comes in.
-pub async fn run(ctx: Arc<ProxyContext>, tcp: TcpStream, peer: SocketAddr, shutdown: CancellationToken) {
+pub async fn run(
+    ctx: Arc<ProxyContext>,
+    tcp: TcpStream,
+    peer: SocketAddr,
+    shutdown: CancellationToken,
+) {
     let id = SessionId::random();
     let span = info_span!("session", session = %id, client = %peer, user = tracing::field::Empty);
     async move {
@@ -130,7 +137,13 @@ pub async fn run(ctx: Arc<ProxyContext>, tcp: TcpStream, peer: SocketAddr, shutd
     .await
 }
 
-async fn serve(ctx: &Arc<ProxyContext>, tcp: TcpStream, peer: SocketAddr, id: SessionId, shutdown: CancellationToken) -> Result<(), Error> {
+async fn serve(
+    ctx: &Arc<ProxyContext>,
+    tcp: TcpStream,
+    peer: SocketAddr,
+    id: SessionId,
+    shutdown: CancellationToken,
+) -> Result<(), Error> {
     let opening = tokio::time::timeout(ctx.config.startup_timeout(), startup::accept(ctx, tcp))
         .await
         .map_err(|_| Error::StartupTimeout)?;
@@ -150,7 +163,10 @@ async fn serve(ctx: &Arc<ProxyContext>, tcp: TcpStream, peer: SocketAddr, id: Se
     };
     let startup = async {
         let mut upstream = upstream::connect(ctx).await.inspect_err(|e| {
-            ctx.metrics.upstream_errors.with_label_values(&[e.kind()]).inc();
+            ctx.metrics
+                .upstream_errors
+                .with_label_values(&[e.kind()])
+                .inc();
         })?;
         upstream
             .send(&raw_startup.bytes)
@@ -177,7 +193,10 @@ async fn serve(ctx: &Arc<ProxyContext>, tcp: TcpStream, peer: SocketAddr, id: Se
         id,
         params.user().unwrap_or_default().to_string(),
         params.database().unwrap_or_default().to_string(),
-        params.get("application_name").unwrap_or_default().to_string(),
+        params
+            .get("application_name")
+            .unwrap_or_default()
+            .to_string(),
         peer,
         client.io.is_tls(),
     );
@@ -193,17 +212,26 @@ async fn serve(ctx: &Arc<ProxyContext>, tcp: TcpStream, peer: SocketAddr, id: Se
 /// Pass a client's cancel request to the server backend it names.
 async fn forward_cancel(ctx: &ProxyContext, pid: i32, secret: &bytes::Bytes) {
     let Some(server_secret) = ctx.cancel.lookup(pid, secret) else {
-        ctx.metrics.cancel_requests.with_label_values(&["unknown_key"]).inc();
+        ctx.metrics
+            .cancel_requests
+            .with_label_values(&["unknown_key"])
+            .inc();
         debug!(pid, "cancel request with an unknown key ignored");
         return;
     };
     match upstream::cancel(ctx, pid, &server_secret).await {
         Ok(()) => {
-            ctx.metrics.cancel_requests.with_label_values(&["forwarded"]).inc();
+            ctx.metrics
+                .cancel_requests
+                .with_label_values(&["forwarded"])
+                .inc();
             info!(pid, "cancel request forwarded");
         }
         Err(e) => {
-            ctx.metrics.cancel_requests.with_label_values(&["failed"]).inc();
+            ctx.metrics
+                .cancel_requests
+                .with_label_values(&["failed"])
+                .inc();
             warn!(pid, error = %e, "cancel request could not be forwarded");
         }
     }

@@ -24,15 +24,28 @@ pub async fn run(
     info: Arc<SessionInfo>,
     shutdown: CancellationToken,
 ) -> Result<(), Error> {
-    let FramedIo { io: client_io, buf: client_buf } = client;
-    let FramedIo { io: upstream_io, buf: upstream_buf } = upstream;
+    let FramedIo {
+        io: client_io,
+        buf: client_buf,
+    } = client;
+    let FramedIo {
+        io: upstream_io,
+        buf: upstream_buf,
+    } = upstream;
     let (mut client_rd, mut client_wr) = tokio::io::split(client_io);
     let (mut upstream_rd, mut upstream_wr) = tokio::io::split(upstream_io);
     let (tx, rx) = mpsc::unbounded_channel();
 
     let result = {
         let fe = frontend::run(ctx, &info, &mut client_rd, &mut upstream_wr, client_buf, tx);
-        let be = backend::run(ctx, &info, &mut upstream_rd, &mut client_wr, upstream_buf, rx);
+        let be = backend::run(
+            ctx,
+            &info,
+            &mut upstream_rd,
+            &mut client_wr,
+            upstream_buf,
+            rx,
+        );
         tokio::select! {
             r = fe => r,
             r = be => r,

@@ -21,7 +21,10 @@ pub enum Opening {
     Startup(FramedIo<ClientStream>, StartupParams, Frame),
     /// A StartupMessage pgwarden refuses; the error goes to the client.
     Failed(FramedIo<ClientStream>, Error),
-    Cancel { pid: i32, secret: Bytes },
+    Cancel {
+        pid: i32,
+        secret: Bytes,
+    },
     /// The client went away before sending a StartupMessage.
     Closed,
 }
@@ -44,14 +47,21 @@ pub async fn accept(ctx: &ProxyContext, tcp: TcpStream) -> Result<Opening, Error
         };
         match decode_startup(&frame).map_err(Error::Protocol)? {
             StartupRequest::Ssl => {
-                let Some(tls) = ctx.client_tls.clone().filter(|_| mode != ClientTlsMode::Disable && !io.io.is_tls()) else {
+                let Some(tls) = ctx
+                    .client_tls
+                    .clone()
+                    .filter(|_| mode != ClientTlsMode::Disable && !io.io.is_tls())
+                else {
                     io.send(b"N").await?;
                     continue;
                 };
                 // Bytes sent after the SSLRequest and before the handshake
                 // would bypass TLS (CVE-2021-23214).
                 if !io.buf.is_empty() {
-                    return Err(Error::Protocol(crate::codec::DecodeError::new(0, "data after SSLRequest")));
+                    return Err(Error::Protocol(crate::codec::DecodeError::new(
+                        0,
+                        "data after SSLRequest",
+                    )));
                 }
                 io.send(b"S").await?;
                 let Stream::Plain(tcp) = io.io else {
@@ -77,18 +87,31 @@ async fn starts_with_tls_handshake(tcp: &TcpStream) -> bool {
     matches!(tcp.peek(&mut b).await, Ok(1) if b[0] == 0x16)
 }
 
-async fn upgrade(tls: std::sync::Arc<rustls::ServerConfig>, tcp: TcpStream) -> Result<FramedIo<ClientStream>, Error> {
-    let stream = TlsAcceptor::from(tls).accept(tcp).await.map_err(Error::ClientTls)?;
+async fn upgrade(
+    tls: std::sync::Arc<rustls::ServerConfig>,
+    tcp: TcpStream,
+) -> Result<FramedIo<ClientStream>, Error> {
+    let stream = TlsAcceptor::from(tls)
+        .accept(tcp)
+        .await
+        .map_err(Error::ClientTls)?;
     Ok(FramedIo::new(Stream::Tls(Box::new(stream))))
 }
 
 /// Refuse openings pgwarden will not serve, with the error PostgreSQL
 /// itself would give where there is one.
-fn check_startup(ctx: &ProxyContext, io: &FramedIo<ClientStream>, params: &StartupParams) -> Result<(), Error> {
+fn check_startup(
+    ctx: &ProxyContext,
+    io: &FramedIo<ClientStream>,
+    params: &StartupParams,
+) -> Result<(), Error> {
     if params.major != 3 {
         return Err(Error::Refused(PgError::fatal(
             sqlstate::FEATURE_NOT_SUPPORTED,
-            format!("unsupported frontend protocol {}.{}", params.major, params.minor),
+            format!(
+                "unsupported frontend protocol {}.{}",
+                params.major, params.minor
+            ),
         )));
     }
     if ctx.config.tls.effective_mode() == ClientTlsMode::Require && !io.io.is_tls() {
@@ -104,7 +127,10 @@ fn check_startup(ctx: &ProxyContext, io: &FramedIo<ClientStream>, params: &Start
         )));
     }
     if let Some(r) = params.get("replication") {
-        if !matches!(r.to_ascii_lowercase().as_str(), "false" | "off" | "no" | "0") {
+        if !matches!(
+            r.to_ascii_lowercase().as_str(),
+            "false" | "off" | "no" | "0"
+        ) {
             return Err(Error::Refused(PgError::fatal(
                 sqlstate::INSUFFICIENT_PRIVILEGE,
                 "pgwarden does not relay replication connections: they would bypass per-query audit",

@@ -36,7 +36,10 @@ impl SessionState {
 
     /// Bind creates a portal from a statement; returns its SQL if known.
     pub fn bind(&mut self, portal: Option<String>, statement: Option<String>) -> Option<Arc<str>> {
-        let sql = self.statements.get(statement.as_deref().unwrap_or("")).cloned();
+        let sql = self
+            .statements
+            .get(statement.as_deref().unwrap_or(""))
+            .cloned();
         if let Some(sql) = &sql {
             insert_capped(&mut self.portals, portal.unwrap_or_default(), sql.clone());
         }
@@ -84,7 +87,10 @@ mod tests {
     fn statement_portal_lifecycle() {
         let mut s = SessionState::default();
         s.parse(Some("s1".into()), "select 1".into());
-        assert_eq!(s.bind(Some("p1".into()), Some("s1".into())).as_deref(), Some("select 1"));
+        assert_eq!(
+            s.bind(Some("p1".into()), Some("s1".into())).as_deref(),
+            Some("select 1")
+        );
         assert_eq!(s.portal_sql(Some("p1")).as_deref(), Some("select 1"));
         assert!(s.bind(None, Some("nope".into())).is_none());
         s.close(b'S', Some("s1"));

@@ -43,10 +43,13 @@ const SSL_REQUEST: [u8; 8] = [0, 0, 0, 8, 0x04, 0xd2, 0x16, 0x2f];
 
 /// Open a connection to the server, with TLS as configured.
 pub async fn connect(ctx: &ProxyContext) -> Result<FramedIo<UpstreamStream>, Error> {
-    let tcp = tokio::time::timeout(ctx.config.connect_timeout(), TcpStream::connect(&ctx.config.upstream))
-        .await
-        .map_err(|_| Error::Timeout)?
-        .map_err(Error::Connect)?;
+    let tcp = tokio::time::timeout(
+        ctx.config.connect_timeout(),
+        TcpStream::connect(&ctx.config.upstream),
+    )
+    .await
+    .map_err(|_| Error::Timeout)?
+    .map_err(Error::Connect)?;
     let _ = tcp.set_nodelay(true);
     let stream = match &ctx.upstream_tls {
         None => Stream::Plain(tcp),

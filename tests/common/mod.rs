@@ -72,11 +72,14 @@ fn make_certs() -> Certs {
     let ca_key = KeyPair::generate().unwrap();
     let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
     ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    ca_params.distinguished_name.push(rcgen::DnType::CommonName, "pgwarden test CA");
+    ca_params
+        .distinguished_name
+        .push(rcgen::DnType::CommonName, "pgwarden test CA");
     let ca_cert = ca_params.self_signed(&ca_key).unwrap();
     let issuer = Issuer::new(ca_params, ca_key);
     let key = KeyPair::generate().unwrap();
-    let params = CertificateParams::new(vec!["localhost".to_string(), "127.0.0.1".to_string()]).unwrap();
+    let params =
+        CertificateParams::new(vec!["localhost".to_string(), "127.0.0.1".to_string()]).unwrap();
     let cert = params.signed_by(&key, &issuer).unwrap();
     let certs = Certs {
         ca: dir.join("ca.pem"),
@@ -94,7 +97,10 @@ fn make_certs() -> Certs {
 /// appended to the TOML text.
 pub fn config(extra: &str) -> Config {
     let f = fixture();
-    let text = format!("listen = \"127.0.0.1:0\"\nupstream = \"{}\"\n{extra}", f.cluster.addr());
+    let text = format!(
+        "listen = \"127.0.0.1:0\"\nupstream = \"{}\"\n{extra}",
+        f.cluster.addr()
+    );
     Config::parse(&text, Path::new("/tmp/pgwarden-test.toml")).expect("test config")
 }
 
@@ -117,7 +123,10 @@ pub fn pg_config(proxy: &Proxy, user: (&str, &str), dbname: &str) -> tokio_postg
 
 /// Connect through `proxy` without TLS, driving the connection in a task.
 pub async fn connect(proxy: &Proxy, user: (&str, &str)) -> Client {
-    let (client, conn) = pg_config(proxy, user, "app").connect(NoTls).await.expect("connect through proxy");
+    let (client, conn) = pg_config(proxy, user, "app")
+        .connect(NoTls)
+        .await
+        .expect("connect through proxy");
     tokio::spawn(async move {
         let _ = conn.await;
     });
@@ -128,7 +137,10 @@ pub async fn connect(proxy: &Proxy, user: (&str, &str)) -> Client {
 pub async fn connect_direct() -> Client {
     let f = fixture();
     let mut c = tokio_postgres::Config::new();
-    c.host("127.0.0.1").port(f.cluster.port).user("postgres").dbname("app");
+    c.host("127.0.0.1")
+        .port(f.cluster.port)
+        .user("postgres")
+        .dbname("app");
     let (client, conn) = c.connect(NoTls).await.expect("direct connect");
     tokio::spawn(async move {
         let _ = conn.await;
@@ -146,7 +158,9 @@ pub async fn metrics_text(proxy: &Proxy) -> String {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let addr = proxy.metrics_addr.expect("metrics configured");
     let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
-    s.write_all(b"GET /metrics HTTP/1.0\r\nHost: x\r\n\r\n").await.unwrap();
+    s.write_all(b"GET /metrics HTTP/1.0\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
     let mut out = String::new();
     s.read_to_string(&mut out).await.unwrap();
     out
@@ -168,5 +182,7 @@ pub fn pgwarden_bin() -> &'static str {
 
 /// The server's (or pgwarden's) error message of a client error.
 pub fn error_text(e: &tokio_postgres::Error) -> String {
-    e.as_db_error().map(|d| d.message().to_string()).unwrap_or_else(|| e.to_string())
+    e.as_db_error()
+        .map(|d| d.message().to_string())
+        .unwrap_or_else(|| e.to_string())
 }
