@@ -1,0 +1,127 @@
+#!/usr/bin/env bash
+# pgbench select-only through pgwarden, straight to PostgreSQL, through
+# PgBouncer (session mode) and through HAProxy in TCP mode (a bare relay: the
+# floor cost of any proxy hop). Runs are interleaved (every target in turn for
+# each setting, ROUNDS times) and the median TPS of each is reported.
+#
+#   BENCH_SECONDS=20 ROUNDS=3 SCALE=10 bench/pgbench.sh
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+SECS=${BENCH_SECONDS:-20}
+ROUNDS=${ROUNDS:-3}
+SCALE=${SCALE:-10}
+CLIENTS=${CLIENTS:-"1 8"}
+MODES=${MODES:-"simple prepared"}
+TARGETS=${TARGETS:-"direct relay pgbouncer pgwarden"}
+
+as_pg() { if [ "$(id -u)" = 0 ]; then runuser -u postgres -- "$@"; else "$@"; fi; }
+missing=()
+command -v pgbouncer >/dev/null || missing+=(pgbouncer)
+command -v haproxy >/dev/null || missing+=(haproxy)
+if [ ${#missing[@]} -gt 0 ]; then
+  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
+  # The packages start system services we do not want.
+  systemctl stop pgbouncer haproxy 2>/dev/null || service pgbouncer stop 2>/dev/null || true
+fi
+PGBIN=$(ls -d /usr/lib/postgresql/*/bin | sort -V | tail -1)
+
+cargo build --release -q
+WORK=$(mktemp -d /tmp/pgwarden-bench.XXXXXX)
+chmod 755 "$WORK"
+[ "$(id -u)" = 0 ] && chown postgres: "$WORK"
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+PG_PORT=$(free_port); RELAY_PORT=$(free_port); BOUNCER_PORT=$(free_port); WARDEN_PORT=$(free_port)
+
+cleanup() {
+  [ -n "${WARDEN_PID:-}" ] && kill "$WARDEN_PID" 2>/dev/null || true
+  [ -n "${HAPROXY_PID:-}" ] && kill "$HAPROXY_PID" 2>/dev/null || true
+  [ -f "$WORK/pgbouncer.pid" ] && kill "$(cat "$WORK/pgbouncer.pid")" 2>/dev/null || true
+  as_pg "$PGBIN/pg_ctl" -D "$WORK/data" -m immediate stop >/dev/null 2>&1 || true
+  rm -rf "$WORK"
+}
+trap cleanup EXIT
+
+as_pg "$PGBIN/initdb" -D "$WORK/data" -U postgres -A trust --no-sync >/dev/null
+as_pg "$PGBIN/pg_ctl" -D "$WORK/data" -l "$WORK/pg.log" -w \
+  -o "-p $PG_PORT -k $WORK -c listen_addresses=127.0.0.1 -c max_connections=100 -c shared_buffers=256MB" start >/dev/null
+pgbench -i -q -s "$SCALE" -h 127.0.0.1 -p "$PG_PORT" -U postgres postgres >/dev/null 2>&1
+
+cat > "$WORK/haproxy.cfg" <<CFG
+global
+  maxconn 1000
+defaults
+  mode tcp
+  timeout connect 5s
+  timeout client 1h
+  timeout server 1h
+listen pg
+  bind 127.0.0.1:$RELAY_PORT
+  server db 127.0.0.1:$PG_PORT
+CFG
+haproxy -f "$WORK/haproxy.cfg" >/dev/null 2>&1 &
+HAPROXY_PID=$!
+
+echo '"postgres" ""' > "$WORK/userlist.txt"
+cat > "$WORK/pgbouncer.ini" <<CFG
+[databases]
+postgres = host=127.0.0.1 port=$PG_PORT dbname=postgres
+[pgbouncer]
+listen_addr = 127.0.0.1
+listen_port = $BOUNCER_PORT
+unix_socket_dir =
+auth_type = trust
+auth_file = $WORK/userlist.txt
+pool_mode = session
+max_client_conn = 200
+default_pool_size = 20
+pidfile = $WORK/pgbouncer.pid
+logfile = $WORK/pgbouncer.log
+CFG
+[ "$(id -u)" = 0 ] && chown postgres: "$WORK"/pgbouncer.ini "$WORK"/userlist.txt
+as_pg pgbouncer -d "$WORK/pgbouncer.ini"
+
+cat > "$WORK/pgwarden.toml" <<CFG
+listen = "127.0.0.1:$WARDEN_PORT"
+upstream = "127.0.0.1:$PG_PORT"
+[log]
+level = "warn"
+CFG
+target/release/pgwarden run --config "$WORK/pgwarden.toml" 2>"$WORK/pgwarden.log" &
+WARDEN_PID=$!
+sleep 1
+
+port_of() { case $1 in direct) echo "$PG_PORT";; relay) echo "$RELAY_PORT";; pgbouncer) echo "$BOUNCER_PORT";; pgwarden) echo "$WARDEN_PORT";; esac; }
+
+RESULTS="$WORK/results.tsv"
+: > "$RESULTS"
+for round in $(seq 1 "$ROUNDS"); do
+  for mode in $MODES; do
+    for c in $CLIENTS; do
+      j=$(( c < 2 ? c : 2 ))
+      for t in $TARGETS; do
+        tps=$(pgbench -n -S -M "$mode" -c "$c" -j "$j" -T "$SECS" -h 127.0.0.1 -p "$(port_of "$t")" -U postgres postgres 2>/dev/null \
+              | awk '/^tps = / {print $3}')
+        printf '%s\t%s\t%s\t%s\t%s\n' "$round" "$mode" "$c" "$t" "$tps" >> "$RESULTS"
+        printf 'round %s  %-8s c=%-2s %-9s %10.0f tps\n' "$round" "$mode" "$c" "$t" "$tps" >&2
+      done
+    done
+  done
+done
+
+python3 - "$RESULTS" "$TARGETS" <<'PY'
+import sys, statistics, collections
+rows = [l.split('\t') for l in open(sys.argv[1]).read().strip().split('\n')]
+targets = sys.argv[2].split()
+med = collections.defaultdict(list)
+for r, mode, c, t, tps in rows:
+    med[(mode, int(c), t)].append(float(tps))
+print("| mode | clients | " + " | ".join(targets) + " | pgwarden/relay | pgwarden/pgbouncer | pgwarden/direct |")
+print("|---|---|" + "---|" * (len(targets) + 3))
+for mode in dict.fromkeys(k[0] for k in med):
+    for c in sorted(set(k[1] for k in med if k[0] == mode)):
+        m = {t: statistics.median(med[(mode, c, t)]) for t in targets if (mode, c, t) in med}
+        ratio = lambda a, b: f"{m[a] / m[b]:.2f}" if a in m and b in m and m[b] else "-"
+        print(f"| {mode} | {c} | " + " | ".join(f"{m.get(t, 0):.0f}" for t in targets)
+              + f" | {ratio('pgwarden','relay')} | {ratio('pgwarden','pgbouncer')} | {ratio('pgwarden','direct')} |")
+PY
