@@ -4,11 +4,11 @@
 # floor cost of any proxy hop). Runs are interleaved (every target in turn for
 # each setting, ROUNDS times) and the median TPS of each is reported.
 #
-#   BENCH_SECONDS=20 ROUNDS=3 SCALE=10 bench/pgbench.sh
+#   BENCH_SECONDS=15 ROUNDS=3 SCALE=10 bench/pgbench.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-SECS=${BENCH_SECONDS:-20}
+SECS=${BENCH_SECONDS:-15}
 ROUNDS=${ROUNDS:-3}
 SCALE=${SCALE:-10}
 CLIENTS=${CLIENTS:-"1 8"}
@@ -99,7 +99,11 @@ for round in $(seq 1 "$ROUNDS"); do
   for mode in $MODES; do
     for c in $CLIENTS; do
       j=$(( c < 2 ? c : 2 ))
-      for t in $TARGETS; do
+      # Rotate the order every round so no target always runs after another.
+      read -r -a tl <<< "$TARGETS"
+      n=${#tl[@]}
+      for ((k = 0; k < n; k++)); do
+        t=${tl[$(( (k + round) % n ))]}
         tps=$(pgbench -n -S -M "$mode" -c "$c" -j "$j" -T "$SECS" -h 127.0.0.1 -p "$(port_of "$t")" -U postgres postgres 2>/dev/null \
               | awk '/^tps = / {print $3}')
         printf '%s\t%s\t%s\t%s\t%s\n' "$round" "$mode" "$c" "$t" "$tps" >> "$RESULTS"

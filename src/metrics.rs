@@ -8,7 +8,7 @@ use axum::Router;
 use axum::http::header::CONTENT_TYPE;
 use axum::routing::get;
 use prometheus::{
-    Encoder, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, Opts, Registry,
+    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, Opts, Registry,
     TextEncoder,
 };
 use std::net::SocketAddr;
@@ -35,6 +35,20 @@ pub struct Metrics {
     pub alerts: IntCounterVec,
     pub audit_write_seconds: HistogramVec,
     pub policy_reloads: IntCounterVec,
+    /// Children of the vectors above resolved once, for the per-message path.
+    pub hot: HotMetrics,
+}
+
+/// Pre-resolved label values used for every statement or read, so the data
+/// path never hashes label values.
+pub struct HotMetrics {
+    pub statements_simple: IntCounter,
+    pub statements_extended: IntCounter,
+    pub queries_forward: IntCounter,
+    pub bytes_to_server: IntCounter,
+    pub bytes_to_client: IntCounter,
+    pub duration_simple: Histogram,
+    pub duration_extended: Histogram,
 }
 
 fn counter(r: &Registry, name: &str, help: &str) -> IntCounter {
@@ -72,7 +86,31 @@ impl Metrics {
             0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0,
             2.5, 10.0,
         ];
+        let statements = counter_vec(&r, "pgwarden_statements_total", "Statements forwarded, by protocol", &["protocol"]);
+        let queries = counter_vec(&r, "pgwarden_queries_total", "Statements by decision", &["decision"]);
+        let bytes = counter_vec(&r, "pgwarden_bytes_total", "Bytes relayed, by direction", &["direction"]);
+        let statement_duration = histogram_vec(
+            &r,
+            "pgwarden_statement_duration_seconds",
+            "Time from forwarding a statement to its completion",
+            &["protocol"],
+            latency.clone(),
+        );
+        let hot = HotMetrics {
+            statements_simple: statements.with_label_values(&["simple"]),
+            statements_extended: statements.with_label_values(&["extended"]),
+            queries_forward: queries.with_label_values(&["forward"]),
+            bytes_to_server: bytes.with_label_values(&["to_server"]),
+            bytes_to_client: bytes.with_label_values(&["to_client"]),
+            duration_simple: statement_duration.with_label_values(&["simple"]),
+            duration_extended: statement_duration.with_label_values(&["extended"]),
+        };
         let m = Metrics {
+            hot,
+            statements,
+            queries,
+            bytes,
+            statement_duration,
             connections_total: counter(
                 &r,
                 "pgwarden_connections_total",
@@ -90,29 +128,10 @@ impl Metrics {
                 "pgwarden_auth_failures_total",
                 "Logins the server or pgwarden refused",
             ),
-            statements: counter_vec(
-                &r,
-                "pgwarden_statements_total",
-                "Statements forwarded, by protocol",
-                &["protocol"],
-            ),
-            queries: counter_vec(
-                &r,
-                "pgwarden_queries_total",
-                "Statements by decision",
-                &["decision"],
-            ),
             statement_errors: counter(
                 &r,
                 "pgwarden_statement_errors_total",
                 "Statements that ended in an error",
-            ),
-            statement_duration: histogram_vec(
-                &r,
-                "pgwarden_statement_duration_seconds",
-                "Time from forwarding a statement to its completion",
-                &["protocol"],
-                latency.clone(),
             ),
             rows: counter(&r, "pgwarden_rows_total", "Rows returned to clients"),
             rows_masked: counter_vec(
@@ -120,12 +139,6 @@ impl Metrics {
                 "pgwarden_rows_masked_total",
                 "Rows in which values were masked or hashed, by action",
                 &["action"],
-            ),
-            bytes: counter_vec(
-                &r,
-                "pgwarden_bytes_total",
-                "Bytes relayed, by direction",
-                &["direction"],
             ),
             upstream_errors: counter_vec(
                 &r,

@@ -4,4 +4,6 @@
 pub mod stream;
 pub mod tls;
 
-pub use stream::{ClientStream, FramedIo, Stream, UpstreamStream};
+pub use stream::{
+    ClientRead, ClientStream, ClientWrite, FramedIo, Stream, UpstreamRead, UpstreamStream, UpstreamWrite,
+};

@@ -26,6 +26,72 @@ impl<T> Stream<T> {
     }
 }
 
+impl<T: AsyncRead + AsyncWrite> Stream<T> {
+    /// Split into halves that can be used at once. Plain TCP splits without
+    /// a lock; TLS needs tokio's shared split.
+    pub fn split(self) -> (ReadHalf<T>, WriteHalf<T>) {
+        match self {
+            Stream::Plain(s) => {
+                let (r, w) = s.into_split();
+                (ReadHalf::Plain(r), WriteHalf::Plain(w))
+            }
+            Stream::Tls(s) => {
+                let (r, w) = tokio::io::split(*s);
+                (ReadHalf::Tls(r), WriteHalf::Tls(w))
+            }
+        }
+    }
+}
+
+/// The reading half of a [`Stream`].
+pub enum ReadHalf<T> {
+    Plain(tokio::net::tcp::OwnedReadHalf),
+    Tls(tokio::io::ReadHalf<T>),
+}
+
+/// The writing half of a [`Stream`].
+pub enum WriteHalf<T> {
+    Plain(tokio::net::tcp::OwnedWriteHalf),
+    Tls(tokio::io::WriteHalf<T>),
+}
+
+/// Halves of a client connection.
+pub type ClientRead = ReadHalf<tokio_rustls::server::TlsStream<TcpStream>>;
+pub type ClientWrite = WriteHalf<tokio_rustls::server::TlsStream<TcpStream>>;
+/// Halves of the server connection.
+pub type UpstreamRead = ReadHalf<tokio_rustls::client::TlsStream<TcpStream>>;
+pub type UpstreamWrite = WriteHalf<tokio_rustls::client::TlsStream<TcpStream>>;
+
+impl<T: AsyncRead> AsyncRead for ReadHalf<T> {
+    fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            ReadHalf::Plain(s) => Pin::new(s).poll_read(cx, buf),
+            ReadHalf::Tls(s) => Pin::new(s).poll_read(cx, buf),
+        }
+    }
+}
+
+impl<T: AsyncWrite> AsyncWrite for WriteHalf<T> {
+    fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+        match self.get_mut() {
+            WriteHalf::Plain(s) => Pin::new(s).poll_write(cx, buf),
+            WriteHalf::Tls(s) => Pin::new(s).poll_write(cx, buf),
+        }
+    }
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            WriteHalf::Plain(s) => Pin::new(s).poll_flush(cx),
+            WriteHalf::Tls(s) => Pin::new(s).poll_flush(cx),
+        }
+    }
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            WriteHalf::Plain(s) => Pin::new(s).poll_shutdown(cx),
+            WriteHalf::Tls(s) => Pin::new(s).poll_shutdown(cx),
+        }
+    }
+}
+
 impl<T: AsyncRead + Unpin> AsyncRead for Stream<T> {
     fn poll_read(
         self: Pin<&mut Self>,

@@ -10,9 +10,9 @@ use crate::backend::tracker::{Completed, Pending, Tracker};
 use crate::backend::{self as msg};
 use crate::context::ProxyContext;
 use crate::frame::{Frame, take_frame};
-use crate::net::{ClientStream, UpstreamStream};
+use crate::net::{ClientWrite, UpstreamRead};
 use bytes::BytesMut;
-use tokio::io::{AsyncReadExt, AsyncWriteExt, ReadHalf, WriteHalf};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::mpsc::UnboundedReceiver;
 use tracing::debug;
 
@@ -23,8 +23,8 @@ const SHRINK_ABOVE: usize = 4 * 1024 * 1024;
 pub async fn run(
     ctx: &ProxyContext,
     info: &SessionInfo,
-    rd: &mut ReadHalf<UpstreamStream>,
-    wr: &mut WriteHalf<ClientStream>,
+    rd: &mut UpstreamRead,
+    wr: &mut ClientWrite,
     mut buf: BytesMut,
     mut rx: UnboundedReceiver<Pending>,
 ) -> Result<(), Error> {
@@ -51,9 +51,7 @@ pub async fn run(
             }
         }
         if !out.is_empty() {
-            ctx.metrics
-                .bytes
-                .with_label_values(&["to_client"])
+            ctx.metrics.hot.bytes_to_client
                 .inc_by(out.len() as u64);
             wr.write_all(&out)
                 .await
@@ -146,14 +144,12 @@ impl Direction<'_> {
 
     fn completed(&self, done: Completed) {
         let m = &self.ctx.metrics;
-        let protocol = if done.statement.extended {
-            "extended"
+        let duration = if done.statement.extended {
+            &m.hot.duration_extended
         } else {
-            "simple"
+            &m.hot.duration_simple
         };
-        m.statement_duration
-            .with_label_values(&[protocol])
-            .observe(done.duration.as_secs_f64());
+        duration.observe(done.duration.as_secs_f64());
         m.rows.inc_by(done.rows);
         if done.sqlstate.is_some() {
             m.statement_errors.inc();

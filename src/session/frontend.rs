@@ -12,10 +12,10 @@ use crate::codec::{self, DecodeError};
 use crate::context::ProxyContext;
 use crate::frame::take_frame;
 use crate::frontend::FrontendMessage;
-use crate::net::{ClientStream, UpstreamStream};
+use crate::net::{ClientRead, UpstreamWrite};
 use bytes::BytesMut;
 use std::sync::Arc;
-use tokio::io::{AsyncReadExt, AsyncWriteExt, ReadHalf, WriteHalf};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::mpsc::UnboundedSender;
 use tracing::{debug, warn};
 
@@ -25,8 +25,8 @@ const READ_CHUNK: usize = 64 * 1024;
 pub async fn run(
     ctx: &ProxyContext,
     info: &SessionInfo,
-    rd: &mut ReadHalf<ClientStream>,
-    wr: &mut WriteHalf<UpstreamStream>,
+    rd: &mut ClientRead,
+    wr: &mut UpstreamWrite,
     mut buf: BytesMut,
     tx: UnboundedSender<Pending>,
 ) -> Result<(), Error> {
@@ -54,9 +54,7 @@ pub async fn run(
             }
         }
         if !out.is_empty() {
-            ctx.metrics
-                .bytes
-                .with_label_values(&["to_server"])
+            ctx.metrics.hot.bytes_to_server
                 .inc_by(out.len() as u64);
             wr.write_all(&out)
                 .await
@@ -102,15 +100,9 @@ impl Inspector<'_> {
     fn inspect(&mut self, msg: FrontendMessage) {
         match msg {
             FrontendMessage::Query(sql) => {
-                self.ctx
-                    .metrics
-                    .statements
-                    .with_label_values(&["simple"])
+                self.ctx.metrics.hot.statements_simple
                     .inc();
-                self.ctx
-                    .metrics
-                    .queries
-                    .with_label_values(&["forward"])
+                self.ctx.metrics.hot.queries_forward
                     .inc();
                 let sql: Arc<str> = sql.into();
                 self.track_cursors(&sql);
@@ -127,15 +119,9 @@ impl Inspector<'_> {
             }
             FrontendMessage::Describe(_) => self.expect(Pending::Describe),
             FrontendMessage::Execute(e) => {
-                self.ctx
-                    .metrics
-                    .statements
-                    .with_label_values(&["extended"])
+                self.ctx.metrics.hot.statements_extended
                     .inc();
-                self.ctx
-                    .metrics
-                    .queries
-                    .with_label_values(&["forward"])
+                self.ctx.metrics.hot.queries_forward
                     .inc();
                 let sql = self
                     .state

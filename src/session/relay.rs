@@ -32,8 +32,8 @@ pub async fn run(
         io: upstream_io,
         buf: upstream_buf,
     } = upstream;
-    let (mut client_rd, mut client_wr) = tokio::io::split(client_io);
-    let (mut upstream_rd, mut upstream_wr) = tokio::io::split(upstream_io);
+    let (mut client_rd, mut client_wr) = client_io.split();
+    let (mut upstream_rd, mut upstream_wr) = upstream_io.split();
     let (tx, rx) = mpsc::unbounded_channel();
 
     let result = {
