@@ -161,4 +161,9 @@ pub fn init_tracing(format: LogFormat, level: Option<&str>) {
         LogFormat::Json => builder.json().try_init(),
         LogFormat::Text => builder.try_init(),
     };
+    // Decoder panics on malformed input are caught and turned into protocol
+    // errors; log them as structured events rather than raw stderr text.
+    std::panic::set_hook(Box::new(|info| {
+        tracing::error!(panic = %info, "internal panic (caught where possible)");
+    }));
 }

@@ -2,6 +2,7 @@
 //! settings, the cancel-key registry and metrics.
 
 use crate::cancel::CancelRegistry;
+use crate::catalog::CatalogClient;
 use crate::config::Config;
 use crate::metrics::Metrics;
 use crate::net::tls;
@@ -19,13 +20,17 @@ pub struct ProxyContext {
     /// TLS towards the server, when configured.
     pub upstream_tls: Option<Arc<ClientConfig>>,
     pub upstream_name: ServerName<'static>,
+    /// pgwarden's own connection for `auth_query` and schema reads.
+    pub catalog: CatalogClient,
 }
 
 impl ProxyContext {
     pub fn new(config: Arc<Config>, metrics: Arc<Metrics>) -> Result<Arc<Self>, tls::Error> {
+        let upstream_tls = tls::client_config(&config.upstream_tls)?;
         Ok(Arc::new(ProxyContext {
             client_tls: tls::server_config(&config.tls)?,
-            upstream_tls: tls::client_config(&config.upstream_tls)?,
+            catalog: CatalogClient::new(config.clone(), upstream_tls.clone()),
+            upstream_tls,
             upstream_name: tls::server_name(&config.upstream_tls, &config.upstream_host())?,
             cancel: CancelRegistry::new(),
             config,

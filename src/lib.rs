@@ -20,13 +20,17 @@
 //! - [`session`]: one client connection (startup, auth, relay).
 //! - [`frame`], [`codec`], [`frontend`], [`backend`]: the wire protocol.
 //! - [`upstream`], [`net`]: the server leg, TLS and streams.
+//! - [`auth`], [`catalog`]: terminate-mode authentication (SCRAM, md5)
+//!   and pgwarden's own catalog connection.
 //! - [`cancel`]: cancel keys handed to clients and the server's behind them.
 //! - [`error`]: errors as the client sees them (SQLSTATE).
 //! - [`demo`]: `pgwarden demo` and the throwaway PostgreSQL it (and the
 //!   tests) run.
 
+pub mod auth;
 pub mod backend;
 pub mod cancel;
+pub mod catalog;
 pub mod cli;
 pub mod codec;
 pub mod config;

@@ -38,12 +38,6 @@ pub struct Proxy {
 impl Proxy {
     /// Bind and start serving in the background.
     pub async fn start(config: Config) -> anyhow::Result<Proxy> {
-        if config.auth.mode == crate::config::AuthMode::Terminate {
-            anyhow::bail!(
-                "{}: key `auth.mode`: terminate mode is not available in this version; use relay",
-                config.source.display()
-            );
-        }
         let config = Arc::new(config);
         let metrics = Metrics::new();
         let context = ProxyContext::new(config.clone(), metrics.clone())?;

@@ -8,8 +8,8 @@ use axum::Router;
 use axum::http::header::CONTENT_TYPE;
 use axum::routing::get;
 use prometheus::{
-    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, Opts, Registry,
-    TextEncoder,
+    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, Opts,
+    Registry, TextEncoder,
 };
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -86,9 +86,24 @@ impl Metrics {
             0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0,
             2.5, 10.0,
         ];
-        let statements = counter_vec(&r, "pgwarden_statements_total", "Statements forwarded, by protocol", &["protocol"]);
-        let queries = counter_vec(&r, "pgwarden_queries_total", "Statements by decision", &["decision"]);
-        let bytes = counter_vec(&r, "pgwarden_bytes_total", "Bytes relayed, by direction", &["direction"]);
+        let statements = counter_vec(
+            &r,
+            "pgwarden_statements_total",
+            "Statements forwarded, by protocol",
+            &["protocol"],
+        );
+        let queries = counter_vec(
+            &r,
+            "pgwarden_queries_total",
+            "Statements by decision",
+            &["decision"],
+        );
+        let bytes = counter_vec(
+            &r,
+            "pgwarden_bytes_total",
+            "Bytes relayed, by direction",
+            &["direction"],
+        );
         let statement_duration = histogram_vec(
             &r,
             "pgwarden_statement_duration_seconds",

@@ -10,8 +10,45 @@
 
 use bytes::Bytes;
 use std::collections::VecDeque;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
+use tokio::sync::Notify;
+
+/// The hand-over from the frontend direction to the backend direction.
+///
+/// A plain locked queue rather than a channel: the backend direction drains
+/// it whenever it handles a server message, so ordinary requests wake
+/// nobody. Only a reply of pgwarden's own, which may be due while the server
+/// is silent, wakes the backend direction.
+#[derive(Debug, Default)]
+pub struct PendingQueue {
+    queue: Mutex<VecDeque<Pending>>,
+    replies: Notify,
+}
+
+impl PendingQueue {
+    pub fn push(&self, p: Pending) {
+        let wake = matches!(p, Pending::Reply(_));
+        if let Ok(mut q) = self.queue.lock() {
+            q.push_back(p);
+        }
+        if wake {
+            self.replies.notify_one();
+        }
+    }
+
+    /// Move everything queued into `tracker`.
+    pub fn drain_into(&self, tracker: &mut Tracker) {
+        if let Ok(mut q) = self.queue.lock() {
+            tracker.queue.extend(q.drain(..));
+        }
+    }
+
+    /// Resolves when a reply was pushed.
+    pub async fn reply_pushed(&self) {
+        self.replies.notified().await
+    }
+}
 
 /// A request forwarded to the server, awaiting its response.
 #[derive(Debug)]

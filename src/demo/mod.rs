@@ -56,6 +56,9 @@ pub async fn run(opts: DemoOptions) -> anyhow::Result<()> {
     let config = Config::parse(&config_text, Path::new("demo.toml"))?;
     let proxy = Proxy::start(config).await?;
     print_hints(&proxy, &cluster);
+    // Flush now: the hints are what a person (or a script) waits for.
+    use std::io::Write as _;
+    let _ = std::io::stdout().flush();
     crate::cli::wait_for_stop_signal().await;
     eprintln!("\nStopping pgwarden and removing the demo database...");
     proxy.shutdown().await;
@@ -79,6 +82,7 @@ fn print_hints(proxy: &Proxy, cluster: &PgCluster) {
     println!(
         "  data:       database `{DATABASE}`: customers (3,000), shipments (20,000), credit_reports (1,500)"
     );
+    println!("  cluster:    {} (removed on exit)", cluster.dir.display());
     println!();
     println!("Connect as a sample employee (the password is the login name):");
     for (user, role) in [

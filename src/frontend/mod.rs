@@ -5,6 +5,7 @@
 //! portal names) and forwards the original bytes untouched. Anything that
 //! does not decode cleanly is a protocol violation that ends the connection.
 
+pub mod password;
 pub mod startup;
 
 use crate::codec::{DecodeError, decode_frame};

@@ -5,5 +5,6 @@ pub mod stream;
 pub mod tls;
 
 pub use stream::{
-    ClientRead, ClientStream, ClientWrite, FramedIo, Stream, UpstreamRead, UpstreamStream, UpstreamWrite,
+    ClientRead, ClientStream, ClientWrite, FramedIo, Stream, UpstreamRead, UpstreamStream,
+    UpstreamWrite,
 };

@@ -136,7 +136,7 @@ pub async fn relay_greeting(
     }
 }
 
-async fn read_upstream(upstream: &mut FramedIo<UpstreamStream>) -> Result<Frame, Error> {
+pub(super) async fn read_upstream(upstream: &mut FramedIo<UpstreamStream>) -> Result<Frame, Error> {
     match upstream.read_frame(true, MAX_AUTH_MESSAGE).await {
         Ok(Some(f)) => Ok(f),
         Ok(None) => Err(Error::UpstreamClosed),
@@ -145,10 +145,9 @@ async fn read_upstream(upstream: &mut FramedIo<UpstreamStream>) -> Result<Frame,
 }
 
 /// The client's answer to an authentication request: one `p` message.
-async fn forward_client_answer(
+pub(super) async fn forward_client_answer_frame(
     client: &mut FramedIo<ClientStream>,
-    upstream: &mut FramedIo<UpstreamStream>,
-) -> Result<(), Error> {
+) -> Result<Frame, Error> {
     let frame = match client.read_frame(true, MAX_AUTH_MESSAGE).await {
         Ok(Some(f)) => f,
         Ok(None) => return Err(Error::ClientClosed),
@@ -160,6 +159,15 @@ async fn forward_client_answer(
             "expected a password message",
         )));
     }
+    Ok(frame)
+}
+
+/// Relay the client's answer to an authentication request.
+async fn forward_client_answer(
+    client: &mut FramedIo<ClientStream>,
+    upstream: &mut FramedIo<UpstreamStream>,
+) -> Result<(), Error> {
+    let frame = forward_client_answer_frame(client).await?;
     upstream
         .send(&frame.bytes)
         .await

@@ -6,14 +6,13 @@
 //! one write per read. Results stream: nothing is held beyond one read.
 
 use super::{Error, SessionInfo};
-use crate::backend::tracker::{Completed, Pending, Tracker};
+use crate::backend::tracker::{Completed, PendingQueue, Tracker};
 use crate::backend::{self as msg};
 use crate::context::ProxyContext;
 use crate::frame::{Frame, take_frame};
 use crate::net::{ClientWrite, UpstreamRead};
 use bytes::BytesMut;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::sync::mpsc::UnboundedReceiver;
 use tracing::debug;
 
 const READ_CHUNK: usize = 64 * 1024;
@@ -26,12 +25,11 @@ pub async fn run(
     rd: &mut UpstreamRead,
     wr: &mut ClientWrite,
     mut buf: BytesMut,
-    mut rx: UnboundedReceiver<Pending>,
+    pending: &PendingQueue,
 ) -> Result<(), Error> {
     let max = ctx.config.max_server_message_bytes;
     let mut tracker = Tracker::default();
     let mut out = BytesMut::with_capacity(READ_CHUNK);
-    let mut rx_open = true;
     let mut direction = Direction {
         ctx,
         info,
@@ -42,7 +40,7 @@ pub async fn run(
             take_frame(&mut buf, true, max).map_err(|e| Error::UpstreamProtocol(e.to_string()))?
         {
             if frame.tag != b'D' {
-                drain(&mut rx, direction.tracker);
+                pending.drain_into(direction.tracker);
             }
             direction.observe(&frame)?;
             out.extend_from_slice(&frame.bytes);
@@ -51,8 +49,7 @@ pub async fn run(
             }
         }
         if !out.is_empty() {
-            ctx.metrics.hot.bytes_to_client
-                .inc_by(out.len() as u64);
+            ctx.metrics.hot.bytes_to_client.inc_by(out.len() as u64);
             wr.write_all(&out)
                 .await
                 .map_err(|e| Error::ClientIo(e.to_string()))?;
@@ -73,22 +70,11 @@ pub async fn run(
                     return Err(Error::UpstreamClosed);
                 }
             }
-            item = rx.recv(), if rx_open => match item {
-                Some(p) => {
-                    direction.tracker.push(p);
-                    drain(&mut rx, direction.tracker);
-                    release_replies(direction.tracker, &mut out);
-                }
-                None => rx_open = false,
-            },
+            _ = pending.reply_pushed() => {
+                pending.drain_into(direction.tracker);
+                release_replies(direction.tracker, &mut out);
+            }
         }
-    }
-}
-
-/// Move every queued expectation into the tracker.
-fn drain(rx: &mut UnboundedReceiver<Pending>, tracker: &mut Tracker) {
-    while let Ok(p) = rx.try_recv() {
-        tracker.push(p);
     }
 }
 

@@ -7,7 +7,7 @@
 
 use super::state::SessionState;
 use super::{Error, SessionInfo};
-use crate::backend::tracker::{Pending, Statement};
+use crate::backend::tracker::{Pending, PendingQueue, Statement};
 use crate::codec::{self, DecodeError};
 use crate::context::ProxyContext;
 use crate::frame::take_frame;
@@ -16,7 +16,6 @@ use crate::net::{ClientRead, UpstreamWrite};
 use bytes::BytesMut;
 use std::sync::Arc;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::sync::mpsc::UnboundedSender;
 use tracing::{debug, warn};
 
 /// Read-buffer growth step.
@@ -28,7 +27,7 @@ pub async fn run(
     rd: &mut ClientRead,
     wr: &mut UpstreamWrite,
     mut buf: BytesMut,
-    tx: UnboundedSender<Pending>,
+    pending: &PendingQueue,
 ) -> Result<(), Error> {
     let dctx = codec::context();
     let max = ctx.config.max_client_message_bytes;
@@ -38,7 +37,7 @@ pub async fn run(
         ctx,
         info,
         state: &mut state,
-        tx: &tx,
+        pending,
     };
     loop {
         let mut terminate = false;
@@ -54,8 +53,7 @@ pub async fn run(
             }
         }
         if !out.is_empty() {
-            ctx.metrics.hot.bytes_to_server
-                .inc_by(out.len() as u64);
+            ctx.metrics.hot.bytes_to_server.inc_by(out.len() as u64);
             wr.write_all(&out)
                 .await
                 .map_err(|e| Error::UpstreamRead(e.to_string()))?;
@@ -87,23 +85,19 @@ struct Inspector<'a> {
     ctx: &'a ProxyContext,
     info: &'a SessionInfo,
     state: &'a mut SessionState,
-    tx: &'a UnboundedSender<Pending>,
+    pending: &'a PendingQueue,
 }
 
 impl Inspector<'_> {
     fn expect(&self, p: Pending) {
-        // The receiver lives as long as the session; a send error only
-        // means the backend direction already ended.
-        let _ = self.tx.send(p);
+        self.pending.push(p);
     }
 
     fn inspect(&mut self, msg: FrontendMessage) {
         match msg {
             FrontendMessage::Query(sql) => {
-                self.ctx.metrics.hot.statements_simple
-                    .inc();
-                self.ctx.metrics.hot.queries_forward
-                    .inc();
+                self.ctx.metrics.hot.statements_simple.inc();
+                self.ctx.metrics.hot.queries_forward.inc();
                 let sql: Arc<str> = sql.into();
                 self.track_cursors(&sql);
                 debug!(sql = %sql, "query");
@@ -119,10 +113,8 @@ impl Inspector<'_> {
             }
             FrontendMessage::Describe(_) => self.expect(Pending::Describe),
             FrontendMessage::Execute(e) => {
-                self.ctx.metrics.hot.statements_extended
-                    .inc();
-                self.ctx.metrics.hot.queries_forward
-                    .inc();
+                self.ctx.metrics.hot.statements_extended.inc();
+                self.ctx.metrics.hot.queries_forward.inc();
                 let sql = self
                     .state
                     .portal_sql(e.name.as_deref())

@@ -14,10 +14,12 @@ mod frontend;
 mod relay;
 mod startup;
 pub mod state;
+mod terminate;
 
 pub use context::{SessionId, SessionInfo};
 
 use crate::codec::DecodeError;
+use crate::config::AuthMode;
 use crate::context::ProxyContext;
 use crate::error::{PgError, sqlstate};
 use crate::net::stream::ReadError;
@@ -162,17 +164,22 @@ async fn serve(
         }
     };
     let startup = async {
-        let mut upstream = upstream::connect(ctx).await.inspect_err(|e| {
-            ctx.metrics
-                .upstream_errors
-                .with_label_values(&[e.kind()])
-                .inc();
-        })?;
-        upstream
-            .send(&raw_startup.bytes)
-            .await
-            .map_err(|e| Error::UpstreamRead(e.to_string()))?;
-        auth::relay_authentication(&mut client, &mut upstream).await?;
+        let mut upstream = if ctx.config.auth.mode == AuthMode::Terminate {
+            terminate::authenticate(ctx, &mut client, &params, &raw_startup).await?
+        } else {
+            let mut upstream = upstream::connect(ctx).await.inspect_err(|e| {
+                ctx.metrics
+                    .upstream_errors
+                    .with_label_values(&[e.kind()])
+                    .inc();
+            })?;
+            upstream
+                .send(&raw_startup.bytes)
+                .await
+                .map_err(|e| Error::UpstreamRead(e.to_string()))?;
+            auth::relay_authentication(&mut client, &mut upstream).await?;
+            upstream
+        };
         let greeting = auth::relay_greeting(ctx, &mut client, &mut upstream).await?;
         Ok::<_, Error>((upstream, greeting))
     };

@@ -7,11 +7,11 @@
 //! which request each coming response answers.
 
 use super::{Error, SessionInfo, backend, frontend};
+use crate::backend::tracker::PendingQueue;
 use crate::context::ProxyContext;
 use crate::net::{ClientStream, FramedIo, UpstreamStream};
 use std::sync::Arc;
 use tokio::io::AsyncWriteExt;
-use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 /// A Terminate message.
@@ -34,17 +34,24 @@ pub async fn run(
     } = upstream;
     let (mut client_rd, mut client_wr) = client_io.split();
     let (mut upstream_rd, mut upstream_wr) = upstream_io.split();
-    let (tx, rx) = mpsc::unbounded_channel();
+    let pending = PendingQueue::default();
 
     let result = {
-        let fe = frontend::run(ctx, &info, &mut client_rd, &mut upstream_wr, client_buf, tx);
+        let fe = frontend::run(
+            ctx,
+            &info,
+            &mut client_rd,
+            &mut upstream_wr,
+            client_buf,
+            &pending,
+        );
         let be = backend::run(
             ctx,
             &info,
             &mut upstream_rd,
             &mut client_wr,
             upstream_buf,
-            rx,
+            &pending,
         );
         tokio::select! {
             r = fe => r,

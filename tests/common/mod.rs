@@ -13,6 +13,9 @@ use tokio_postgres::{Client, NoTls};
 pub const SCRAM_USER: (&str, &str) = ("alice", "alice-secret");
 pub const MD5_USER: (&str, &str) = ("bob_md5", "bob-secret");
 pub const PLAIN_USER: (&str, &str) = ("carol_plain", "carol-secret");
+/// pgwarden's catalog account; reads verifiers only through a SECURITY
+/// DEFINER function.
+pub const CATALOG_USER: (&str, &str) = ("pgwarden_catalog", "catalog-secret");
 
 pub struct Fixture {
     pub cluster: PgCluster,
@@ -51,13 +54,22 @@ pub fn fixture() -> &'static Fixture {
                      SET password_encryption = 'md5';
                      CREATE ROLE {b} LOGIN PASSWORD '{bp}';
                      CREATE ROLE {c} LOGIN PASSWORD '{cp}';
-                     CREATE DATABASE app;",
+                     CREATE DATABASE app;
+                     SET password_encryption = 'scram-sha-256';
+                     CREATE ROLE {cat} LOGIN PASSWORD '{catp}';
+                     CREATE FUNCTION public.pgwarden_auth(p_user text, OUT rolname text, OUT rolpassword text)
+                       RETURNS record LANGUAGE sql SECURITY DEFINER SET search_path = pg_catalog
+                       AS $$ SELECT rolname::text, rolpassword FROM pg_authid WHERE rolname = p_user AND rolcanlogin $$;
+                     REVOKE ALL ON FUNCTION public.pgwarden_auth(text) FROM PUBLIC;
+                     GRANT EXECUTE ON FUNCTION public.pgwarden_auth(text) TO {cat};",
                     a = SCRAM_USER.0,
                     ap = SCRAM_USER.1,
                     b = MD5_USER.0,
                     bp = MD5_USER.1,
                     c = PLAIN_USER.0,
-                    cp = PLAIN_USER.1
+                    cp = PLAIN_USER.1,
+                    cat = CATALOG_USER.0,
+                    catp = CATALOG_USER.1
                 ),
             )
             .expect("creating test logins");
