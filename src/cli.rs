@@ -102,13 +102,50 @@ fn runtime_run(fut: impl std::future::Future<Output = anyhow::Result<()>>) -> Ex
 }
 
 fn policy_check(path: &std::path::Path) -> ExitCode {
-    match Config::load(path) {
-        Ok(c) => {
-            println!("{}: configuration is valid", c.source.display());
-            ExitCode::SUCCESS
-        }
+    let config = match Config::load(path) {
+        Ok(c) => c,
         Err(e) => {
             eprintln!("{e}");
+            return ExitCode::from(2);
+        }
+    };
+    println!("{}: configuration is valid", config.source.display());
+    let Some(dir) = &config.policies else {
+        println!("no policies folder configured: nothing is classified");
+        return ExitCode::SUCCESS;
+    };
+    match crate::policy::load::load_dir(dir) {
+        Ok(p) => {
+            let tables = p.classify.len();
+            println!(
+                "{}: policies are valid: {} classified columns in {tables} tables, {} roles, {} users in roles",
+                dir.display(),
+                p.classified_columns(),
+                p.roles.len(),
+                p.users.len()
+            );
+            for role in &p.roles {
+                let mut access: Vec<String> = role
+                    .access
+                    .iter()
+                    .map(|(k, a)| format!("{k}={a}"))
+                    .collect();
+                access.sort();
+                if let Some(w) = role.wildcard {
+                    access.push(format!("*={w}"));
+                }
+                println!(
+                    "  role {}: users [{}]; {}",
+                    role.name,
+                    role.users.join(", "),
+                    access.join(" ")
+                );
+            }
+            ExitCode::SUCCESS
+        }
+        Err(errors) => {
+            eprintln!("{errors}");
+            eprintln!("{} error(s) in the policies", errors.0.len());
             ExitCode::from(2)
         }
     }
@@ -122,7 +159,7 @@ async fn run(config: Config) -> anyhow::Result<()> {
             _ = wait_for_stop_signal() => break,
             _ = hup.recv() => {
                 info!("SIGHUP: reloading policies");
-                // Policies arrive with column enforcement; nothing to swap yet.
+                proxy.reload_policies();
             }
         }
     }

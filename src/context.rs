@@ -6,6 +6,7 @@ use crate::catalog::CatalogClient;
 use crate::config::Config;
 use crate::metrics::Metrics;
 use crate::net::tls;
+use crate::policy::PolicyStore;
 use rustls::{ClientConfig, ServerConfig};
 use rustls_pki_types::ServerName;
 use std::sync::Arc;
@@ -22,14 +23,21 @@ pub struct ProxyContext {
     pub upstream_name: ServerName<'static>,
     /// pgwarden's own connection for `auth_query` and schema reads.
     pub catalog: CatalogClient,
+    /// The policies in force (swapped on SIGHUP).
+    pub policy: PolicyStore,
 }
 
 impl ProxyContext {
-    pub fn new(config: Arc<Config>, metrics: Arc<Metrics>) -> Result<Arc<Self>, tls::Error> {
+    pub fn new(
+        config: Arc<Config>,
+        metrics: Arc<Metrics>,
+        policy: PolicyStore,
+    ) -> Result<Arc<Self>, tls::Error> {
         let upstream_tls = tls::client_config(&config.upstream_tls)?;
         Ok(Arc::new(ProxyContext {
             client_tls: tls::server_config(&config.tls)?,
             catalog: CatalogClient::new(config.clone(), upstream_tls.clone()),
+            policy,
             upstream_tls,
             upstream_name: tls::server_name(&config.upstream_tls, &config.upstream_host())?,
             cancel: CancelRegistry::new(),

@@ -22,6 +22,7 @@
 //! - [`upstream`], [`net`]: the server leg, TLS and streams.
 //! - [`auth`], [`catalog`]: terminate-mode authentication (SCRAM, md5)
 //!   and pgwarden's own catalog connection.
+//! - [`policy`]: classified columns and role access, loaded from YAML.
 //! - [`cancel`]: cancel keys handed to clients and the server's behind them.
 //! - [`error`]: errors as the client sees them (SQLSTATE).
 //! - [`demo`]: `pgwarden demo` and the throwaway PostgreSQL it (and the
@@ -42,6 +43,7 @@ pub mod frontend;
 pub mod listener;
 pub mod metrics;
 pub mod net;
+pub mod policy;
 pub mod session;
 pub mod upstream;
 

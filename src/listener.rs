@@ -11,6 +11,7 @@ use crate::config::{Config, parse_listen};
 use crate::context::ProxyContext;
 use crate::error::{PgError, sqlstate};
 use crate::metrics::{self, Metrics};
+use crate::policy::PolicyStore;
 use crate::session;
 use anyhow::Context as _;
 use std::net::SocketAddr;
@@ -38,9 +39,11 @@ pub struct Proxy {
 impl Proxy {
     /// Bind and start serving in the background.
     pub async fn start(config: Config) -> anyhow::Result<Proxy> {
+        let policy = PolicyStore::open(config.policies.as_deref())
+            .map_err(|e| anyhow::anyhow!("invalid policies:\n{e}"))?;
         let config = Arc::new(config);
         let metrics = Metrics::new();
-        let context = ProxyContext::new(config.clone(), metrics.clone())?;
+        let context = ProxyContext::new(config.clone(), metrics.clone(), policy)?;
         let listen = parse_listen(&config.listen).map_err(anyhow::Error::msg)?;
         let listener = TcpListener::bind(listen)
             .await
@@ -78,6 +81,31 @@ impl Proxy {
     pub async fn shutdown(self) {
         self.shutdown.cancel();
         let _ = self.task.await;
+    }
+
+    /// Re-read the policies; on errors the ones in force stay (logged and
+    /// counted either way).
+    pub fn reload_policies(&self) -> bool {
+        let outcome = self.context.policy.reload();
+        let m = &self.context.metrics.policy_reloads;
+        match outcome {
+            Ok(p) => {
+                m.with_label_values(&["ok"]).inc();
+                info!(
+                    roles = p.roles.len(),
+                    classified_columns = p.classified_columns(),
+                    "policies reloaded"
+                );
+                true
+            }
+            Err(errors) => {
+                m.with_label_values(&["failed"]).inc();
+                for e in &errors.0 {
+                    error!(error = %e, "policy reload refused; the previous policies stay in force");
+                }
+                false
+            }
+        }
     }
 
     /// A token that, when cancelled, shuts the proxy down.

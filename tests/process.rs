@@ -305,3 +305,123 @@ async fn policy_check_names_file_line_and_key() {
         "{err}"
     );
 }
+
+#[tokio::test]
+async fn policy_check_reports_every_policy_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let policies = dir.path().join("policies");
+    std::fs::create_dir(&policies).unwrap();
+    std::fs::copy(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("policies/example.yaml"),
+        policies.join("a.yaml"),
+    )
+    .unwrap();
+    let cfg = write_config(
+        dir.path(),
+        "listen = \"127.0.0.1:6432\"\nupstream = \"127.0.0.1:5432\"\npolicies = \"policies\"\n",
+    );
+    let out = Command::new(pgwarden_bin())
+        .args(["policy", "check", "--config"])
+        .arg(&cfg)
+        .output()
+        .await
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        stdout.contains("policies are valid: 10 classified columns in 3 tables, 3 roles"),
+        "{stdout}"
+    );
+
+    std::fs::write(
+        policies.join("b.yaml"),
+        "classify:\n  public.customers:\n    phone: email\nroles:\n  auditors:\n    users: [agent_li]\n    access:\n      phone: peek\n",
+    )
+    .unwrap();
+    let out = Command::new(pgwarden_bin())
+        .args(["policy", "check", "--config"])
+        .arg(&cfg)
+        .output()
+        .await
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("b.yaml:3: classify.public.customers.phone: column classified twice"),
+        "{err}"
+    );
+    assert!(
+        err.contains(
+            "b.yaml:6: roles.auditors.users: user `agent_li` is already in role `support`"
+        ),
+        "{err}"
+    );
+    assert!(
+        err.contains("b.yaml:8: roles.auditors.access.phone: unknown action `peek`"),
+        "{err}"
+    );
+    assert!(err.contains("3 error(s)"), "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sighup_reloads_valid_policies_and_keeps_the_old_on_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    let policies = dir.path().join("policies");
+    std::fs::create_dir(&policies).unwrap();
+    std::fs::write(
+        policies.join("p.yaml"),
+        "roles:\n  r:\n    users: [alice]\n    access: {'*': allow}\n",
+    )
+    .unwrap();
+    let proxy = spawn_proxy(&format!("policies = \"{}\"\n", policies.display())).await;
+    let pid = proxy.child.id().unwrap() as i32;
+    let client = connect_to(proxy.port).await;
+    let reloads = |outcome: &'static str| async move {
+        let body = reqwest_lite(proxy.metrics_port).await;
+        metric(
+            &body,
+            &format!("pgwarden_policy_reloads_total{{outcome=\"{outcome}\"}}"),
+        )
+    };
+    std::fs::write(
+        policies.join("p.yaml"),
+        "roles:\n  r:\n    users: [alice, bob]\n    access: {'*': allow}\n",
+    )
+    .unwrap();
+    unsafe { libc::kill(pid, libc::SIGHUP) };
+    wait_for(|| reloads("ok"), 1.0).await;
+    std::fs::write(
+        policies.join("p.yaml"),
+        "roles:\n  r:\n    users: [alice]\n    access: {'*': sometimes}\n",
+    )
+    .unwrap();
+    unsafe { libc::kill(pid, libc::SIGHUP) };
+    wait_for(|| reloads("failed"), 1.0).await;
+    // Sessions were not dropped by either reload.
+    assert_eq!(
+        client
+            .query_one("select 5", &[])
+            .await
+            .unwrap()
+            .get::<_, i32>(0),
+        5
+    );
+}
+
+async fn wait_for<F, Fut>(f: F, want: f64)
+where
+    F: Fn() -> Fut,
+    Fut: std::future::Future<Output = f64>,
+{
+    for _ in 0..100 {
+        if f().await == want {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("metric never reached {want}");
+}

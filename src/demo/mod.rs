@@ -13,6 +13,8 @@ use std::path::Path;
 
 const SAMPLE_SQL: &str = include_str!("sample.sql");
 const EMPLOYEES_SQL: &str = include_str!("employees.sql");
+/// The policy the demo runs with (support masks, analyst hashes, dba sees all).
+const DEMO_POLICY: &str = include_str!("../../policies/example.yaml");
 /// The database the sample data lives in.
 pub const DATABASE: &str = "shop";
 
@@ -37,10 +39,11 @@ pub fn start_sample_cluster() -> anyhow::Result<PgCluster> {
 }
 
 /// The demo configuration in TOML, pointing at `upstream`.
-fn demo_config(opts: &DemoOptions, upstream: &str) -> String {
+fn demo_config(opts: &DemoOptions, upstream: &str, policies: &Path) -> String {
     let mut toml = format!(
-        "listen = \"{}\"\nupstream = \"{upstream}\"\n\n[catalog]\nuser = \"pgwarden\"\npassword = \"pgwarden-catalog\"\n",
-        opts.listen
+        "listen = \"{}\"\nupstream = \"{upstream}\"\npolicies = \"{}\"\n\n[catalog]\nuser = \"pgwarden\"\npassword = \"pgwarden-catalog\"\n",
+        opts.listen,
+        policies.display()
     );
     if let Some(m) = &opts.metrics_listen {
         toml.push_str(&format!("\n[metrics]\nlisten = \"{m}\"\n"));
@@ -52,7 +55,10 @@ fn demo_config(opts: &DemoOptions, upstream: &str) -> String {
 pub async fn run(opts: DemoOptions) -> anyhow::Result<()> {
     eprintln!("Starting a throwaway PostgreSQL and loading sample data...");
     let cluster = tokio::task::spawn_blocking(start_sample_cluster).await??;
-    let config_text = demo_config(&opts, &cluster.addr());
+    let policies = cluster.dir.join("policies");
+    std::fs::create_dir_all(&policies)?;
+    std::fs::write(policies.join("demo.yaml"), DEMO_POLICY)?;
+    let config_text = demo_config(&opts, &cluster.addr(), &policies);
     let config = Config::parse(&config_text, Path::new("demo.toml"))?;
     let proxy = Proxy::start(config).await?;
     print_hints(&proxy, &cluster);

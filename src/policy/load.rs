@@ -1,0 +1,452 @@
+//! Reading policies: every `*.yaml` file of the policies folder is parsed
+//! into raw structures that keep each key's line, merged, and checked. All
+//! problems are collected, each naming file, line and key, so one run of
+//! `pgwarden policy check` shows everything to fix.
+
+use super::error::{PolicyError, PolicyErrors};
+use super::kind::{Action, BUILTIN_KINDS, KindDef, MaskSpec};
+use super::{Limits, Lookup, OnExceed, Policy, QualifiedTable, Role};
+use serde::Deserialize;
+use serde_saphyr::Spanned;
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+type Key = Spanned<String>;
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawFile {
+    #[serde(default)]
+    classify: HashMap<Key, HashMap<Key, Key>>,
+    #[serde(default)]
+    kinds: HashMap<Key, RawKind>,
+    #[serde(default)]
+    roles: HashMap<Key, RawRole>,
+    default: Option<Spanned<RawDefault>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawKind {
+    mask: Option<RawMask>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawMask {
+    keep_first: Option<usize>,
+    keep_last: Option<usize>,
+    fill: Option<char>,
+    replace: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRole {
+    #[serde(default)]
+    users: Vec<Key>,
+    #[serde(default)]
+    access: HashMap<Key, Key>,
+    lookup: Option<Key>,
+    limits: Option<RawLimits>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawDefault {
+    #[serde(default)]
+    access: HashMap<Key, Key>,
+    lookup: Option<Key>,
+    limits: Option<RawLimits>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawLimits {
+    rows_per_query: Option<u64>,
+    classified_rows_per_hour: Option<u64>,
+    on_exceed: Option<Key>,
+}
+
+/// Collects errors for one file.
+struct Ctx<'a> {
+    file: &'a Path,
+    errors: &'a mut Vec<PolicyError>,
+}
+
+impl Ctx<'_> {
+    fn err(&mut self, line: u64, key: impl Into<String>, message: impl Into<String>) {
+        self.errors.push(PolicyError {
+            file: self.file.to_path_buf(),
+            line,
+            key: key.into(),
+            message: message.into(),
+        });
+    }
+}
+
+fn line(k: &Key) -> u64 {
+    k.referenced.line()
+}
+
+/// Where something was first defined, for "defined twice" messages.
+#[derive(Clone)]
+struct Origin {
+    file: PathBuf,
+    line: u64,
+}
+
+impl std::fmt::Display for Origin {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}:{}", self.file.display(), self.line)
+    }
+}
+
+/// Load every `*.yaml` in `dir` (sorted by name) into one policy.
+pub fn load_dir(dir: &Path) -> Result<Policy, PolicyErrors> {
+    let mut files: Vec<PathBuf> = match std::fs::read_dir(dir) {
+        Ok(entries) => entries
+            .flatten()
+            .map(|e| e.path())
+            .filter(|p| p.extension().is_some_and(|x| x == "yaml" || x == "yml"))
+            .collect(),
+        Err(e) => {
+            return Err(PolicyErrors(vec![PolicyError {
+                file: dir.to_path_buf(),
+                line: 0,
+                key: String::new(),
+                message: format!("cannot read the policies folder: {e}"),
+            }]));
+        }
+    };
+    files.sort();
+    let mut sources = Vec::new();
+    for f in &files {
+        match std::fs::read_to_string(f) {
+            Ok(text) => sources.push((f.clone(), text)),
+            Err(e) => {
+                return Err(PolicyErrors(vec![PolicyError {
+                    file: f.clone(),
+                    line: 0,
+                    key: String::new(),
+                    message: format!("cannot read: {e}"),
+                }]));
+            }
+        }
+    }
+    load_sources(&sources)
+}
+
+/// Parse and merge policy texts; `(path, text)` pairs in merge order.
+pub fn load_sources(sources: &[(PathBuf, String)]) -> Result<Policy, PolicyErrors> {
+    let mut errors = Vec::new();
+    let mut parsed = Vec::new();
+    for (path, text) in sources {
+        match parse_file(text) {
+            Ok(raw) => parsed.push((path.clone(), raw)),
+            Err((line, message)) => errors.push(PolicyError {
+                file: path.clone(),
+                line,
+                key: String::new(),
+                message,
+            }),
+        }
+    }
+    if !errors.is_empty() {
+        return Err(PolicyErrors(errors));
+    }
+    let policy = merge(parsed, &mut errors);
+    if errors.is_empty() {
+        Ok(policy)
+    } else {
+        Err(PolicyErrors(errors))
+    }
+}
+
+fn parse_file(text: &str) -> Result<RawFile, (u64, String)> {
+    if text.trim().is_empty() {
+        return Ok(RawFile::default());
+    }
+    let options = serde_saphyr::options! {
+        strict_booleans: true,
+    };
+    serde_saphyr::from_str_with_options::<RawFile>(text, options).map_err(|e| {
+        let line = e.location().map(|l| l.line()).unwrap_or(0);
+        // The first line of the message is the reason; the rest is a snippet.
+        let message = e
+            .to_string()
+            .lines()
+            .next()
+            .unwrap_or("invalid YAML")
+            .to_string();
+        (line, message)
+    })
+}
+
+fn merge(files: Vec<(PathBuf, RawFile)>, errors: &mut Vec<PolicyError>) -> Policy {
+    let mut kinds: HashMap<String, KindDef> = BUILTIN_KINDS
+        .iter()
+        .map(|k| (k.to_string(), KindDef::builtin(k)))
+        .collect();
+    // Custom kinds first: classification and access may use them from any file.
+    for (path, raw) in &files {
+        let mut cx = Ctx { file: path, errors };
+        for (name, def) in &raw.kinds {
+            let key = format!("kinds.{}", name.value);
+            if BUILTIN_KINDS.contains(&name.value.as_str()) {
+                cx.err(line(name), key, "redefines a built-in kind");
+                continue;
+            }
+            if kinds.contains_key(&name.value) {
+                cx.err(line(name), key, "kind defined twice");
+                continue;
+            }
+            match mask_spec(def.mask.as_ref()) {
+                Ok(mask) => {
+                    kinds.insert(
+                        name.value.clone(),
+                        KindDef {
+                            name: name.value.clone(),
+                            mask,
+                        },
+                    );
+                }
+                Err(m) => cx.err(line(name), format!("{key}.mask"), m),
+            }
+        }
+    }
+    let mut classify: HashMap<QualifiedTable, HashMap<String, String>> = HashMap::new();
+    let mut classified_at: HashMap<(QualifiedTable, String), Origin> = HashMap::new();
+    let mut roles: Vec<Role> = Vec::new();
+    let mut role_at: HashMap<String, Origin> = HashMap::new();
+    let mut user_role: HashMap<String, (String, Origin)> = HashMap::new();
+    let mut default: Option<(Role, Origin)> = None;
+
+    for (path, raw) in &files {
+        let mut cx = Ctx { file: path, errors };
+        for (table, columns) in &raw.classify {
+            let tkey = format!("classify.{}", table.value);
+            let Some(qt) = QualifiedTable::parse(&table.value) else {
+                cx.err(
+                    line(table),
+                    tkey,
+                    "expected schema.table, such as public.customers",
+                );
+                continue;
+            };
+            for (column, kind) in columns {
+                let ckey = format!("{tkey}.{}", column.value);
+                if !kinds.contains_key(&kind.value) {
+                    cx.err(line(kind), ckey, unknown_kind(&kind.value, &kinds));
+                    continue;
+                }
+                let here = Origin {
+                    file: path.clone(),
+                    line: line(column),
+                };
+                let id = (qt.clone(), column.value.clone());
+                if let Some(first) = classified_at.get(&id) {
+                    cx.err(
+                        here.line,
+                        ckey,
+                        format!("column classified twice (first at {first})"),
+                    );
+                    continue;
+                }
+                classified_at.insert(id, here);
+                classify
+                    .entry(qt.clone())
+                    .or_default()
+                    .insert(column.value.clone(), kind.value.clone());
+            }
+        }
+        for (name, raw_role) in &raw.roles {
+            let rkey = format!("roles.{}", name.value);
+            let here = Origin {
+                file: path.clone(),
+                line: line(name),
+            };
+            if name.value == "default" {
+                cx.err(here.line, rkey, "`default` is reserved for users in no role: use the top-level `default:` section");
+                continue;
+            }
+            if let Some(first) = role_at.get(&name.value) {
+                cx.err(
+                    here.line,
+                    rkey,
+                    format!("role defined twice (first at {first})"),
+                );
+                continue;
+            }
+            role_at.insert(name.value.clone(), here);
+            let mut role = build_role(
+                &mut cx,
+                &rkey,
+                &name.value,
+                &raw_role.access,
+                raw_role.lookup.as_ref(),
+                raw_role.limits.as_ref(),
+                &kinds,
+            );
+            for u in &raw_role.users {
+                let at = Origin {
+                    file: path.clone(),
+                    line: line(u),
+                };
+                match user_role.get(&u.value) {
+                    Some((other, first)) => cx.err(
+                        at.line,
+                        format!("{rkey}.users"),
+                        format!("user `{}` is already in role `{other}` ({first}); a user may be in one role only", u.value),
+                    ),
+                    None => {
+                        user_role.insert(u.value.clone(), (name.value.clone(), at));
+                        role.users.push(u.value.clone());
+                    }
+                }
+            }
+            roles.push(role);
+        }
+        if let Some(d) = &raw.default {
+            let here = Origin {
+                file: path.clone(),
+                line: d.referenced.line(),
+            };
+            if let Some((_, first)) = &default {
+                cx.err(
+                    here.line,
+                    "default",
+                    format!("default defined twice (first at {first})"),
+                );
+            } else {
+                let role = build_role(
+                    &mut cx,
+                    "default",
+                    "default",
+                    &d.value.access,
+                    d.value.lookup.as_ref(),
+                    d.value.limits.as_ref(),
+                    &kinds,
+                );
+                default = Some((role, here));
+            }
+        }
+    }
+    roles.sort_by(|a, b| a.name.cmp(&b.name));
+    let users = user_role.into_iter().map(|(u, (r, _))| (u, r)).collect();
+    Policy {
+        classify,
+        kinds,
+        roles,
+        users,
+        // No default section: users in no role are denied every kind.
+        default: default
+            .map(|(r, _)| r)
+            .unwrap_or_else(Role::deny_all_default),
+    }
+}
+
+fn unknown_kind(kind: &str, kinds: &HashMap<String, KindDef>) -> String {
+    let mut known: Vec<&str> = kinds.keys().map(String::as_str).collect();
+    known.sort();
+    format!(
+        "unknown kind `{kind}` (known kinds: {}; declare others under `kinds:`)",
+        known.join(", ")
+    )
+}
+
+fn mask_spec(m: Option<&RawMask>) -> Result<MaskSpec, String> {
+    let Some(m) = m else {
+        return Ok(MaskSpec::Replace("***".to_string()));
+    };
+    match (&m.replace, m.keep_first, m.keep_last) {
+        (Some(_), Some(_), _) | (Some(_), _, Some(_)) => {
+            Err("give either `replace` or `keep_first`/`keep_last`, not both".into())
+        }
+        (Some(r), None, None) => Ok(MaskSpec::Replace(r.clone())),
+        (None, first, last) => Ok(MaskSpec::Keep {
+            first: first.unwrap_or(0),
+            last: last.unwrap_or(0),
+            fill: m.fill.unwrap_or('*'),
+        }),
+    }
+}
+
+fn build_role(
+    cx: &mut Ctx<'_>,
+    key: &str,
+    name: &str,
+    access: &HashMap<Key, Key>,
+    lookup: Option<&Key>,
+    limits: Option<&RawLimits>,
+    kinds: &HashMap<String, KindDef>,
+) -> Role {
+    let mut role = Role::named(name);
+    for (kind, action) in access {
+        let akey = format!("{key}.access.{}", kind.value);
+        let Some(a) = Action::parse(&action.value) else {
+            cx.err(
+                line(action),
+                akey,
+                format!(
+                    "unknown action `{}` (allow | mask | hash | deny)",
+                    action.value
+                ),
+            );
+            continue;
+        };
+        if kind.value == "*" {
+            role.wildcard = Some(a);
+        } else if kinds.contains_key(&kind.value) {
+            role.access.insert(kind.value.clone(), a);
+        } else {
+            cx.err(line(kind), akey, unknown_kind(&kind.value, kinds));
+        }
+    }
+    if let Some(l) = lookup {
+        match l.value.as_str() {
+            "equality" => role.lookup = Lookup::Equality,
+            "none" => role.lookup = Lookup::None,
+            other => cx.err(
+                line(l),
+                format!("{key}.lookup"),
+                format!("unknown lookup `{other}` (equality | none)"),
+            ),
+        }
+    }
+    if let Some(lim) = limits {
+        for (n, v) in [
+            ("rows_per_query", lim.rows_per_query),
+            ("classified_rows_per_hour", lim.classified_rows_per_hour),
+        ] {
+            if v == Some(0) {
+                cx.err(
+                    0,
+                    format!("{key}.limits.{n}"),
+                    "must be at least 1 (leave it out for no limit)",
+                );
+            }
+        }
+        let on_exceed = match &lim.on_exceed {
+            None => OnExceed::Block,
+            Some(o) => match o.value.as_str() {
+                "block" => OnExceed::Block,
+                "alert" => OnExceed::Alert,
+                other => {
+                    cx.err(
+                        line(o),
+                        format!("{key}.limits.on_exceed"),
+                        format!("unknown value `{other}` (block | alert)"),
+                    );
+                    OnExceed::Block
+                }
+            },
+        };
+        role.limits = Limits {
+            rows_per_query: lim.rows_per_query,
+            classified_rows_per_hour: lim.classified_rows_per_hour,
+            on_exceed,
+        };
+    }
+    role
+}
