@@ -23,6 +23,7 @@
 //! - [`auth`], [`catalog`]: terminate-mode authentication (SCRAM, md5)
 //!   and pgwarden's own catalog connection.
 //! - [`policy`]: classified columns and role access, loaded from YAML.
+//! - [`masking`]: masks by kind and keyed pseudonyms.
 //! - [`cancel`]: cancel keys handed to clients and the server's behind them.
 //! - [`error`]: errors as the client sees them (SQLSTATE).
 //! - [`demo`]: `pgwarden demo` and the throwaway PostgreSQL it (and the
@@ -41,6 +42,7 @@ pub mod error;
 pub mod frame;
 pub mod frontend;
 pub mod listener;
+pub mod masking;
 pub mod metrics;
 pub mod net;
 pub mod policy;
