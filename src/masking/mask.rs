@@ -165,7 +165,7 @@ mod tests {
                 },
                 "京A12345"
             ),
-            "京A*****5"
+            "京A****5"
         );
         assert_eq!(
             mask(&MaskSpec::Replace("[hidden]".into()), "9000"),
