@@ -4,6 +4,7 @@
 use crate::cancel::CancelRegistry;
 use crate::catalog::CatalogClient;
 use crate::config::Config;
+use crate::events::EventSink;
 use crate::metrics::Metrics;
 use crate::net::tls;
 use crate::policy::PolicyStore;
@@ -25,6 +26,8 @@ pub struct ProxyContext {
     pub catalog: CatalogClient,
     /// The policies in force (swapped on SIGHUP).
     pub policy: PolicyStore,
+    /// Where session events go (logs, audit).
+    pub events: Arc<dyn EventSink>,
 }
 
 impl ProxyContext {
@@ -32,12 +35,14 @@ impl ProxyContext {
         config: Arc<Config>,
         metrics: Arc<Metrics>,
         policy: PolicyStore,
+        events: Arc<dyn EventSink>,
     ) -> Result<Arc<Self>, tls::Error> {
         let upstream_tls = tls::client_config(&config.upstream_tls)?;
         Ok(Arc::new(ProxyContext {
             client_tls: tls::server_config(&config.tls)?,
             catalog: CatalogClient::new(config.clone(), upstream_tls.clone()),
             policy,
+            events,
             upstream_tls,
             upstream_name: tls::server_name(&config.upstream_tls, &config.upstream_host())?,
             cancel: CancelRegistry::new(),

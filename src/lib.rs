@@ -26,6 +26,7 @@
 //! - [`masking`]: masks by kind and keyed pseudonyms.
 //! - [`cancel`]: cancel keys handed to clients and the server's behind them.
 //! - [`error`]: errors as the client sees them (SQLSTATE).
+//! - [`events`]: session events for logs and the audit trail (side path).
 //! - [`demo`]: `pgwarden demo` and the throwaway PostgreSQL it (and the
 //!   tests) run.
 
@@ -39,6 +40,7 @@ pub mod config;
 pub mod context;
 pub mod demo;
 pub mod error;
+pub mod events;
 pub mod frame;
 pub mod frontend;
 pub mod listener;

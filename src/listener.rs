@@ -10,6 +10,7 @@
 use crate::config::{Config, parse_listen};
 use crate::context::ProxyContext;
 use crate::error::{PgError, sqlstate};
+use crate::events::{EventSink, FanOut, LogSink};
 use crate::metrics::{self, Metrics};
 use crate::policy::PolicyStore;
 use crate::session;
@@ -39,11 +40,21 @@ pub struct Proxy {
 impl Proxy {
     /// Bind and start serving in the background.
     pub async fn start(config: Config) -> anyhow::Result<Proxy> {
+        Self::start_with_events(config, None).await
+    }
+
+    /// Like [`Proxy::start`], with an extra sink that receives every session
+    /// event besides the log.
+    pub async fn start_with_events(
+        config: Config,
+        extra: Option<Arc<dyn EventSink>>,
+    ) -> anyhow::Result<Proxy> {
         let policy = PolicyStore::open(config.policies.as_deref())
             .map_err(|e| anyhow::anyhow!("invalid policies:\n{e}"))?;
         let config = Arc::new(config);
         let metrics = Metrics::new();
-        let context = ProxyContext::new(config.clone(), metrics.clone(), policy)?;
+        let context =
+            ProxyContext::new(config.clone(), metrics.clone(), policy, events_sink(extra))?;
         let listen = parse_listen(&config.listen).map_err(anyhow::Error::msg)?;
         let listener = TcpListener::bind(listen)
             .await
@@ -112,6 +123,12 @@ impl Proxy {
     pub fn shutdown_token(&self) -> CancellationToken {
         self.shutdown.clone()
     }
+}
+
+fn events_sink(extra: Option<Arc<dyn EventSink>>) -> Arc<dyn EventSink> {
+    let mut sinks: Vec<Arc<dyn EventSink>> = vec![Arc::new(LogSink)];
+    sinks.extend(extra);
+    Arc::new(FanOut(sinks))
 }
 
 async fn accept_loop(listener: TcpListener, ctx: Arc<ProxyContext>, shutdown: CancellationToken) {

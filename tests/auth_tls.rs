@@ -217,11 +217,23 @@ async fn cancel_request_reaches_the_right_backend() {
     let bystander = connect(&proxy, SCRAM_USER).await;
     let token = client.cancel_token();
     let canceller = tokio::spawn(async move {
-        tokio::time::sleep(Duration::from_millis(300)).await;
+        // Cancel once the sleep is running on the server.
+        let admin = connect_direct().await;
+        for _ in 0..200 {
+            let n: i64 = admin
+                .query_one("select count(*) from pg_stat_activity where query = 'select pg_sleep(29)' and state = 'active'", &[])
+                .await
+                .unwrap()
+                .get(0);
+            if n > 0 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
         token.cancel_query(NoTls).await
     });
     let started = std::time::Instant::now();
-    let err = client.query("select pg_sleep(30)", &[]).await.unwrap_err();
+    let err = client.query("select pg_sleep(29)", &[]).await.unwrap_err();
     assert_eq!(err.code().unwrap().code(), "57014");
     assert!(started.elapsed() < Duration::from_secs(20));
     canceller.await.unwrap().unwrap();
@@ -290,7 +302,7 @@ async fn pg_cancel_backend_with_the_pid_the_client_sees() {
 async fn psql_ctrl_c_cancels_through_the_proxy() {
     let proxy = start_proxy("").await;
     let child = tokio::process::Command::new("psql")
-        .args(["-X", "-c", "select pg_sleep(30)"])
+        .args(["-X", "-c", "select pg_sleep(31)"])
         .arg(format!(
             "postgresql://{}@127.0.0.1:{}/app",
             SCRAM_USER.0,
@@ -303,7 +315,7 @@ async fn psql_ctrl_c_cancels_through_the_proxy() {
     let admin = connect(&proxy, SCRAM_USER).await;
     for _ in 0..100 {
         let n: i64 = admin
-            .query_one("select count(*) from pg_stat_activity where query = 'select pg_sleep(30)' and state = 'active'", &[])
+            .query_one("select count(*) from pg_stat_activity where query = 'select pg_sleep(31)' and state = 'active'", &[])
             .await
             .unwrap()
             .get(0);

@@ -55,7 +55,9 @@ impl PendingQueue {
 pub enum Pending {
     /// A simple Query (one or more statements); ends at ReadyForQuery.
     Query(Arc<Statement>),
-    Parse,
+    /// Parse of a statement; if it fails and no Execute follows, the
+    /// failure is reported against this statement.
+    Parse(Arc<Statement>),
     Bind,
     Describe,
     Close,
@@ -183,7 +185,7 @@ impl Tracker {
                 self.pop_if(|p| {
                     matches!(
                         p,
-                        Pending::Parse | Pending::Bind | Pending::Close | Pending::Describe
+                        Pending::Parse(_) | Pending::Bind | Pending::Close | Pending::Describe
                     )
                 });
             }
@@ -249,30 +251,51 @@ impl Tracker {
                 self.skip_to_sync();
                 done
             }
-            Some(Pending::Parse | Pending::Bind | Pending::Describe | Pending::Close) => {
-                self.queue.pop_front();
-                self.skip_to_sync();
-                None
+            Some(Pending::Parse(_) | Pending::Bind | Pending::Describe | Pending::Close) => {
+                // The statement failed before it ran (syntax, planning,
+                // parameters): report it against the Execute it prevented,
+                // or the Parse when nothing was to run.
+                let head = self.queue.pop_front();
+                let prevented = self.skip_to_sync();
+                let statement = prevented.or(match head {
+                    Some(Pending::Parse(s)) => Some(s),
+                    _ => None,
+                })?;
+                self.progress = Progress::default();
+                Some(Completed {
+                    duration: statement.started.elapsed(),
+                    statement,
+                    tag: None,
+                    sqlstate: Some(sqlstate.to_string()),
+                    rows: 0,
+                    bytes: 0,
+                    suspended: false,
+                })
             }
             _ => None,
         }
     }
 
-    /// Drop extended-protocol requests the server will now ignore. Stops at
-    /// a Sync, a simple Query or a reply of our own.
-    fn skip_to_sync(&mut self) {
+    /// Drop extended-protocol requests the server will now ignore, up to a
+    /// Sync, a simple Query or a reply of our own. Returns the first
+    /// Execute dropped.
+    fn skip_to_sync(&mut self) -> Option<Arc<Statement>> {
+        let mut first_execute = None;
         while let Some(p) = self.queue.front() {
             match p {
-                Pending::Parse
+                Pending::Parse(_)
                 | Pending::Bind
                 | Pending::Describe
                 | Pending::Close
                 | Pending::Execute(_) => {
-                    self.queue.pop_front();
+                    if let Some(Pending::Execute(s)) = self.queue.pop_front() {
+                        first_execute.get_or_insert(s);
+                    }
                 }
                 _ => break,
             }
         }
+        first_execute
     }
 }
 
@@ -288,7 +311,7 @@ mod tests {
     fn extended_cycle_counts_rows() {
         let mut t = Tracker::default();
         for p in [
-            Pending::Parse,
+            Pending::Parse(stmt("select")),
             Pending::Bind,
             Pending::Describe,
             Pending::Execute(stmt("select")),
@@ -315,18 +338,37 @@ mod tests {
     fn error_skips_to_sync() {
         let mut t = Tracker::default();
         for p in [
-            Pending::Parse,
+            Pending::Parse(stmt("x")),
             Pending::Bind,
             Pending::Execute(stmt("x")),
             Pending::Sync,
-            Pending::Parse,
+            Pending::Parse(stmt("y")),
         ] {
             t.push(p);
         }
-        t.observe(b'E', 50, Some("42601"), None);
+        // The Parse fails: reported against the Execute it prevented.
+        let c = t.observe(b'E', 50, Some("42601"), None).completed.unwrap();
+        assert_eq!(c.sqlstate.as_deref(), Some("42601"));
+        assert_eq!(&*c.statement.sql, "x");
         assert_eq!(t.len(), 2);
         t.observe(b'Z', 6, None, None);
         assert_eq!(t.len(), 1);
+    }
+
+    #[test]
+    fn failed_prepare_without_execute_is_reported() {
+        let mut t = Tracker::default();
+        for p in [
+            Pending::Parse(stmt("selec 1")),
+            Pending::Describe,
+            Pending::Sync,
+        ] {
+            t.push(p);
+        }
+        let c = t.observe(b'E', 50, Some("42601"), None).completed.unwrap();
+        assert_eq!(&*c.statement.sql, "selec 1");
+        t.observe(b'Z', 6, None, None);
+        assert!(t.is_empty());
     }
 
     #[test]

@@ -9,11 +9,12 @@ use super::{Error, SessionInfo};
 use crate::backend::tracker::{Completed, PendingQueue, Tracker};
 use crate::backend::{self as msg};
 use crate::context::ProxyContext;
+use crate::events::Event;
 use crate::frame::{Frame, take_frame};
 use crate::net::{ClientWrite, UpstreamRead};
 use bytes::BytesMut;
+use std::sync::atomic::Ordering;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tracing::debug;
 
 const READ_CHUNK: usize = 64 * 1024;
 /// Buffers that grew past this for one large message are given back.
@@ -140,14 +141,18 @@ impl Direction<'_> {
         if done.sqlstate.is_some() {
             m.statement_errors.inc();
         }
-        debug!(
-            sql = %done.statement.sql,
-            rows = done.rows,
-            bytes = done.bytes,
-            tag = done.tag.as_deref().unwrap_or(""),
-            sqlstate = done.sqlstate.as_deref().unwrap_or(""),
-            duration_us = done.duration.as_micros() as u64,
-            "statement completed"
-        );
+        self.info.statements.fetch_add(1, Ordering::Relaxed);
+        self.info.rows.fetch_add(done.rows, Ordering::Relaxed);
+        self.ctx.events.record(&Event::StatementDone {
+            session: self.info.id,
+            user: self.info.user.clone(),
+            sql: done.statement.sql.clone(),
+            extended: done.statement.extended,
+            tag: done.tag,
+            sqlstate: done.sqlstate,
+            rows: done.rows,
+            bytes: done.bytes,
+            duration: done.duration,
+        });
     }
 }

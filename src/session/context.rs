@@ -4,7 +4,8 @@ use std::collections::HashMap;
 use std::fmt;
 use std::net::SocketAddr;
 use std::sync::Mutex;
-use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
+use std::time::Instant;
 
 /// A random id for one client connection, shown in logs and audit records.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -37,6 +38,10 @@ pub struct SessionInfo {
     /// Server parameters from ParameterStatus (server_version,
     /// client_encoding, standard_conforming_strings, ...).
     parameters: Mutex<HashMap<String, String>>,
+    pub started: Instant,
+    /// Statements completed and rows returned so far.
+    pub statements: AtomicU64,
+    pub rows: AtomicU64,
 }
 
 impl SessionInfo {
@@ -57,6 +62,9 @@ impl SessionInfo {
             tls,
             tx_status: AtomicU8::new(b'I'),
             parameters: Mutex::new(HashMap::new()),
+            started: Instant::now(),
+            statements: AtomicU64::new(0),
+            rows: AtomicU64::new(0),
         }
     }
 

@@ -104,8 +104,9 @@ impl Inspector<'_> {
                 self.expect(Pending::Query(Statement::new(sql, false)));
             }
             FrontendMessage::Parse(p) => {
-                self.state.parse(p.name, p.query.into());
-                self.expect(Pending::Parse);
+                let sql: Arc<str> = p.query.into();
+                self.state.parse(p.name, sql.clone());
+                self.expect(Pending::Parse(Statement::new(sql, true)));
             }
             FrontendMessage::Bind(b) => {
                 self.state.bind(b.portal_name, b.statement_name);

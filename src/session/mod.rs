@@ -22,6 +22,7 @@ use crate::codec::DecodeError;
 use crate::config::AuthMode;
 use crate::context::ProxyContext;
 use crate::error::{PgError, sqlstate};
+use crate::events::Event;
 use crate::net::stream::ReadError;
 use crate::upstream;
 use startup::Opening;
@@ -120,10 +121,8 @@ pub async fn run(
         ctx.metrics.connections_active.dec();
         match result {
             Ok(()) => debug!("session ended"),
-            Err(Error::AuthFailed { sqlstate, message }) => {
-                ctx.metrics.auth_failures.inc();
-                warn!(%sqlstate, %message, "authentication failed");
-            }
+            // The event sink has logged it with the login's details.
+            Err(Error::AuthFailed { .. }) => ctx.metrics.auth_failures.inc(),
             Err(e @ Error::Protocol(_)) => {
                 ctx.metrics.protocol_errors.inc();
                 warn!(error = %e, "closing connection");
@@ -190,6 +189,15 @@ async fn serve(
     let (upstream, greeting) = match result {
         Ok(v) => v,
         Err(e) => {
+            if let Error::AuthFailed { sqlstate, message } = &e {
+                ctx.events.record(&Event::AuthFailed {
+                    client: peer,
+                    user: params.user().unwrap_or_default().to_string(),
+                    database: params.database().unwrap_or_default().to_string(),
+                    sqlstate: sqlstate.clone(),
+                    message: message.clone(),
+                });
+            }
             if let Some(m) = e.client_message() {
                 let _ = client.send(&m.encode()).await;
             }
@@ -211,9 +219,25 @@ async fn serve(
         info.set_parameter(k, v);
     }
     tracing::Span::current().record("user", info.user.as_str());
-    info!(database = %info.database, application_name = %info.application_name, tls = info.tls, "session started");
+    ctx.events.record(&Event::Connected {
+        session: info.id,
+        user: info.user.clone(),
+        database: info.database.clone(),
+        application_name: info.application_name.clone(),
+        client: info.client,
+        tls: info.tls,
+    });
     let _cancel_key = greeting.cancel_key;
-    relay::run(ctx, client, upstream, Arc::new(info), shutdown).await
+    let info = Arc::new(info);
+    let result = relay::run(ctx, client, upstream, info.clone(), shutdown).await;
+    ctx.events.record(&Event::Disconnected {
+        session: info.id,
+        user: info.user.clone(),
+        statements: info.statements.load(std::sync::atomic::Ordering::Relaxed),
+        rows: info.rows.load(std::sync::atomic::Ordering::Relaxed),
+        duration: info.started.elapsed(),
+    });
+    result
 }
 
 /// Pass a client's cancel request to the server backend it names.
