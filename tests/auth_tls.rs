@@ -4,7 +4,6 @@
 mod common;
 
 use common::*;
-use std::sync::Arc;
 use std::time::Duration;
 use tokio_postgres::NoTls;
 use tokio_postgres::config::SslMode;
@@ -72,22 +71,6 @@ async fn psql_logs_in_with_scram_at_default_settings() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("password authentication failed"));
 }
 
-fn tls_client(ca: &std::path::Path) -> tokio_postgres_rustls::MakeRustlsConnect {
-    use rustls_pki_types::pem::PemObject;
-    let mut roots = rustls::RootCertStore::empty();
-    for c in rustls_pki_types::CertificateDer::pem_file_iter(ca).unwrap() {
-        roots.add(c.unwrap()).unwrap();
-    }
-    let config = rustls::ClientConfig::builder_with_provider(Arc::new(
-        rustls::crypto::ring::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()
-    .unwrap()
-    .with_root_certificates(roots)
-    .with_no_client_auth();
-    tokio_postgres_rustls::MakeRustlsConnect::new(config)
-}
-
 fn client_tls_config(mode: &str) -> String {
     let c = &fixture().certs;
     format!(
@@ -102,10 +85,7 @@ async fn client_tls_with_rustls_and_psql() {
     let proxy = start_proxy(&client_tls_config("require")).await;
     let mut cfg = pg_config(&proxy, SCRAM_USER, "app");
     cfg.ssl_mode(SslMode::Require).host("localhost");
-    let (client, conn) = cfg
-        .connect(tls_client(&fixture().certs.ca))
-        .await
-        .expect("TLS login");
+    let (client, conn) = cfg.connect(tls_connector()).await.expect("TLS login");
     tokio::spawn(conn);
     let v: i32 = client.query_one("select 7", &[]).await.unwrap().get(0);
     assert_eq!(v, 7);
@@ -153,7 +133,7 @@ async fn client_tls_allow_serves_both() {
     );
     let mut cfg = pg_config(&proxy, MD5_USER, "app");
     cfg.ssl_mode(SslMode::Require).host("localhost");
-    let (client, conn) = cfg.connect(tls_client(&fixture().certs.ca)).await.unwrap();
+    let (client, conn) = cfg.connect(tls_connector()).await.unwrap();
     tokio::spawn(conn);
     assert_eq!(
         client

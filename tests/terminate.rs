@@ -5,7 +5,6 @@
 mod common;
 
 use common::*;
-use std::sync::Arc;
 use tokio_postgres::NoTls;
 use tokio_postgres::config::{ChannelBinding, SslMode};
 
@@ -15,22 +14,6 @@ fn terminate_config(extra: &str) -> String {
          [catalog]\nuser = \"{}\"\npassword = \"{}\"\ndatabase = \"postgres\"\n[metrics]\nlisten = \"127.0.0.1:0\"\n{extra}",
         CATALOG_USER.0, CATALOG_USER.1
     )
-}
-
-fn tls_connector() -> tokio_postgres_rustls::MakeRustlsConnect {
-    use rustls_pki_types::pem::PemObject;
-    let mut roots = rustls::RootCertStore::empty();
-    for c in rustls_pki_types::CertificateDer::pem_file_iter(&fixture().certs.ca).unwrap() {
-        roots.add(c.unwrap()).unwrap();
-    }
-    let config = rustls::ClientConfig::builder_with_provider(Arc::new(
-        rustls::crypto::ring::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()
-    .unwrap()
-    .with_root_certificates(roots)
-    .with_no_client_auth();
-    tokio_postgres_rustls::MakeRustlsConnect::new(config)
 }
 
 #[tokio::test]

@@ -56,18 +56,7 @@ pub async fn relay_authentication(
                     )));
                 }
             },
-            b'E' => {
-                client.send(&frame.bytes).await?;
-                let fields = backend::error_fields(&frame).unwrap_or_default();
-                return Err(Error::AuthFailed {
-                    sqlstate: backend::error_field(&fields, b'C')
-                        .unwrap_or("28000")
-                        .to_string(),
-                    message: backend::error_field(&fields, b'M')
-                        .unwrap_or_default()
-                        .to_string(),
-                });
-            }
+            b'E' => return Err(login_refused(client, &frame).await),
             // NegotiateProtocolVersion and notices go to the client as is.
             b'v' | b'N' => client.send(&frame.bytes).await?,
             t => {
@@ -113,17 +102,10 @@ pub async fn relay_greeting(
                 return Ok(greeting);
             }
             b'E' => {
-                out.extend_from_slice(&frame.bytes);
+                // Refused after authentication (no such database, too many
+                // connections): what came before, then the error.
                 client.send(&out).await?;
-                let fields = backend::error_fields(&frame).unwrap_or_default();
-                return Err(Error::AuthFailed {
-                    sqlstate: backend::error_field(&fields, b'C')
-                        .unwrap_or("XX000")
-                        .to_string(),
-                    message: backend::error_field(&fields, b'M')
-                        .unwrap_or_default()
-                        .to_string(),
-                });
+                return Err(login_refused(client, &frame).await);
             }
             b'N' | b'v' => out.extend_from_slice(&frame.bytes),
             t => {
@@ -133,6 +115,20 @@ pub async fn relay_greeting(
                 )));
             }
         }
+    }
+}
+
+/// The server refused the login: pass its error on as written and report it.
+pub(super) async fn login_refused(client: &mut FramedIo<ClientStream>, frame: &Frame) -> Error {
+    let _ = client.send(&frame.bytes).await;
+    let fields = backend::error_fields(frame).unwrap_or_default();
+    Error::AuthFailed {
+        sqlstate: backend::error_field(&fields, b'C')
+            .unwrap_or("28000")
+            .to_string(),
+        message: backend::error_field(&fields, b'M')
+            .unwrap_or_default()
+            .to_string(),
     }
 }
 

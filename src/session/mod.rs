@@ -166,16 +166,7 @@ async fn serve(
         let mut upstream = if ctx.config.auth.mode == AuthMode::Terminate {
             terminate::authenticate(ctx, &mut client, &params, &raw_startup).await?
         } else {
-            let mut upstream = upstream::connect(ctx).await.inspect_err(|e| {
-                ctx.metrics
-                    .upstream_errors
-                    .with_label_values(&[e.kind()])
-                    .inc();
-            })?;
-            upstream
-                .send(&raw_startup.bytes)
-                .await
-                .map_err(|e| Error::UpstreamRead(e.to_string()))?;
+            let mut upstream = open_upstream(ctx, &raw_startup).await?;
             auth::relay_authentication(&mut client, &mut upstream).await?;
             upstream
         };
@@ -238,6 +229,25 @@ async fn serve(
         duration: info.started.elapsed(),
     });
     result
+}
+
+/// Connect to the server (counting failures) and send the client's
+/// StartupMessage as it came.
+async fn open_upstream(
+    ctx: &ProxyContext,
+    raw_startup: &crate::frame::Frame,
+) -> Result<crate::net::FramedIo<crate::net::UpstreamStream>, Error> {
+    let mut upstream = upstream::connect(ctx).await.inspect_err(|e| {
+        ctx.metrics
+            .upstream_errors
+            .with_label_values(&[e.kind()])
+            .inc();
+    })?;
+    upstream
+        .send(&raw_startup.bytes)
+        .await
+        .map_err(|e| Error::UpstreamRead(e.to_string()))?;
+    Ok(upstream)
 }
 
 /// Pass a client's cancel request to the server backend it names.

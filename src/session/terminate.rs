@@ -12,7 +12,7 @@
 //! PostgreSQL's channel-binding downgrade check.
 
 use super::Error;
-use super::auth::{forward_client_answer_frame, read_upstream};
+use super::auth::{forward_client_answer_frame, login_refused, read_upstream};
 use crate::auth::scram::{ClientExchange, Secret, ServerExchange};
 use crate::auth::{StoredSecret, UpstreamCredential, md5};
 use crate::backend::{self, auth_code};
@@ -22,7 +22,6 @@ use crate::frame::Frame;
 use crate::frontend::password;
 use crate::frontend::startup::StartupParams;
 use crate::net::{ClientStream, FramedIo, UpstreamStream};
-use crate::upstream;
 use bytes::{Bytes, BytesMut};
 use pgwire::messages::Message;
 use pgwire::messages::startup::{Authentication, Password, SASLInitialResponse, SASLResponse};
@@ -95,16 +94,7 @@ pub async fn authenticate(
             return Err(refuse_login(client, &user).await);
         }
     };
-    let mut upstream = upstream::connect(ctx).await.inspect_err(|e| {
-        ctx.metrics
-            .upstream_errors
-            .with_label_values(&[e.kind()])
-            .inc();
-    })?;
-    upstream
-        .send(&raw_startup.bytes)
-        .await
-        .map_err(|e| Error::UpstreamRead(e.to_string()))?;
+    let mut upstream = super::open_upstream(ctx, raw_startup).await?;
     login_upstream(client, &mut upstream, &credential).await?;
     let mut out = BytesMut::new();
     if let Some(f) = server_final {
@@ -267,18 +257,7 @@ async fn login_upstream(
                     }
                 }
             }
-            b'E' => {
-                client.send(&frame.bytes).await?;
-                let fields = backend::error_fields(&frame).unwrap_or_default();
-                return Err(Error::AuthFailed {
-                    sqlstate: backend::error_field(&fields, b'C')
-                        .unwrap_or("28000")
-                        .to_string(),
-                    message: backend::error_field(&fields, b'M')
-                        .unwrap_or_default()
-                        .to_string(),
-                });
-            }
+            b'E' => return Err(login_refused(client, &frame).await),
             b'v' | b'N' => client.send(&frame.bytes).await?,
             t => {
                 return Err(Error::UpstreamProtocol(format!(

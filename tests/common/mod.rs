@@ -198,3 +198,20 @@ pub fn error_text(e: &tokio_postgres::Error) -> String {
         .map(|d| d.message().to_string())
         .unwrap_or_else(|| e.to_string())
 }
+
+/// A rustls connector for tokio-postgres that trusts the test CA.
+pub fn tls_connector() -> tokio_postgres_rustls::MakeRustlsConnect {
+    use rustls_pki_types::pem::PemObject;
+    let mut roots = rustls::RootCertStore::empty();
+    for c in rustls_pki_types::CertificateDer::pem_file_iter(&fixture().certs.ca).unwrap() {
+        roots.add(c.unwrap()).unwrap();
+    }
+    let config = rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    tokio_postgres_rustls::MakeRustlsConnect::new(config)
+}
