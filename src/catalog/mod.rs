@@ -1,11 +1,19 @@
 //! The catalog account: pgwarden's own connection to PostgreSQL.
 //!
 //! Used to read stored password verifiers through `auth_query` (terminate
-//! mode) and, with column enforcement, the schema. One connection is kept
-//! and re-opened on failure; it goes through the same upstream TLS settings
-//! as client sessions.
+//! mode) and the schema of each database clients use ([`schema`]). One
+//! connection is kept for `auth_query` and re-opened on failure; schemas are
+//! read over a short connection to each database and cached until
+//! invalidated. Both go through the same upstream TLS settings as client
+//! sessions.
+
+pub mod schema;
+
+pub use schema::Schema;
 
 use crate::config::{Config, UpstreamTlsMode, split_host_port};
+use dashmap::DashMap;
+use schema::RelationRow;
 use std::sync::Arc;
 use tokio::sync::Mutex;
 use tokio_postgres::config::SslMode;
@@ -27,7 +35,10 @@ pub struct CatalogClient {
     config: Arc<Config>,
     tls: Option<Arc<rustls::ClientConfig>>,
     client: Mutex<Option<Client>>,
+    schemas: DashMap<String, Arc<Schema>>,
 }
+
+const RELATIONS_SQL: &str = include_str!("queries/relations.sql");
 
 impl CatalogClient {
     pub fn new(config: Arc<Config>, tls: Option<Arc<rustls::ClientConfig>>) -> Self {
@@ -35,10 +46,22 @@ impl CatalogClient {
             config,
             tls,
             client: Mutex::new(None),
+            schemas: DashMap::new(),
         }
     }
 
     async fn connect(&self) -> Result<Client, Error> {
+        self.connect_to(
+            self.config
+                .catalog
+                .database
+                .as_deref()
+                .unwrap_or("postgres"),
+        )
+        .await
+    }
+
+    async fn connect_to(&self, database: &str) -> Result<Client, Error> {
         let c = &self.config;
         let user = c.catalog.user.as_deref().ok_or(Error::NotConfigured)?;
         let (host, port) = split_host_port(&c.upstream).map_err(|_| Error::NotConfigured)?;
@@ -46,7 +69,7 @@ impl CatalogClient {
         pg.host(&host)
             .port(port)
             .user(user)
-            .dbname(c.catalog.database.as_deref().unwrap_or("postgres"))
+            .dbname(database)
             .application_name("pgwarden-catalog")
             .connect_timeout(c.connect_timeout());
         if let Some(p) = c.catalog_password() {
@@ -105,5 +128,42 @@ impl CatalogClient {
             }
         }
         Err(Error::NotConfigured)
+    }
+
+    /// The schema of `database`, read on first use and cached.
+    pub async fn schema(&self, database: &str) -> Result<Arc<Schema>, Error> {
+        if let Some(s) = self.schemas.get(database) {
+            return Ok(s.clone());
+        }
+        let schema = Arc::new(self.load_schema(database).await?);
+        self.schemas.insert(database.to_string(), schema.clone());
+        Ok(schema)
+    }
+
+    /// Forget the cached schema of `database` (after DDL), so the next use
+    /// reads it again.
+    pub fn invalidate(&self, database: &str) {
+        self.schemas.remove(database);
+    }
+
+    /// Read every relation and column of `database`.
+    pub async fn load_schema(&self, database: &str) -> Result<Schema, Error> {
+        let client = self.connect_to(database).await?;
+        let rows = client
+            .query(RELATIONS_SQL, &[])
+            .await
+            .map_err(Error::Query)?;
+        let rows = rows.into_iter().map(|r| RelationRow {
+            oid: r.get::<_, i64>("oid") as u32,
+            schema: r.get("schema"),
+            name: r.get("name"),
+            kind: r.get("kind"),
+            attnum: r.get("attnum"),
+            column: r.get("column_name"),
+            type_oid: r.get::<_, i64>("type_oid") as u32,
+            type_name: r.get("type_name"),
+            view_sql: r.get("view_sql"),
+        });
+        Ok(Schema::from_rows(rows))
     }
 }
