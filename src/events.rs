@@ -54,6 +54,12 @@ pub enum Event {
 /// Where events go.
 pub trait EventSink: Send + Sync {
     fn record(&self, event: &Event);
+
+    /// Whether this sink uses `StatementDone` events; when no sink does,
+    /// the data path does not build them.
+    fn wants_statements(&self) -> bool {
+        true
+    }
 }
 
 /// Structured log lines for each event: connections and failures at info
@@ -61,6 +67,10 @@ pub trait EventSink: Send + Sync {
 pub struct LogSink;
 
 impl EventSink for LogSink {
+    fn wants_statements(&self) -> bool {
+        tracing::enabled!(tracing::Level::DEBUG)
+    }
+
     fn record(&self, event: &Event) {
         match event {
             Event::Connected {
@@ -124,7 +134,13 @@ pub struct FanOut(pub Vec<Arc<dyn EventSink>>);
 impl EventSink for FanOut {
     fn record(&self, event: &Event) {
         for s in &self.0 {
-            s.record(event);
+            if !matches!(event, Event::StatementDone { .. }) || s.wants_statements() {
+                s.record(event);
+            }
         }
+    }
+
+    fn wants_statements(&self) -> bool {
+        self.0.iter().any(|s| s.wants_statements())
     }
 }

@@ -28,9 +28,18 @@ pub struct PendingQueue {
 
 impl PendingQueue {
     pub fn push(&self, p: Pending) {
-        let wake = matches!(p, Pending::Reply(_));
+        let mut one = vec![p];
+        self.push_all(&mut one);
+    }
+
+    /// Queue everything in `batch` (emptying it) under one lock.
+    pub fn push_all(&self, batch: &mut Vec<Pending>) {
+        if batch.is_empty() {
+            return;
+        }
+        let wake = batch.iter().any(|p| matches!(p, Pending::Reply(_)));
         if let Ok(mut q) = self.queue.lock() {
-            q.push_back(p);
+            q.extend(batch.drain(..));
         }
         if wake {
             self.replies.notify_one();

@@ -37,12 +37,12 @@ pub async fn run(
         tracker: &mut tracker,
     };
     loop {
+        // Every response in `buf` answers a request whose expectation was
+        // queued before the request was written: one drain per read suffices.
+        pending.drain_into(direction.tracker);
         while let Some(frame) =
             take_frame(&mut buf, true, max).map_err(|e| Error::UpstreamProtocol(e.to_string()))?
         {
-            if frame.tag != b'D' {
-                pending.drain_into(direction.tracker);
-            }
             direction.observe(&frame)?;
             out.extend_from_slice(&frame.bytes);
             if frame.tag != b'D' {
@@ -143,6 +143,9 @@ impl Direction<'_> {
         }
         self.info.statements.fetch_add(1, Ordering::Relaxed);
         self.info.rows.fetch_add(done.rows, Ordering::Relaxed);
+        if !self.ctx.events.wants_statements() {
+            return;
+        }
         self.ctx.events.record(&Event::StatementDone {
             session: self.info.id,
             user: self.info.user.clone(),

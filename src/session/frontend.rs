@@ -37,7 +37,7 @@ pub async fn run(
         ctx,
         info,
         state: &mut state,
-        pending,
+        batch: Vec::new(),
     };
     loop {
         let mut terminate = false;
@@ -52,6 +52,8 @@ pub async fn run(
                 break;
             }
         }
+        // Expectations go out before the bytes they answer to.
+        pending.push_all(&mut inspector.batch);
         if !out.is_empty() {
             ctx.metrics.hot.bytes_to_server.inc_by(out.len() as u64);
             wr.write_all(&out)
@@ -85,12 +87,13 @@ struct Inspector<'a> {
     ctx: &'a ProxyContext,
     info: &'a SessionInfo,
     state: &'a mut SessionState,
-    pending: &'a PendingQueue,
+    /// Expectations of the messages of one read, queued together.
+    batch: Vec<Pending>,
 }
 
 impl Inspector<'_> {
-    fn expect(&self, p: Pending) {
-        self.pending.push(p);
+    fn expect(&mut self, p: Pending) {
+        self.batch.push(p);
     }
 
     fn inspect(&mut self, msg: FrontendMessage) {
