@@ -78,6 +78,7 @@ impl Proxy {
             None => None,
         };
         info!(%addr, upstream = %config.upstream, metrics = ?metrics_addr, "pgwarden listening");
+        tokio::spawn(refresh_schemas(context.clone(), shutdown.clone()));
         let task = tokio::spawn(accept_loop(listener, context.clone(), shutdown.clone()));
         Ok(Proxy {
             addr,
@@ -122,6 +123,19 @@ impl Proxy {
     /// A token that, when cancelled, shuts the proxy down.
     pub fn shutdown_token(&self) -> CancellationToken {
         self.shutdown.clone()
+    }
+}
+
+/// Drop cached schemas every `catalog.refresh_secs`, so changes made
+/// around the proxy (migrations run directly on the server) are seen.
+async fn refresh_schemas(ctx: Arc<ProxyContext>, shutdown: CancellationToken) {
+    let every = Duration::from_secs(ctx.config.catalog.refresh_secs.max(1));
+    let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tick.tick() => ctx.catalog.invalidate_all(),
+        }
     }
 }
 

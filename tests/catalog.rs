@@ -137,3 +137,53 @@ async fn reads_the_schema_of_a_database() {
             .is_some()
     );
 }
+
+#[tokio::test]
+async fn ddl_through_the_proxy_refreshes_the_schema() {
+    let proxy = start_proxy(&format!(
+        "[catalog]\nuser = \"{}\"\npassword = \"{}\"\n",
+        CATALOG_USER.0, CATALOG_USER.1
+    ))
+    .await;
+    let schema = proxy.context.catalog.schema("app").await.unwrap();
+    let table = unique("ddl_t");
+    assert!(
+        schema
+            .get(&QualifiedTable::parse(&format!("public.{table}")).unwrap())
+            .is_none()
+    );
+    let client = connect(&proxy, SCRAM_USER).await;
+    // A plain query does not drop the cache...
+    client.simple_query("select 1").await.unwrap();
+    assert!(proxy.context.catalog.is_cached("app"));
+    // ...DDL does.
+    client
+        .batch_execute(&format!("create table {table} (id int)"))
+        .await
+        .unwrap();
+    assert!(!proxy.context.catalog.is_cached("app"));
+    let schema = proxy.context.catalog.schema("app").await.unwrap();
+    assert!(
+        schema
+            .get(&QualifiedTable::parse(&format!("public.{table}")).unwrap())
+            .is_some()
+    );
+}
+
+#[test]
+fn schema_change_tags() {
+    use pgwarden::catalog::is_schema_change;
+    for t in [
+        "CREATE TABLE",
+        "ALTER TABLE",
+        "DROP VIEW",
+        "GRANT",
+        "REVOKE",
+        "COMMENT",
+    ] {
+        assert!(is_schema_change(t), "{t}");
+    }
+    for t in ["SELECT 1", "INSERT 0 1", "UPDATE 3", "COPY 5", "SET"] {
+        assert!(!is_schema_change(t), "{t}");
+    }
+}

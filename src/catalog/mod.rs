@@ -146,6 +146,34 @@ impl CatalogClient {
         self.schemas.remove(database);
     }
 
+    /// Forget every cached schema (periodic refresh).
+    pub fn invalidate_all(&self) {
+        self.schemas.clear();
+    }
+
+    /// Whether a schema of `database` is cached.
+    pub fn is_cached(&self, database: &str) -> bool {
+        self.schemas.contains_key(database)
+    }
+}
+
+/// Whether a CommandComplete tag reports a change to the schema (tables,
+/// views, columns, schemas, types, functions, ownership, privileges).
+pub fn is_schema_change(tag: &str) -> bool {
+    const PREFIXES: [&str; 8] = [
+        "CREATE ",
+        "ALTER ",
+        "DROP ",
+        "COMMENT",
+        "GRANT",
+        "REVOKE",
+        "SECURITY LABEL",
+        "IMPORT FOREIGN SCHEMA",
+    ];
+    PREFIXES.iter().any(|p| tag.starts_with(p))
+}
+
+impl CatalogClient {
     /// Read every relation and column of `database`.
     pub async fn load_schema(&self, database: &str) -> Result<Schema, Error> {
         let client = self.connect_to(database).await?;

@@ -143,6 +143,14 @@ impl Direction<'_> {
         }
         self.info.statements.fetch_add(1, Ordering::Relaxed);
         self.info.rows.fetch_add(done.rows, Ordering::Relaxed);
+        // DDL through the proxy: the schema cache of this database is stale.
+        if done
+            .tag
+            .as_deref()
+            .is_some_and(crate::catalog::is_schema_change)
+        {
+            self.ctx.catalog.invalidate(&self.info.database);
+        }
         if !self.ctx.events.wants_statements() {
             return;
         }
