@@ -123,11 +123,6 @@ impl std::fmt::Display for PgError {
     }
 }
 
-/// ReadyForQuery with transaction status `status`.
-pub fn ready_for_query(status: u8) -> Bytes {
-    Bytes::from(vec![b'Z', 0, 0, 0, 5, status])
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -27,11 +27,6 @@ pub struct PendingQueue {
 }
 
 impl PendingQueue {
-    pub fn push(&self, p: Pending) {
-        let mut one = vec![p];
-        self.push_all(&mut one);
-    }
-
     /// Queue everything in `batch` (emptying it) under one lock.
     pub fn push_all(&self, batch: &mut Vec<Pending>) {
         if batch.is_empty() {
@@ -160,14 +155,6 @@ impl Tracker {
             }
         }
         out
-    }
-
-    /// The statement whose rows are streaming now, if any.
-    pub fn current(&self) -> Option<&Arc<Statement>> {
-        match self.queue.front() {
-            Some(Pending::Query(s)) | Some(Pending::Execute(s)) => Some(s),
-            _ => None,
-        }
     }
 
     /// Account for one server message of type `tag` and `len` bytes.

@@ -72,11 +72,6 @@ impl SessionState {
             None => self.cursors.clear(),
         }
     }
-
-    /// A transaction ended: unnamed portal and non-holdable cursors are gone.
-    pub fn transaction_ended(&mut self) {
-        self.portals.clear();
-    }
 }
 
 #[cfg(test)]
