@@ -30,6 +30,7 @@
 //! - [`demo`]: `pgwarden demo` and the throwaway PostgreSQL it (and the
 //!   tests) run.
 
+pub mod analysis;
 pub mod auth;
 pub mod backend;
 pub mod cancel;

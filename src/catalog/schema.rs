@@ -72,6 +72,8 @@ pub struct RelationRow {
 pub struct Schema {
     relations: HashMap<QualifiedTable, Relation>,
     by_oid: HashMap<u32, QualifiedTable>,
+    /// Relation name -> the schemas that have one of that name.
+    by_name: HashMap<String, Vec<String>>,
 }
 
 /// PostgreSQL's folding of an identifier as written: unquoted names are
@@ -96,6 +98,12 @@ impl Schema {
                 schema: r.schema,
                 table: r.name,
             };
+            if !s.relations.contains_key(&name) {
+                s.by_name
+                    .entry(name.table.clone())
+                    .or_default()
+                    .push(name.schema.clone());
+            }
             let rel = s.relations.entry(name.clone()).or_insert_with(|| Relation {
                 oid: r.oid,
                 name: name.clone(),
@@ -124,6 +132,21 @@ impl Schema {
 
     pub fn get(&self, name: &QualifiedTable) -> Option<&Relation> {
         self.relations.get(name)
+    }
+
+    /// Every relation called `name`, in any schema.
+    pub fn named(&self, name: &str) -> Vec<&Relation> {
+        self.by_name
+            .get(name)
+            .into_iter()
+            .flatten()
+            .filter_map(|schema| {
+                self.relations.get(&QualifiedTable {
+                    schema: schema.clone(),
+                    table: name.to_string(),
+                })
+            })
+            .collect()
     }
 
     pub fn by_oid(&self, oid: u32) -> Option<&Relation> {

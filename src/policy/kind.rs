@@ -14,7 +14,7 @@ pub const BUILTIN_KINDS: &[&str] = &[
 ];
 
 /// What a role gets for a kind of data.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum Action {
     Allow,
     Mask,

@@ -1,0 +1,251 @@
+//! Query analysis: what a statement reads of classified columns, and
+//! whether a restricted role may run it.
+//!
+//! For every statement the analyser computes, per output column, which
+//! classified columns flow into it ([`Flow`]: bare, or derived by some
+//! expression), and checks every other use of classified columns
+//! (predicates, joins, grouping, ordering, limits) against the role's rules.
+//! The outcome is either a [`Refusal`] naming the column or construct and
+//! the rule, or an [`Analysis`] with one [`Analyzed`] per statement: the
+//! [`ResultPlan`] the result-rewriting stage applies to rows, the effect on
+//! session state (cursors, SQL prepared statements) and the classified
+//! columns touched (for the audit trail).
+//!
+//! The analyser fails closed: text the two lexers could read differently
+//! ([`lexcheck`]), a parse failure, a statement type, function or construct
+//! it does not know, an unknown relation or column: each is a refusal. Only
+//! restricted roles are analysed; full-access roles never reach here.
+
+pub mod lexcheck;
+
+mod flow;
+mod functions;
+mod query;
+mod scope;
+mod statement;
+
+#[cfg(test)]
+mod tests;
+
+pub use flow::{Flow, Source};
+
+use crate::catalog::Schema;
+use crate::policy::{MaskSpec, Policy, Role};
+use sqlparser::dialect::PostgreSqlDialect;
+use sqlparser::parser::Parser;
+use std::collections::BTreeSet;
+use std::sync::Arc;
+
+/// Deepest nesting the parser accepts; deeper statements are refused.
+const RECURSION_LIMIT: usize = 64;
+
+/// What the analyser may consult.
+pub struct Env<'a> {
+    pub policy: &'a Policy,
+    pub role: &'a Role,
+    pub schema: &'a Schema,
+    /// The login, for `$user` in the search path.
+    pub user: &'a str,
+    /// Plans of cursors and SQL prepared statements of this session.
+    pub session: &'a dyn SessionLookup,
+}
+
+/// Plans the session remembers by name. `Some(None)`: known, results pass
+/// unchanged; `None`: unknown (refused).
+pub trait SessionLookup {
+    fn cursor(&self, name: &str) -> Option<Option<Arc<ResultPlan>>>;
+    fn prepared(&self, name: &str) -> Option<Option<Arc<ResultPlan>>>;
+}
+
+/// A session with no cursors or prepared statements.
+pub struct NoSession;
+
+impl SessionLookup for NoSession {
+    fn cursor(&self, _: &str) -> Option<Option<Arc<ResultPlan>>> {
+        None
+    }
+    fn prepared(&self, _: &str) -> Option<Option<Arc<ResultPlan>>> {
+        None
+    }
+}
+
+/// Why a statement may not run, as the client is told.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Refusal {
+    pub message: String,
+    /// The statement named a relation or column the cached catalog does
+    /// not know: worth re-reading the schema and analysing again.
+    pub unknown_name: bool,
+}
+
+impl Refusal {
+    pub fn new(message: impl Into<String>) -> Refusal {
+        Refusal {
+            message: message.into(),
+            unknown_name: false,
+        }
+    }
+
+    fn unknown(message: impl Into<String>) -> Refusal {
+        Refusal {
+            message: message.into(),
+            unknown_name: true,
+        }
+    }
+}
+
+impl std::fmt::Display for Refusal {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+/// What happens to one output column on the way back.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ColumnAction {
+    /// Sent as stored.
+    Pass,
+    /// The kind's mask of the value.
+    Mask { kind: String, spec: MaskSpec },
+    /// The keyed pseudonym of the value.
+    Hash,
+    /// Derived from classified values: replaced by a fixed marker.
+    Redact,
+}
+
+impl ColumnAction {
+    pub fn rewrites(&self) -> bool {
+        !matches!(self, ColumnAction::Pass)
+    }
+}
+
+/// The text form of COPY TO STDOUT data.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CopyFormat {
+    Text,
+    Csv { header: bool },
+}
+
+/// How the rows of one result are rewritten.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ResultPlan {
+    pub columns: Vec<ColumnAction>,
+    /// Set for COPY TO STDOUT: rows arrive as CopyData in this format.
+    pub copy: Option<CopyFormat>,
+}
+
+impl ResultPlan {
+    /// Whether any column is rewritten.
+    pub fn rewrites(&self) -> bool {
+        self.columns.iter().any(ColumnAction::rewrites)
+    }
+}
+
+/// A change to session state a statement makes when it succeeds.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Effect {
+    None,
+    DeclareCursor {
+        name: String,
+        plan: Option<Arc<ResultPlan>>,
+    },
+    /// `CLOSE name`, or `CLOSE ALL` (`None`).
+    CloseCursor(Option<String>),
+    Prepare {
+        name: String,
+        plan: Option<Arc<ResultPlan>>,
+    },
+    /// `DEALLOCATE name`, or `DEALLOCATE ALL` (`None`).
+    Deallocate(Option<String>),
+    /// `DISCARD ALL`: cursors and prepared statements are gone.
+    DiscardAll,
+}
+
+/// One analysed statement.
+#[derive(Debug, Clone)]
+pub struct Analyzed {
+    /// How its rows are rewritten; `None` when they pass unchanged.
+    pub result: Option<Arc<ResultPlan>>,
+    pub effect: Effect,
+    /// Classified columns (not allowed as stored) it reads or writes.
+    pub touched: BTreeSet<Source>,
+}
+
+/// All statements of one message.
+#[derive(Debug, Clone, Default)]
+pub struct Analysis {
+    pub statements: Vec<Analyzed>,
+}
+
+impl Analysis {
+    /// Whether any statement touches a classified column.
+    pub fn sensitive(&self) -> bool {
+        self.statements.iter().any(|s| !s.touched.is_empty())
+    }
+}
+
+/// Analyse `sql` (one or more statements) for a restricted role.
+pub fn analyze(sql: &str, env: &Env) -> Result<Analysis, Refusal> {
+    lexcheck::check(sql)?;
+    let statements = Parser::new(&PostgreSqlDialect {})
+        .with_recursion_limit(RECURSION_LIMIT)
+        .try_with_sql(sql)
+        .and_then(|mut p| p.parse_statements())
+        .map_err(|e| {
+            Refusal::new(format!(
+                "pgwarden cannot analyse this statement ({e}); statements it cannot \
+                 analyse are refused for role {}",
+                env.role.name
+            ))
+        })?;
+    let mut out = Analysis::default();
+    let mut overlay = Overlay {
+        base: env.session,
+        cursors: Vec::new(),
+        prepared: Vec::new(),
+    };
+    for st in &statements {
+        let analyzed = statement::analyze(
+            st,
+            &Env {
+                session: &overlay,
+                ..*env
+            },
+        )?;
+        overlay.apply(&analyzed.effect);
+        out.statements.push(analyzed);
+    }
+    Ok(out)
+}
+
+/// Session state as earlier statements of the same message leave it.
+struct Overlay<'a> {
+    base: &'a dyn SessionLookup,
+    cursors: Vec<(String, Option<Arc<ResultPlan>>)>,
+    prepared: Vec<(String, Option<Arc<ResultPlan>>)>,
+}
+
+impl Overlay<'_> {
+    fn apply(&mut self, e: &Effect) {
+        match e {
+            Effect::DeclareCursor { name, plan } => self.cursors.push((name.clone(), plan.clone())),
+            Effect::Prepare { name, plan } => self.prepared.push((name.clone(), plan.clone())),
+            _ => {}
+        }
+    }
+}
+
+impl SessionLookup for Overlay<'_> {
+    fn cursor(&self, name: &str) -> Option<Option<Arc<ResultPlan>>> {
+        match self.cursors.iter().rev().find(|(n, _)| n == name) {
+            Some((_, p)) => Some(p.clone()),
+            None => self.base.cursor(name),
+        }
+    }
+    fn prepared(&self, name: &str) -> Option<Option<Arc<ResultPlan>>> {
+        match self.prepared.iter().rev().find(|(n, _)| n == name) {
+            Some((_, p)) => Some(p.clone()),
+            None => self.base.prepared(name),
+        }
+    }
+}

@@ -1,0 +1,1481 @@
+//! Queries and expressions: the flow of every output column, and the rules
+//! on every other use of a classified column.
+//!
+//! Uses of a classified (masked or hashed) column outside the output are
+//! judged by where they occur:
+//! - predicates (WHERE, JOIN ON/USING, HAVING, CASE conditions, FILTER):
+//!   with `lookup: equality` only `col = value`, `col IN (values)`,
+//!   `col = ANY(values)` or `col = other_col`, with the column bare;
+//!   without `lookup`, not at all;
+//! - grouping (GROUP BY, DISTINCT, PARTITION BY, UNION, INTERSECT, EXCEPT):
+//!   equality comparisons, so allowed bare with `lookup: equality`;
+//! - ordering (ORDER BY, window and aggregate ordering) and LIMIT/OFFSET:
+//!   never, since the order or count of rows reveals the hidden value.
+//!
+//! Denied columns are refused wherever they are referenced, including
+//! through `*`, `t.*` and whole-row references.
+
+use super::flow::{Flow, Source};
+use super::scope::{Columns, Item, OutColumn, Scope};
+use super::{Env, Refusal, functions};
+use crate::catalog::schema::{RelKind, Relation, fold_identifier};
+use crate::policy::{Action, Lookup, QualifiedTable};
+use sqlparser::ast::{
+    self, Expr, FunctionArg, FunctionArgExpr, FunctionArguments, GroupByExpr, Ident,
+    JoinConstraint, JoinOperator, ObjectName, ObjectNamePart, OrderBy, OrderByKind, Query, Select,
+    SelectItem, SelectItemQualifiedWildcardKind, SetExpr, SetOperator, SetQuantifier, TableAlias,
+    TableFactor, TableWithJoins, Value, WindowSpec, WindowType,
+};
+use sqlparser::dialect::PostgreSqlDialect;
+use sqlparser::parser::Parser;
+use std::collections::BTreeSet;
+
+/// Longest identifier PostgreSQL keeps (NAMEDATALEN - 1 bytes).
+const MAX_IDENT_BYTES: usize = 63;
+/// Deepest nesting of views analysed through one another.
+const MAX_VIEW_DEPTH: usize = 8;
+/// Schemas whose relations hold no customer data.
+const SYSTEM_SCHEMAS: [&str; 2] = ["pg_catalog", "information_schema"];
+/// System relations a restricted role may not read: sampled column values
+/// (statistics), other sessions' SQL text, large objects, password hashes.
+const DENIED_SYSTEM_RELATIONS: &[&str] = &[
+    "pg_statistic",
+    "pg_stats",
+    "pg_stats_ext",
+    "pg_stats_ext_exprs",
+    "pg_statistic_ext_data",
+    "pg_stat_activity",
+    "pg_stat_statements",
+    "pg_stat_statements_info",
+    "pg_largeobject",
+    "pg_authid",
+    "pg_shadow",
+    "pg_user_mappings",
+];
+/// Identifiers PostgreSQL reads as SQL-standard functions.
+const KEYWORD_VALUES: &[&str] = &[
+    "current_user",
+    "session_user",
+    "current_role",
+    "current_date",
+    "current_time",
+    "current_timestamp",
+    "localtime",
+    "localtimestamp",
+    "current_catalog",
+    "current_schema",
+    "user",
+];
+
+/// PostgreSQL's reading of an identifier: case-folded unless quoted, and
+/// cut to 63 bytes.
+pub fn fold(ident: &Ident) -> String {
+    let mut s = fold_identifier(&ident.value, ident.quote_style.is_some());
+    if s.len() > MAX_IDENT_BYTES {
+        let mut cut = MAX_IDENT_BYTES;
+        while !s.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        s.truncate(cut);
+    }
+    s
+}
+
+/// The folded parts of a name.
+pub fn name_parts(name: &ObjectName) -> Option<Vec<String>> {
+    name.0
+        .iter()
+        .map(|p| match p {
+            ObjectNamePart::Identifier(i) => Some(fold(i)),
+            ObjectNamePart::Function(_) => None,
+        })
+        .collect()
+}
+
+/// Walks one statement.
+pub struct Analyzer<'e, 'a> {
+    pub env: &'e Env<'a>,
+    /// Classified columns referenced anywhere.
+    pub touched: BTreeSet<Source>,
+    /// Analysing a view's definition: only flows matter, the role's rules
+    /// apply to the statement that reads the view.
+    view_mode: bool,
+    view_depth: usize,
+}
+
+type R<T> = Result<T, Refusal>;
+
+impl<'e, 'a> Analyzer<'e, 'a> {
+    pub fn new(env: &'e Env<'a>) -> Self {
+        Analyzer {
+            env,
+            touched: BTreeSet::new(),
+            view_mode: false,
+            view_depth: 0,
+        }
+    }
+
+    fn role(&self) -> &str {
+        &self.env.role.name
+    }
+
+    /// A refusal naming the rule, unless analysing a view definition.
+    fn rule(&self, message: String) -> R<()> {
+        if self.view_mode {
+            Ok(())
+        } else {
+            Err(Refusal::new(format!(
+                "permission denied by pgwarden: {message}"
+            )))
+        }
+    }
+
+    pub fn unsupported(&self, what: &str) -> Refusal {
+        Refusal::new(format!(
+            "pgwarden cannot analyse {what}; constructs it cannot analyse are refused for role {}",
+            self.role()
+        ))
+    }
+
+    /// Record a referenced flow; refuse it if it carries a denied column.
+    pub fn referenced(&mut self, flow: Flow) -> R<Flow> {
+        if let Some(d) = flow.denied() {
+            let msg = format!(
+                "column {}.{} ({}) is denied to role {}",
+                d.table,
+                d.column,
+                d.kind,
+                self.role()
+            );
+            self.rule(msg)?;
+        }
+        self.touched.extend(flow.sources.iter().cloned());
+        Ok(flow)
+    }
+
+    // ----- rules on uses outside the output -----
+
+    /// `a = b` (or IN, = ANY) in a predicate.
+    fn equality(&mut self, a: &Flow, b: &Flow) -> R<()> {
+        if a.is_clean() && b.is_clean() {
+            return Ok(());
+        }
+        let src = a.first().or(b.first()).expect("not clean");
+        if self.env.role.lookup != Lookup::Equality {
+            return self.rule(format!(
+                "column {src} may not be used in a predicate by role {} (it has no `lookup: equality` rule)",
+                self.role()
+            ));
+        }
+        for f in [a, b] {
+            if !f.is_clean() && !f.is_bare() {
+                let s = f.first().expect("not clean");
+                return self.rule(format!(
+                    "column {s} may appear in a predicate only bare, compared with = or IN \
+                     (lookup: equality of role {}); functions, casts and operators over it are refused",
+                    self.role()
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// A value used for grouping or de-duplication.
+    fn grouping(&mut self, f: &Flow, what: &str) -> R<()> {
+        if f.is_clean() {
+            return Ok(());
+        }
+        let s = f.first().expect("not clean");
+        if self.env.role.lookup == Lookup::Equality && f.is_bare() {
+            return Ok(());
+        }
+        self.rule(format!(
+            "{what} by column {s} is refused for role {} (allowed only bare, with lookup: equality)",
+            self.role()
+        ))
+    }
+
+    /// A value used for ordering, limits or offsets.
+    fn ordering(&mut self, f: &Flow, what: &str) -> R<()> {
+        match f.first() {
+            None => Ok(()),
+            Some(s) => {
+                let msg = format!(
+                    "{what} by column {s} reveals its hidden value and is refused for role {}",
+                    self.role()
+                );
+                self.rule(msg)
+            }
+        }
+    }
+
+    /// An expression that must not involve classified columns at all.
+    fn clean(&mut self, e: &Expr, scope: &Scope, what: &str) -> R<()> {
+        let f = self.expr(e, scope)?;
+        self.ordering(&f, what)
+    }
+
+    // ----- queries -----
+
+    /// A query (WITH, body, ORDER BY, LIMIT) seen from `parent`.
+    pub fn query(&mut self, q: &Query, parent: &Scope) -> R<Columns> {
+        if q.for_clause.is_some()
+            || q.settings.is_some()
+            || q.format_clause.is_some()
+            || !q.pipe_operators.is_empty()
+        {
+            return Err(self.unsupported("this query clause"));
+        }
+        let mut qscope = Scope::child(parent);
+        if let Some(with) = &q.with {
+            for cte in &with.cte_tables {
+                let name = fold(&cte.alias.name);
+                let cols = if with.recursive {
+                    self.recursive_cte(&name, &cte.query, &cte.alias, &qscope)?
+                } else {
+                    let out = self.query(&cte.query, &qscope)?;
+                    rename(out, &cte.alias)
+                };
+                qscope.ctes.push((name, cols));
+            }
+        }
+        let out = match &*q.body {
+            SetExpr::Select(s) => self.select(s, &qscope, q.order_by.as_ref())?,
+            body => {
+                let out = self.set_expr(body, &qscope)?;
+                if let Some(ob) = &q.order_by {
+                    self.order_by_outputs(ob, &out)?;
+                }
+                out
+            }
+        };
+        if let Some(lc) = &q.limit_clause {
+            match lc {
+                ast::LimitClause::LimitOffset {
+                    limit,
+                    offset,
+                    limit_by,
+                } => {
+                    if !limit_by.is_empty() {
+                        return Err(self.unsupported("LIMIT BY"));
+                    }
+                    if let Some(l) = limit {
+                        self.clean(l, &qscope, "LIMIT")?;
+                    }
+                    if let Some(o) = offset {
+                        self.clean(&o.value, &qscope, "OFFSET")?;
+                    }
+                }
+                ast::LimitClause::OffsetCommaLimit { .. } => {
+                    return Err(self.unsupported("LIMIT a, b"));
+                }
+            }
+        }
+        if let Some(f) = &q.fetch {
+            if let Some(n) = &f.quantity {
+                self.clean(n, &qscope, "FETCH FIRST")?;
+            }
+        }
+        Ok(out)
+    }
+
+    /// A recursive CTE: analysed until the flows of its columns settle.
+    fn recursive_cte(
+        &mut self,
+        name: &str,
+        q: &Query,
+        alias: &TableAlias,
+        scope: &Scope,
+    ) -> R<Columns> {
+        let mut current: Option<Columns> = None;
+        for _ in 0..4 {
+            let mut s = Scope::child(scope);
+            s.ctes.push((
+                name.to_string(),
+                current.clone().unwrap_or(Columns {
+                    columns: Vec::new(),
+                    exact: false,
+                }),
+            ));
+            let out = rename(self.query(q, &s)?, alias);
+            let settled = current.as_ref().is_some_and(|c| {
+                c.exact == out.exact
+                    && c.columns.len() == out.columns.len()
+                    && c.columns
+                        .iter()
+                        .zip(&out.columns)
+                        .all(|(a, b)| a.flow == b.flow)
+            });
+            current = Some(out);
+            if settled {
+                break;
+            }
+        }
+        current.ok_or_else(|| self.unsupported("this recursive query"))
+    }
+
+    fn set_expr(&mut self, body: &SetExpr, parent: &Scope) -> R<Columns> {
+        match body {
+            SetExpr::Select(s) => self.select(s, parent, None),
+            SetExpr::Query(q) => self.query(q, parent),
+            SetExpr::SetOperation {
+                left,
+                op,
+                set_quantifier,
+                right,
+            } => {
+                let l = self.set_expr(left, parent)?;
+                let r = self.set_expr(right, parent)?;
+                if l.exact && r.exact && l.columns.len() != r.columns.len() {
+                    return Err(self.unsupported("set operations of different widths"));
+                }
+                let mut out = l;
+                out.exact &= r.exact;
+                for (i, c) in r.columns.into_iter().enumerate() {
+                    if let Some(o) = out.columns.get_mut(i) {
+                        o.flow.merge(c.flow);
+                    }
+                }
+                let distinct = !(matches!(op, SetOperator::Union)
+                    && matches!(set_quantifier, SetQuantifier::All));
+                if distinct {
+                    for c in out.columns.clone() {
+                        self.grouping(&c.flow, &format!("{op}"))?;
+                    }
+                }
+                Ok(out)
+            }
+            SetExpr::Values(v) => {
+                let mut cols: Vec<OutColumn> = Vec::new();
+                for row in &v.rows {
+                    for (i, e) in row.iter().enumerate() {
+                        let f = self.expr(e, parent)?;
+                        match cols.get_mut(i) {
+                            Some(c) => c.flow.merge(f),
+                            None => cols.push(OutColumn {
+                                name: format!("column{}", i + 1),
+                                flow: f,
+                            }),
+                        }
+                    }
+                }
+                Ok(Columns {
+                    columns: cols,
+                    exact: true,
+                })
+            }
+            SetExpr::Insert(_) | SetExpr::Update(_) | SetExpr::Delete(_) | SetExpr::Merge(_) => {
+                Err(Refusal::new(format!(
+                    "permission denied by pgwarden: data-modifying statements inside a query are \
+                     refused for role {}",
+                    self.role()
+                )))
+            }
+            SetExpr::Table(_) => Err(self.unsupported("TABLE")),
+        }
+    }
+
+    fn select(&mut self, s: &Select, parent: &Scope, order_by: Option<&OrderBy>) -> R<Columns> {
+        if s.into.is_some() {
+            return Err(Refusal::new(format!(
+                "permission denied by pgwarden: SELECT INTO creates a table and is refused for role {}",
+                self.role()
+            )));
+        }
+        if s.top.is_some()
+            || s.exclude.is_some()
+            || !s.lateral_views.is_empty()
+            || s.prewhere.is_some()
+            || !s.connect_by.is_empty()
+            || !s.cluster_by.is_empty()
+            || !s.distribute_by.is_empty()
+            || !s.sort_by.is_empty()
+            || s.qualify.is_some()
+            || s.value_table_mode.is_some()
+            || s.select_modifiers.is_some()
+            || !s.optimizer_hints.is_empty()
+            || !matches!(s.flavor, ast::SelectFlavor::Standard)
+        {
+            return Err(self.unsupported("this SELECT clause"));
+        }
+        let mut scope = Scope::child(parent);
+        for twj in &s.from {
+            self.join_tree(twj, &mut scope)?;
+        }
+        let out = self.projection(&s.projection, &scope)?;
+        if let Some(w) = &s.selection {
+            self.predicate(w, &scope)?;
+        }
+        match &s.group_by {
+            GroupByExpr::Expressions(exprs, modifiers) => {
+                if !modifiers.is_empty() {
+                    return Err(self.unsupported("GROUP BY modifiers"));
+                }
+                for e in exprs {
+                    self.group_expr(e, &scope, &out)?;
+                }
+            }
+            GroupByExpr::All(_) => return Err(self.unsupported("GROUP BY ALL")),
+        }
+        if let Some(h) = &s.having {
+            self.predicate(h, &scope)?;
+        }
+        for w in &s.named_window {
+            if let ast::NamedWindowExpr::WindowSpec(spec) = &w.1 {
+                self.window(spec, &scope)?;
+            }
+        }
+        match &s.distinct {
+            None | Some(ast::Distinct::All) => {}
+            Some(ast::Distinct::Distinct) => {
+                for c in &out.columns {
+                    self.grouping(&c.flow, "DISTINCT")?;
+                }
+            }
+            Some(ast::Distinct::On(exprs)) => {
+                for e in exprs {
+                    let f = self.output_or_expr(e, &scope, &out)?;
+                    self.grouping(&f, "DISTINCT ON")?;
+                }
+            }
+        }
+        if let Some(ob) = order_by {
+            match &ob.kind {
+                OrderByKind::Expressions(list) => {
+                    for o in list {
+                        if o.with_fill.is_some() {
+                            return Err(self.unsupported("WITH FILL"));
+                        }
+                        let f = self.output_or_expr(&o.expr, &scope, &out)?;
+                        self.ordering(&f, "ORDER BY")?;
+                    }
+                }
+                OrderByKind::All(_) => return Err(self.unsupported("ORDER BY ALL")),
+            }
+            if ob.interpolate.is_some() {
+                return Err(self.unsupported("INTERPOLATE"));
+            }
+        }
+        Ok(out)
+    }
+
+    /// ORDER BY after a set operation: output names and positions only.
+    fn order_by_outputs(&mut self, ob: &OrderBy, out: &Columns) -> R<()> {
+        let OrderByKind::Expressions(list) = &ob.kind else {
+            return Err(self.unsupported("ORDER BY ALL"));
+        };
+        let empty = Scope::default();
+        for o in list {
+            let f = self.output_or_expr(&o.expr, &empty, out)?;
+            self.ordering(&f, "ORDER BY")?;
+        }
+        Ok(())
+    }
+
+    /// An expression in GROUP BY / ORDER BY / DISTINCT ON, which may name
+    /// an output column by position or name.
+    fn output_or_expr(&mut self, e: &Expr, scope: &Scope, out: &Columns) -> R<Flow> {
+        if let Expr::Value(v) = e {
+            if let Value::Number(n, _) = &v.value {
+                let idx: usize = n.parse().unwrap_or(0);
+                if !out.exact {
+                    return Err(self.unsupported("a column position over `*` of unknown width"));
+                }
+                return match out.columns.get(idx.wrapping_sub(1)) {
+                    Some(c) => Ok(c.flow.clone()),
+                    None => Ok(Flow::default()), // PostgreSQL rejects it.
+                };
+            }
+        }
+        if let Expr::Identifier(id) = e {
+            // An output name, an input column, or both: take both.
+            let name = fold(id);
+            let mut outputs = out.columns.iter().filter(|c| c.name == name).peekable();
+            if outputs.peek().is_some() {
+                let mut flow = Flow::default();
+                for c in outputs {
+                    flow.merge(c.flow.clone());
+                }
+                if let Some(f) = scope.column(&name) {
+                    flow.merge(self.referenced(f)?);
+                }
+                return Ok(flow);
+            }
+        }
+        self.expr(e, scope)
+    }
+
+    fn group_expr(&mut self, e: &Expr, scope: &Scope, out: &Columns) -> R<()> {
+        match e {
+            Expr::GroupingSets(sets) | Expr::Cube(sets) | Expr::Rollup(sets) => {
+                for set in sets {
+                    for x in set {
+                        self.group_expr(x, scope, out)?;
+                    }
+                }
+                Ok(())
+            }
+            Expr::Tuple(items) => {
+                for x in items {
+                    self.group_expr(x, scope, out)?;
+                }
+                Ok(())
+            }
+            _ => {
+                let f = self.output_or_expr(e, scope, out)?;
+                self.grouping(&f, "GROUP BY")
+            }
+        }
+    }
+
+    fn window(&mut self, spec: &WindowSpec, scope: &Scope) -> R<()> {
+        for p in &spec.partition_by {
+            let f = self.expr(p, scope)?;
+            self.grouping(&f, "PARTITION BY")?;
+        }
+        for o in &spec.order_by {
+            let f = self.expr(&o.expr, scope)?;
+            self.ordering(&f, "window ORDER BY")?;
+        }
+        if let Some(frame) = &spec.window_frame {
+            for b in [Some(&frame.start_bound), frame.end_bound.as_ref()]
+                .into_iter()
+                .flatten()
+            {
+                if let ast::WindowFrameBound::Preceding(Some(e))
+                | ast::WindowFrameBound::Following(Some(e)) = b
+                {
+                    self.clean(e, scope, "a window frame")?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The select list (or RETURNING list) over `scope`.
+    pub fn projection(&mut self, items: &[SelectItem], scope: &Scope) -> R<Columns> {
+        let mut out = Columns {
+            columns: Vec::new(),
+            exact: true,
+        };
+        for item in items {
+            match item {
+                SelectItem::UnnamedExpr(e) => {
+                    let flow = self.expr(e, scope)?;
+                    out.columns.push(OutColumn {
+                        name: expr_name(e),
+                        flow,
+                    });
+                }
+                SelectItem::ExprWithAlias { expr, alias } => {
+                    let flow = self.expr(expr, scope)?;
+                    out.columns.push(OutColumn {
+                        name: fold(alias),
+                        flow,
+                    });
+                }
+                SelectItem::ExprWithAliases { .. } => {
+                    return Err(self.unsupported("multiple aliases"));
+                }
+                SelectItem::Wildcard(opts) => {
+                    self.wildcard_options(opts)?;
+                    for it in &scope.items {
+                        self.expand(it, &mut out)?;
+                    }
+                }
+                SelectItem::QualifiedWildcard(kind, opts) => {
+                    self.wildcard_options(opts)?;
+                    let SelectItemQualifiedWildcardKind::ObjectName(name) = kind else {
+                        return Err(self.unsupported("(expression).*"));
+                    };
+                    let it = self.item_by_name(name, scope)?.clone();
+                    self.expand(&it, &mut out)?;
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    fn wildcard_options(&self, o: &ast::WildcardAdditionalOptions) -> R<()> {
+        if o.opt_ilike.is_some()
+            || o.opt_exclude.is_some()
+            || o.opt_except.is_some()
+            || o.opt_replace.is_some()
+            || o.opt_rename.is_some()
+            || o.opt_alias.is_some()
+        {
+            return Err(self.unsupported("wildcard options"));
+        }
+        Ok(())
+    }
+
+    /// `*` over one FROM item.
+    fn expand(&mut self, it: &Item, out: &mut Columns) -> R<()> {
+        match &it.columns {
+            Some(cols) => {
+                for c in cols {
+                    let flow = self.referenced(c.flow.clone())?;
+                    out.columns.push(OutColumn {
+                        name: c.name.clone(),
+                        flow,
+                    });
+                }
+            }
+            None => {
+                let flow = self.referenced(it.opaque.clone())?;
+                if !flow.is_clean() {
+                    return Err(self.unsupported("`*` over a function of classified columns"));
+                }
+                out.exact = false;
+            }
+        }
+        Ok(())
+    }
+
+    fn item_by_name<'s>(&self, name: &ObjectName, scope: &'s Scope) -> R<&'s Item> {
+        let parts = name_parts(name).ok_or_else(|| self.unsupported("this name"))?;
+        let found = match parts.as_slice() {
+            [t] => scope.item(t),
+            [s, t] => scope.item_of(s, t),
+            _ => None,
+        };
+        found.ok_or_else(|| Refusal::unknown(format!("pgwarden does not know {name} here")))
+    }
+
+    // ----- FROM -----
+
+    pub fn join_tree(&mut self, twj: &TableWithJoins, scope: &mut Scope) -> R<()> {
+        self.table_factor(&twj.relation, scope)?;
+        for j in &twj.joins {
+            let before = scope.items.len();
+            self.table_factor(&j.relation, scope)?;
+            let constraint = match &j.join_operator {
+                JoinOperator::Join(c)
+                | JoinOperator::Inner(c)
+                | JoinOperator::Left(c)
+                | JoinOperator::LeftOuter(c)
+                | JoinOperator::Right(c)
+                | JoinOperator::RightOuter(c)
+                | JoinOperator::FullOuter(c)
+                | JoinOperator::CrossJoin(c) => c,
+                _ => return Err(self.unsupported("this kind of join")),
+            };
+            match constraint {
+                JoinConstraint::On(e) => self.predicate(e, scope)?,
+                JoinConstraint::Using(cols) => {
+                    for c in cols {
+                        let parts = name_parts(c).ok_or_else(|| self.unsupported("USING"))?;
+                        let [name] = parts.as_slice() else {
+                            return Err(self.unsupported("USING"));
+                        };
+                        self.join_columns(scope, before, name)?;
+                    }
+                }
+                JoinConstraint::Natural => {
+                    let right: Vec<String> = scope.items[before..]
+                        .iter()
+                        .flat_map(|i| i.columns.iter().flatten().map(|c| c.name.clone()))
+                        .collect();
+                    if scope.items[before..].iter().any(|i| i.columns.is_none())
+                        || scope.items[..before].iter().any(|i| i.columns.is_none())
+                    {
+                        return Err(self.unsupported("NATURAL JOIN with a function"));
+                    }
+                    for name in right {
+                        self.join_columns(scope, before, &name)?;
+                    }
+                }
+                JoinConstraint::None => {}
+            }
+        }
+        Ok(())
+    }
+
+    /// `left.name = right.name` for USING / NATURAL joins.
+    fn join_columns(&mut self, scope: &Scope, split: usize, name: &str) -> R<()> {
+        let side = |items: &[Item]| {
+            let mut f: Option<Flow> = None;
+            for it in items {
+                if let Some(x) = it.column(name) {
+                    f.get_or_insert_with(Flow::default).merge(x);
+                }
+            }
+            f
+        };
+        let (Some(l), Some(r)) = (side(&scope.items[..split]), side(&scope.items[split..])) else {
+            return Ok(()); // Not a common column: PostgreSQL rejects USING.
+        };
+        let l = self.referenced(l)?;
+        let r = self.referenced(r)?;
+        self.equality(&l, &r)
+    }
+
+    fn table_factor(&mut self, tf: &TableFactor, scope: &mut Scope) -> R<()> {
+        let item = match tf {
+            TableFactor::Table {
+                name,
+                alias,
+                args,
+                version,
+                ..
+            } => {
+                if version.is_some() {
+                    return Err(self.unsupported("time travel"));
+                }
+                if let Some(a) = args {
+                    let args = self.function_args(&a.args, scope)?;
+                    return self.table_function(name, args, alias.as_ref(), scope);
+                }
+                self.relation_item(name, alias.as_ref(), scope)?
+            }
+            TableFactor::Function {
+                name, args, alias, ..
+            } => {
+                let args = self.function_args(args, scope)?;
+                return self.table_function(name, args, alias.as_ref(), scope);
+            }
+            TableFactor::UNNEST {
+                alias, array_exprs, ..
+            } => {
+                let mut f = Flow::default();
+                for e in array_exprs {
+                    f.merge(self.expr(e, scope)?);
+                }
+                opaque_item("unnest", f.derive(), alias.as_ref())
+            }
+            TableFactor::Derived {
+                lateral,
+                subquery,
+                alias,
+                ..
+            } => {
+                let out = if *lateral {
+                    self.query(subquery, scope)?
+                } else {
+                    let outer = Scope {
+                        items: Vec::new(),
+                        ctes: Vec::new(),
+                        parent: scope.parent,
+                    };
+                    self.query(subquery, &outer)?
+                };
+                let Some(alias) = alias else {
+                    return Err(self.unsupported("a subquery without alias"));
+                };
+                let out = rename(out, alias);
+                Item {
+                    alias: fold(&alias.name),
+                    relation: None,
+                    columns: out.exact.then_some(out.columns),
+                    opaque: Flow::default(),
+                }
+            }
+            TableFactor::NestedJoin {
+                table_with_joins,
+                alias,
+            } => {
+                if alias.is_some() {
+                    return Err(self.unsupported("an aliased join"));
+                }
+                return self.join_tree(table_with_joins, scope);
+            }
+            _ => return Err(self.unsupported("this FROM item")),
+        };
+        scope.items.push(item);
+        Ok(())
+    }
+
+    fn table_function(
+        &mut self,
+        name: &ObjectName,
+        args: Flow,
+        alias: Option<&TableAlias>,
+        scope: &mut Scope,
+    ) -> R<()> {
+        let fname = self.function_name(name)?;
+        if !functions::allowed_in_from(&fname) {
+            let msg = format!(
+                "function {fname} is not on the list of functions role {} may call in FROM",
+                self.role()
+            );
+            self.rule(msg)?;
+        }
+        scope.items.push(opaque_item(&fname, args.derive(), alias));
+        Ok(())
+    }
+
+    /// A relation named in FROM: a CTE, or a table or view of the catalog.
+    pub fn relation_item(
+        &mut self,
+        name: &ObjectName,
+        alias: Option<&TableAlias>,
+        scope: &Scope,
+    ) -> R<Item> {
+        let parts = name_parts(name).ok_or_else(|| self.unsupported("this name"))?;
+        if let [n] = parts.as_slice() {
+            if let Some(cte) = scope.cte(n) {
+                let cols = match alias {
+                    Some(a) => rename(cte.clone(), a),
+                    None => cte.clone(),
+                };
+                return Ok(Item {
+                    alias: alias.map(|a| fold(&a.name)).unwrap_or_else(|| n.clone()),
+                    relation: None,
+                    columns: cols.exact.then_some(cols.columns),
+                    opaque: Flow::default(),
+                });
+            }
+        }
+        let rel = self.resolve(&parts, name)?;
+        let columns = self.relation_columns(rel)?;
+        let cols = Columns {
+            columns,
+            exact: true,
+        };
+        let cols = match alias {
+            Some(a) => rename(cols, a),
+            None => cols,
+        };
+        Ok(Item {
+            alias: alias
+                .map(|a| fold(&a.name))
+                .unwrap_or_else(|| rel.name.table.clone()),
+            relation: Some(rel.name.clone()),
+            columns: Some(cols.columns),
+            opaque: Flow::default(),
+        })
+    }
+
+    /// Find a relation the way PostgreSQL would, or refuse when the answer
+    /// could depend on a search path pgwarden cannot see.
+    pub fn resolve(&self, parts: &[String], name: &ObjectName) -> R<&'e Relation> {
+        let schema = self.env.schema;
+        let rel = match parts {
+            [s, t] => schema.get(&QualifiedTable {
+                schema: s.clone(),
+                table: t.clone(),
+            }),
+            [t] => {
+                let candidates = schema.named(t);
+                let sys = candidates
+                    .iter()
+                    .find(|r| r.name.schema == "pg_catalog")
+                    .copied();
+                match (sys, candidates.as_slice()) {
+                    // pg_catalog comes first in every search path.
+                    (Some(r), _) => Some(r),
+                    (None, [one]) => Some(*one),
+                    (None, []) => None,
+                    (None, many) => {
+                        if many.iter().any(|r| !self.is_plain(r)) {
+                            return Err(Refusal::new(format!(
+                                "permission denied by pgwarden: {t} exists in several schemas \
+                                 ({}); qualify it with its schema",
+                                many.iter()
+                                    .map(|r| r.name.schema.as_str())
+                                    .collect::<Vec<_>>()
+                                    .join(", ")
+                            )));
+                        }
+                        let path = crate::catalog::schema::expand_search_path(
+                            "\"$user\", public",
+                            self.env.user,
+                        );
+                        schema.resolve(None, t, &path).or(Some(many[0]))
+                    }
+                }
+            }
+            _ => None,
+        };
+        let rel = rel.ok_or_else(|| {
+            Refusal::unknown(format!(
+                "pgwarden does not know relation {name}; unknown relations are refused for role {}",
+                self.role()
+            ))
+        })?;
+        if SYSTEM_SCHEMAS.contains(&rel.name.schema.as_str())
+            && DENIED_SYSTEM_RELATIONS.contains(&rel.name.table.as_str())
+        {
+            return Err(Refusal::new(format!(
+                "permission denied by pgwarden: {} holds sampled values or other sessions' \
+                 data and is refused for role {}",
+                rel.name,
+                self.role()
+            )));
+        }
+        Ok(rel)
+    }
+
+    /// A table with no classified column, or a system relation.
+    fn is_plain(&self, r: &Relation) -> bool {
+        SYSTEM_SCHEMAS.contains(&r.name.schema.as_str())
+            || (r.kind != RelKind::View
+                && r.kind != RelKind::MaterializedView
+                && !self.env.policy.classify.contains_key(&r.name))
+    }
+
+    /// The columns of a relation with their flows; views carry what they
+    /// select.
+    fn relation_columns(&mut self, rel: &Relation) -> R<Vec<OutColumn>> {
+        let policy = self.env.policy;
+        let mut cols: Vec<OutColumn> = rel
+            .columns
+            .iter()
+            .map(|c| OutColumn {
+                name: c.name.clone(),
+                flow: match policy.kind_of(&rel.name, &c.name) {
+                    Some(kind) => {
+                        let action = self.env.role.action(kind);
+                        if action == Action::Allow {
+                            Flow::default()
+                        } else {
+                            Flow::source(Source {
+                                table: rel.name.clone(),
+                                column: c.name.clone(),
+                                kind: kind.to_string(),
+                                action,
+                            })
+                        }
+                    }
+                    None => Flow::default(),
+                },
+            })
+            .collect();
+        let is_view = matches!(rel.kind, RelKind::View | RelKind::MaterializedView);
+        if is_view && !SYSTEM_SCHEMAS.contains(&rel.name.schema.as_str()) {
+            let flows = self.view_flows(rel)?;
+            if flows.len() != cols.len() {
+                return Err(self.unsupported(&format!("the definition of view {}", rel.name)));
+            }
+            for (c, f) in cols.iter_mut().zip(flows) {
+                c.flow.merge(f);
+            }
+        }
+        Ok(cols)
+    }
+
+    fn view_flows(&mut self, rel: &Relation) -> R<Vec<Flow>> {
+        let fail = || {
+            Refusal::new(format!(
+                "pgwarden cannot analyse the definition of view {}; reading it is refused for role {}",
+                rel.name, self.env.role.name
+            ))
+        };
+        if self.view_depth >= MAX_VIEW_DEPTH {
+            return Err(fail());
+        }
+        let sql = rel.view_sql.as_deref().ok_or_else(fail)?;
+        let stmts = Parser::new(&PostgreSqlDialect {})
+            .with_recursion_limit(64)
+            .try_with_sql(sql)
+            .and_then(|mut p| p.parse_statements())
+            .map_err(|_| fail())?;
+        let [ast::Statement::Query(q)] = stmts.as_slice() else {
+            return Err(fail());
+        };
+        let mut inner = Analyzer {
+            env: self.env,
+            touched: BTreeSet::new(),
+            view_mode: true,
+            view_depth: self.view_depth + 1,
+        };
+        let out = inner.query(q, &Scope::default()).map_err(|_| fail())?;
+        if !out.exact {
+            return Err(fail());
+        }
+        Ok(out.columns.into_iter().map(|c| c.flow).collect())
+    }
+
+    // ----- expressions -----
+
+    /// The flow of a value expression, checking the predicates, orderings
+    /// and subqueries inside it.
+    pub fn expr(&mut self, e: &Expr, scope: &Scope) -> R<Flow> {
+        Ok(match e {
+            Expr::Identifier(id) => self.column_ref(std::slice::from_ref(id), scope)?,
+            Expr::CompoundIdentifier(ids) => self.column_ref(ids, scope)?,
+            Expr::Value(_) | Expr::TypedString(_) => Flow::default(),
+            Expr::Nested(x) => self.expr(x, scope)?,
+            Expr::Cast {
+                expr, format: None, ..
+            } => self.expr(expr, scope)?.derive(),
+            Expr::Collate { expr, .. } => self.expr(expr, scope)?.derive(),
+            Expr::IsFalse(x)
+            | Expr::IsNotFalse(x)
+            | Expr::IsTrue(x)
+            | Expr::IsNotTrue(x)
+            | Expr::IsNull(x)
+            | Expr::IsNotNull(x)
+            | Expr::IsUnknown(x)
+            | Expr::IsNotUnknown(x)
+            | Expr::UnaryOp { expr: x, .. }
+            | Expr::Extract { expr: x, .. }
+            | Expr::Ceil { expr: x, .. }
+            | Expr::Floor { expr: x, .. }
+            | Expr::IsJson { expr: x, .. }
+            | Expr::JsonAccess { value: x, .. } => self.expr(x, scope)?.derive(),
+            Expr::IsDistinctFrom(a, b) | Expr::IsNotDistinctFrom(a, b) => {
+                self.exprs([&**a, &**b], scope)?
+            }
+            Expr::AtTimeZone {
+                timestamp,
+                time_zone,
+            } => self.exprs([&**timestamp, &**time_zone], scope)?,
+            Expr::BinaryOp { left, op, right } => {
+                if let ast::BinaryOperator::PGCustomBinaryOperator(path) = op {
+                    if path.len() != 2 || !path[0].eq_ignore_ascii_case("pg_catalog") {
+                        return Err(self.unsupported("operators outside pg_catalog"));
+                    }
+                }
+                self.exprs([&**left, &**right], scope)?
+            }
+            Expr::Like {
+                expr,
+                pattern,
+                escape_char,
+                ..
+            }
+            | Expr::ILike {
+                expr,
+                pattern,
+                escape_char,
+                ..
+            }
+            | Expr::SimilarTo {
+                expr,
+                pattern,
+                escape_char,
+                ..
+            } => {
+                let mut f = self.exprs([&**expr, &**pattern], scope)?;
+                if let Some(x) = escape_char {
+                    f = f.join(self.expr(x, scope)?);
+                }
+                f
+            }
+            Expr::RLike { expr, pattern, .. } => self.exprs([&**expr, &**pattern], scope)?,
+            Expr::AnyOp { left, right, .. } | Expr::AllOp { left, right, .. } => {
+                self.exprs([&**left, &**right], scope)?
+            }
+            Expr::Between {
+                expr, low, high, ..
+            } => self.exprs([&**expr, &**low, &**high], scope)?,
+            Expr::InList { expr, list, .. } => {
+                let mut f = self.expr(expr, scope)?;
+                for x in list {
+                    f.merge(self.expr(x, scope)?);
+                }
+                f.derive()
+            }
+            Expr::InSubquery { expr, subquery, .. } => {
+                let mut f = self.expr(expr, scope)?;
+                for c in self.query(subquery, scope)?.columns {
+                    f.merge(c.flow);
+                }
+                f.derive()
+            }
+            Expr::Position { expr, r#in } => self.exprs([&**expr, &**r#in], scope)?,
+            Expr::Substring {
+                expr,
+                substring_from,
+                substring_for,
+                ..
+            } => {
+                let mut f = self.expr(expr, scope)?;
+                for x in [substring_from, substring_for].into_iter().flatten() {
+                    f.merge(self.expr(x, scope)?);
+                }
+                f.derive()
+            }
+            Expr::Trim {
+                expr,
+                trim_what,
+                trim_characters,
+                ..
+            } => {
+                let mut f = self.expr(expr, scope)?;
+                if let Some(x) = trim_what {
+                    f.merge(self.expr(x, scope)?);
+                }
+                for x in trim_characters.iter().flatten() {
+                    f.merge(self.expr(x, scope)?);
+                }
+                f.derive()
+            }
+            Expr::Overlay {
+                expr,
+                overlay_what,
+                overlay_from,
+                overlay_for,
+            } => {
+                let mut f = self.exprs([&**expr, &**overlay_what, &**overlay_from], scope)?;
+                if let Some(x) = overlay_for {
+                    f = f.join(self.expr(x, scope)?);
+                }
+                f
+            }
+            Expr::Function(func) => self.function(func, scope)?,
+            Expr::Case {
+                operand,
+                conditions,
+                else_result,
+                ..
+            } => {
+                let mut f = Flow::default();
+                let op = match operand {
+                    Some(o) => Some(self.expr(o, scope)?),
+                    None => None,
+                };
+                for w in conditions {
+                    match &op {
+                        Some(o) => {
+                            let v = self.expr(&w.condition, scope)?;
+                            self.equality(o, &v)?;
+                        }
+                        None => self.predicate(&w.condition, scope)?,
+                    }
+                    f.merge(self.expr(&w.result, scope)?);
+                }
+                if let Some(x) = else_result {
+                    f.merge(self.expr(x, scope)?);
+                }
+                f.derive()
+            }
+            Expr::Exists { subquery, .. } => {
+                self.query(subquery, scope)?;
+                Flow::default()
+            }
+            Expr::Subquery(q) => {
+                let out = self.query(q, scope)?;
+                let mut f = Flow::default();
+                for c in out.columns {
+                    f.merge(c.flow);
+                }
+                if !out.exact {
+                    f = f.derive();
+                }
+                f
+            }
+            Expr::Tuple(items) => self.exprs(items.iter(), scope)?,
+            Expr::Array(a) => self.exprs(a.elem.iter(), scope)?,
+            Expr::Interval(i) => self.expr(&i.value, scope)?.derive(),
+            Expr::CompoundFieldAccess { root, access_chain } => {
+                let mut f = self.expr(root, scope)?;
+                for a in access_chain {
+                    if let ast::AccessExpr::Subscript(s) = a {
+                        match s {
+                            ast::Subscript::Index { index } => f.merge(self.expr(index, scope)?),
+                            ast::Subscript::Slice {
+                                lower_bound,
+                                upper_bound,
+                                stride,
+                            } => {
+                                for x in [lower_bound, upper_bound, stride].into_iter().flatten() {
+                                    f.merge(self.expr(x, scope)?);
+                                }
+                            }
+                        }
+                    }
+                }
+                f.derive()
+            }
+            Expr::Wildcard(_) => {
+                let mut f = Flow::default();
+                for it in &scope.items {
+                    f.merge(self.referenced(it.whole_row())?);
+                }
+                f.derive()
+            }
+            Expr::QualifiedWildcard(name, _) => {
+                let it = self.item_by_name(name, scope)?;
+                let f = it.whole_row();
+                self.referenced(f)?
+            }
+            _ => return Err(self.unsupported("this expression")),
+        })
+    }
+
+    /// The joint flow of several operands of one computation.
+    fn exprs<'x>(&mut self, items: impl IntoIterator<Item = &'x Expr>, scope: &Scope) -> R<Flow> {
+        let mut f = Flow::default();
+        for e in items {
+            f.merge(self.expr(e, scope)?);
+        }
+        Ok(f.derive())
+    }
+
+    /// A column reference: `col`, `t.col`, `schema.t.col`, or a whole row
+    /// (`t`).
+    fn column_ref(&mut self, ids: &[Ident], scope: &Scope) -> R<Flow> {
+        let parts: Vec<String> = ids.iter().map(fold).collect();
+        let flow = match parts.as_slice() {
+            [c] => match scope.column(c) {
+                Some(f) => f,
+                None => match scope.item(c) {
+                    Some(it) => it.whole_row(),
+                    None if KEYWORD_VALUES.contains(&c.as_str())
+                        && ids[0].quote_style.is_none() =>
+                    {
+                        Flow::default()
+                    }
+                    None => return Err(self.unknown_column(&parts)),
+                },
+            },
+            [t, c] => match scope.item(t) {
+                Some(it) => it.column(c).ok_or_else(|| self.unknown_column(&parts))?,
+                None => return Err(self.unknown_column(&parts)),
+            },
+            [s, t, c] => match scope.item_of(s, t) {
+                Some(it) => it.column(c).ok_or_else(|| self.unknown_column(&parts))?,
+                None => return Err(self.unknown_column(&parts)),
+            },
+            _ => return Err(self.unsupported("this column reference")),
+        };
+        self.referenced(flow)
+    }
+
+    fn unknown_column(&self, parts: &[String]) -> Refusal {
+        Refusal::unknown(format!(
+            "pgwarden does not know column {}; unknown columns are refused for role {}",
+            parts.join("."),
+            self.role()
+        ))
+    }
+
+    fn function_name(&self, name: &ObjectName) -> R<String> {
+        let parts = name_parts(name).ok_or_else(|| self.unsupported("this function name"))?;
+        match parts.as_slice() {
+            [n] => Ok(n.clone()),
+            [s, n] if s == "pg_catalog" => Ok(n.clone()),
+            _ if self.view_mode => Ok(parts.join(".")),
+            _ => Err(Refusal::new(format!(
+                "permission denied by pgwarden: function {name} is outside pg_catalog; \
+                 role {} may call only pgwarden's list of built-in functions",
+                self.role()
+            ))),
+        }
+    }
+
+    fn function_args(&mut self, args: &[FunctionArg], scope: &Scope) -> R<Flow> {
+        let mut f = Flow::default();
+        for a in args {
+            let arg = match a {
+                FunctionArg::Unnamed(x) => x,
+                FunctionArg::Named { arg, .. } | FunctionArg::ExprNamed { arg, .. } => arg,
+            };
+            match arg {
+                FunctionArgExpr::Expr(e) => f.merge(self.expr(e, scope)?),
+                FunctionArgExpr::Wildcard => {}
+                FunctionArgExpr::QualifiedWildcard(n) => {
+                    let w = self.item_by_name(n, scope)?.whole_row();
+                    f.merge(self.referenced(w)?);
+                }
+                FunctionArgExpr::WildcardWithOptions(_) => {
+                    return Err(self.unsupported("wildcard options"));
+                }
+            }
+        }
+        Ok(f)
+    }
+
+    fn function(&mut self, func: &ast::Function, scope: &Scope) -> R<Flow> {
+        let name = self.function_name(&func.name)?;
+        if !self.view_mode && !functions::allowed(&name) {
+            return Err(Refusal::new(format!(
+                "permission denied by pgwarden: function {name} is not on the list of \
+                 functions role {} may call",
+                self.role()
+            )));
+        }
+        if !matches!(func.parameters, FunctionArguments::None) {
+            return Err(self.unsupported("parametric functions"));
+        }
+        let mut f = match &func.args {
+            FunctionArguments::None => Flow::default(),
+            FunctionArguments::Subquery(q) => {
+                let mut f = Flow::default();
+                for c in self.query(q, scope)?.columns {
+                    f.merge(c.flow);
+                }
+                f
+            }
+            FunctionArguments::List(list) => {
+                let mut f = self.function_args(&list.args, scope)?;
+                for c in &list.clauses {
+                    match c {
+                        ast::FunctionArgumentClause::OrderBy(obs) => {
+                            for o in obs {
+                                let of = self.expr(&o.expr, scope)?;
+                                self.ordering(&of, "aggregate ORDER BY")?;
+                            }
+                        }
+                        ast::FunctionArgumentClause::Limit(e) => {
+                            f.merge(self.expr(e, scope)?);
+                        }
+                        _ => return Err(self.unsupported("this function clause")),
+                    }
+                }
+                f
+            }
+        };
+        for o in &func.within_group {
+            let of = self.expr(&o.expr, scope)?;
+            self.ordering(&of, "WITHIN GROUP ordering")?;
+            f.merge(of);
+        }
+        if let Some(filter) = &func.filter {
+            self.predicate(filter, scope)?;
+        }
+        if let Some(WindowType::WindowSpec(spec)) = &func.over {
+            self.window(spec, scope)?;
+        }
+        if functions::is_count(&name) {
+            return Ok(Flow::default());
+        }
+        Ok(f.derive())
+    }
+
+    // ----- predicates -----
+
+    /// A condition (WHERE, ON, HAVING, CASE WHEN, FILTER).
+    pub fn predicate(&mut self, e: &Expr, scope: &Scope) -> R<()> {
+        use ast::BinaryOperator as Op;
+        match e {
+            Expr::BinaryOp {
+                left,
+                op: Op::And | Op::Or,
+                right,
+            } => {
+                self.predicate(left, scope)?;
+                self.predicate(right, scope)
+            }
+            Expr::UnaryOp {
+                op: ast::UnaryOperator::Not,
+                expr,
+            } => self.predicate(expr, scope),
+            Expr::Nested(x) => self.predicate(x, scope),
+            Expr::BinaryOp {
+                left,
+                op: Op::Eq,
+                right,
+            } => {
+                let l = self.expr(left, scope)?;
+                let r = self.expr(right, scope)?;
+                self.equality(&l, &r)
+            }
+            Expr::AnyOp {
+                left,
+                compare_op: Op::Eq,
+                right,
+                ..
+            } => {
+                let l = self.expr(left, scope)?;
+                let r = self.expr(right, scope)?;
+                self.equality(&l, &r)
+            }
+            Expr::InList { expr, list, .. } => {
+                let l = self.expr(expr, scope)?;
+                for x in list {
+                    // Each member is compared on its own.
+                    let f = self.expr(x, scope)?;
+                    self.equality(&l, &f)?;
+                }
+                Ok(())
+            }
+            Expr::InSubquery { expr, subquery, .. } => {
+                let l = self.expr(expr, scope)?;
+                let out = self.query(subquery, scope)?;
+                let mut r = Flow::default();
+                for c in out.columns {
+                    r.merge(c.flow);
+                }
+                self.equality(&l, &r)
+            }
+            Expr::Exists { subquery, .. } => {
+                self.query(subquery, scope)?;
+                Ok(())
+            }
+            _ => {
+                let f = self.expr(e, scope)?;
+                match f.first() {
+                    None => Ok(()),
+                    Some(s) => {
+                        let msg = if self.env.role.lookup == Lookup::Equality {
+                            format!(
+                                "column {s} may appear in a predicate only bare, compared with = or IN \
+                                 (lookup: equality of role {}); this predicate is refused",
+                                self.role()
+                            )
+                        } else {
+                            format!(
+                                "column {s} may not be used in a predicate by role {} \
+                                 (it has no `lookup: equality` rule)",
+                                self.role()
+                            )
+                        };
+                        self.rule(msg)
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// An item whose columns come from a function.
+fn opaque_item(fname: &str, flow: Flow, alias: Option<&TableAlias>) -> Item {
+    match alias {
+        Some(a) if !a.columns.is_empty() => Item {
+            alias: fold(&a.name),
+            relation: None,
+            columns: Some(
+                a.columns
+                    .iter()
+                    .map(|c| OutColumn {
+                        name: fold(&c.name),
+                        flow: flow.clone(),
+                    })
+                    .collect(),
+            ),
+            opaque: Flow::default(),
+        },
+        Some(a) => Item {
+            alias: fold(&a.name),
+            relation: None,
+            columns: None,
+            opaque: flow,
+        },
+        None => Item {
+            alias: fname.to_string(),
+            relation: None,
+            columns: None,
+            opaque: flow,
+        },
+    }
+}
+
+/// Apply `AS alias(c1, c2, ...)`: the first columns take the new names.
+fn rename(mut cols: Columns, alias: &TableAlias) -> Columns {
+    for (c, a) in cols.columns.iter_mut().zip(&alias.columns) {
+        c.name = fold(&a.name);
+    }
+    cols
+}
+
+/// The name PostgreSQL gives an unaliased output column.
+fn expr_name(e: &Expr) -> String {
+    match e {
+        Expr::Identifier(i) => fold(i),
+        Expr::CompoundIdentifier(ids) => ids.last().map(fold).unwrap_or_default(),
+        Expr::Function(f) => f
+            .name
+            .0
+            .last()
+            .and_then(|p| match p {
+                ObjectNamePart::Identifier(i) => Some(fold(i)),
+                ObjectNamePart::Function(_) => None,
+            })
+            .unwrap_or_else(|| "?column?".into()),
+        Expr::Cast { expr, .. } | Expr::Nested(expr) => expr_name(expr),
+        _ => "?column?".into(),
+    }
+}

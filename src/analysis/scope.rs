@@ -1,0 +1,133 @@
+//! Names visible to an expression: the FROM items of the query level being
+//! analysed and of the levels around it (correlated subqueries), and the
+//! common table expressions in force.
+
+use super::Flow;
+use crate::policy::QualifiedTable;
+
+/// One output column of a relation, subquery or CTE.
+#[derive(Debug, Clone)]
+pub struct OutColumn {
+    pub name: String,
+    pub flow: Flow,
+}
+
+/// Output columns of a query. `exact` is false when a `*` expanded over a
+/// relation whose columns are unknown, so positions are not known.
+#[derive(Debug, Clone, Default)]
+pub struct Columns {
+    pub columns: Vec<OutColumn>,
+    pub exact: bool,
+}
+
+/// A FROM item.
+#[derive(Debug, Clone)]
+pub struct Item {
+    /// The name it is referenced by: its alias, else the relation's name.
+    pub alias: String,
+    /// The relation when it is one from the catalog (for `schema.table.col`).
+    pub relation: Option<QualifiedTable>,
+    /// `None`: columns not known (a function's output); each then carries
+    /// `opaque`, the flow of the function's arguments.
+    pub columns: Option<Vec<OutColumn>>,
+    pub opaque: Flow,
+}
+
+impl Item {
+    /// The flow of column `name`, if this item has it.
+    pub fn column(&self, name: &str) -> Option<Flow> {
+        let Some(cols) = self.columns.as_ref() else {
+            return Some(self.opaque.clone());
+        };
+        let mut found: Option<Flow> = None;
+        for c in cols.iter().filter(|c| c.name == name) {
+            found
+                .get_or_insert_with(Flow::default)
+                .merge(c.flow.clone());
+        }
+        found
+    }
+
+    /// The whole row as one value.
+    pub fn whole_row(&self) -> Flow {
+        let mut f = self.opaque.clone();
+        for c in self.columns.iter().flatten() {
+            f.merge(c.flow.clone());
+        }
+        f.derive()
+    }
+}
+
+/// One query level; `parent` is the enclosing level, if any.
+#[derive(Debug, Default)]
+pub struct Scope<'p> {
+    pub items: Vec<Item>,
+    pub ctes: Vec<(String, Columns)>,
+    pub parent: Option<&'p Scope<'p>>,
+}
+
+impl<'p> Scope<'p> {
+    pub fn child(parent: &'p Scope<'p>) -> Scope<'p> {
+        Scope {
+            items: Vec::new(),
+            ctes: Vec::new(),
+            parent: Some(parent),
+        }
+    }
+
+    /// A CTE visible from here by (folded) name.
+    pub fn cte(&self, name: &str) -> Option<&Columns> {
+        self.ctes
+            .iter()
+            .rev()
+            .find(|(n, _)| n == name)
+            .map(|(_, c)| c)
+            .or_else(|| self.parent.and_then(|p| p.cte(name)))
+    }
+
+    /// Resolve an unqualified column, innermost level first. Within a
+    /// level every item that has it contributes (PostgreSQL would call it
+    /// ambiguous; merging is the safe reading). An item of unknown columns
+    /// may have any name: its flow joins whatever else matches, here or in
+    /// an enclosing level.
+    pub fn column(&self, name: &str) -> Option<Flow> {
+        let mut found: Option<Flow> = None;
+        let mut known = false;
+        for it in &self.items {
+            if let Some(f) = it.column(name) {
+                known |= it.columns.is_some();
+                found.get_or_insert_with(Flow::default).merge(f);
+            }
+        }
+        if known {
+            return found;
+        }
+        match (found, self.parent.and_then(|p| p.column(name))) {
+            (Some(mut a), Some(b)) => {
+                a.merge(b);
+                Some(a)
+            }
+            (a, b) => a.or(b),
+        }
+    }
+
+    /// An item by the name it is referenced by, innermost level first.
+    pub fn item(&self, alias: &str) -> Option<&Item> {
+        self.items
+            .iter()
+            .find(|i| i.alias == alias)
+            .or_else(|| self.parent.and_then(|p| p.item(alias)))
+    }
+
+    /// An item of relation `schema.table` referenced without alias.
+    pub fn item_of(&self, schema: &str, table: &str) -> Option<&Item> {
+        self.items
+            .iter()
+            .find(|i| {
+                i.relation
+                    .as_ref()
+                    .is_some_and(|r| r.schema == schema && r.table == table && i.alias == table)
+            })
+            .or_else(|| self.parent.and_then(|p| p.item_of(schema, table)))
+    }
+}
