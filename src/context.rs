@@ -5,6 +5,7 @@ use crate::cancel::CancelRegistry;
 use crate::catalog::CatalogClient;
 use crate::config::Config;
 use crate::events::EventSink;
+use crate::masking::HashKey;
 use crate::metrics::Metrics;
 use crate::net::tls;
 use crate::policy::PolicyStore;
@@ -28,6 +29,8 @@ pub struct ProxyContext {
     pub policy: PolicyStore,
     /// Where session events go (logs, audit).
     pub events: Arc<dyn EventSink>,
+    /// The key of `hash` pseudonyms.
+    pub hash_key: HashKey,
 }
 
 impl ProxyContext {
@@ -36,9 +39,11 @@ impl ProxyContext {
         metrics: Arc<Metrics>,
         policy: PolicyStore,
         events: Arc<dyn EventSink>,
-    ) -> Result<Arc<Self>, tls::Error> {
+    ) -> anyhow::Result<Arc<Self>> {
         let upstream_tls = tls::client_config(&config.upstream_tls)?;
+        let hash_key = crate::masking::hash::load_key(&config).map_err(anyhow::Error::msg)?;
         Ok(Arc::new(ProxyContext {
+            hash_key,
             client_tls: tls::server_config(&config.tls)?,
             catalog: CatalogClient::new(config.clone(), upstream_tls.clone()),
             policy,

@@ -39,6 +39,7 @@ pub mod cli;
 pub mod codec;
 pub mod config;
 pub mod context;
+pub mod decision;
 pub mod demo;
 pub mod error;
 pub mod events;

@@ -45,6 +45,11 @@ pub struct HotMetrics {
     pub statements_simple: IntCounter,
     pub statements_extended: IntCounter,
     pub queries_forward: IntCounter,
+    /// Statements of restricted roles whose results are rewritten.
+    pub queries_rewrite: IntCounter,
+    pub queries_refuse: IntCounter,
+    /// Rows in which at least one value was masked, hashed or redacted.
+    pub rows_masked: IntCounter,
     pub bytes_to_server: IntCounter,
     pub bytes_to_client: IntCounter,
     pub duration_simple: Histogram,
@@ -111,10 +116,19 @@ impl Metrics {
             &["protocol"],
             latency.clone(),
         );
+        let rows_masked = counter_vec(
+            &r,
+            "pgwarden_rows_masked_total",
+            "Rows in which values were masked, hashed or redacted",
+            &["action"],
+        );
         let hot = HotMetrics {
             statements_simple: statements.with_label_values(&["simple"]),
             statements_extended: statements.with_label_values(&["extended"]),
             queries_forward: queries.with_label_values(&["forward"]),
+            queries_rewrite: queries.with_label_values(&["rewrite"]),
+            queries_refuse: queries.with_label_values(&["refuse"]),
+            rows_masked: rows_masked.with_label_values(&["rewrite"]),
             bytes_to_server: bytes.with_label_values(&["to_server"]),
             bytes_to_client: bytes.with_label_values(&["to_client"]),
             duration_simple: statement_duration.with_label_values(&["simple"]),
@@ -149,12 +163,7 @@ impl Metrics {
                 "Statements that ended in an error",
             ),
             rows: counter(&r, "pgwarden_rows_total", "Rows returned to clients"),
-            rows_masked: counter_vec(
-                &r,
-                "pgwarden_rows_masked_total",
-                "Rows in which values were masked or hashed, by action",
-                &["action"],
-            ),
+            rows_masked,
             upstream_errors: counter_vec(
                 &r,
                 "pgwarden_upstream_errors_total",

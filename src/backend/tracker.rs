@@ -8,6 +8,7 @@
 //! row count. Entries pgwarden answers itself ([`Pending::Reply`]) are
 //! released in their turn, so replies never overtake earlier results.
 
+use crate::decision::Decision;
 use bytes::Bytes;
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
@@ -63,8 +64,13 @@ pub enum Pending {
     /// failure is reported against this statement.
     Parse(Arc<Statement>),
     Bind,
-    Describe,
+    /// Describe of a statement or portal, with the decision that rewrites
+    /// its RowDescription.
+    Describe(Option<Arc<Decision>>),
     Close,
+    /// A Parse or Bind pgwarden sent on its own behalf (to raise a
+    /// refusal): its success reply is not forwarded.
+    Hidden,
     /// Execute of a portal; ends at CommandComplete, EmptyQueryResponse,
     /// PortalSuspended or an error.
     Execute(Arc<Statement>),
@@ -83,14 +89,25 @@ pub struct Statement {
     /// Simple or extended protocol.
     pub extended: bool,
     pub started: Instant,
+    /// For restricted sessions: how its results are rewritten.
+    pub decision: Option<Arc<Decision>>,
 }
 
 impl Statement {
     pub fn new(sql: Arc<str>, extended: bool) -> Arc<Statement> {
+        Self::decided(sql, extended, None)
+    }
+
+    pub fn decided(
+        sql: Arc<str>,
+        extended: bool,
+        decision: Option<Arc<Decision>>,
+    ) -> Arc<Statement> {
         Arc::new(Statement {
             sql,
             extended,
             started: Instant::now(),
+            decision,
         })
     }
 }
@@ -122,6 +139,8 @@ struct Progress {
 pub struct Tracker {
     queue: VecDeque<Pending>,
     progress: Progress,
+    /// Results already completed of the simple Query at the head.
+    query_results: usize,
 }
 
 /// What `observe` learned from one server message.
@@ -130,6 +149,8 @@ pub struct Observed {
     pub completed: Option<Completed>,
     /// A ReadyForQuery ended a request cycle.
     pub ready: bool,
+    /// The message answers a request of pgwarden's own: not forwarded.
+    pub hidden: bool,
 }
 
 impl Tracker {
@@ -144,6 +165,18 @@ impl Tracker {
 
     pub fn is_empty(&self) -> bool {
         self.queue.is_empty()
+    }
+
+    /// The decision the next result message (RowDescription, DataRow,
+    /// CopyData, ErrorResponse) falls under, with the index of the result
+    /// within its request.
+    pub fn current(&self) -> Option<(&Decision, usize)> {
+        match self.queue.front()? {
+            Pending::Query(s) => Some((s.decision.as_deref()?, self.query_results)),
+            Pending::Execute(s) | Pending::Parse(s) => Some((s.decision.as_deref()?, 0)),
+            Pending::Describe(d) => Some((d.as_deref()?, 0)),
+            _ => None,
+        }
     }
 
     /// Replies whose turn has come: all at the head of the queue.
@@ -178,15 +211,23 @@ impl Tracker {
             }
             b's' => seen.completed = self.finish_result(None, None, true),
             b'1' | b'2' | b'3' | b'n' => {
-                self.pop_if(|p| {
-                    matches!(
-                        p,
-                        Pending::Parse(_) | Pending::Bind | Pending::Close | Pending::Describe
-                    )
-                });
+                if matches!(self.queue.front(), Some(Pending::Hidden)) {
+                    self.queue.pop_front();
+                    seen.hidden = true;
+                } else {
+                    self.pop_if(|p| {
+                        matches!(
+                            p,
+                            Pending::Parse(_)
+                                | Pending::Bind
+                                | Pending::Close
+                                | Pending::Describe(_)
+                        )
+                    });
+                }
             }
             b'T' => {
-                self.pop_if(|p| matches!(p, Pending::Describe));
+                self.pop_if(|p| matches!(p, Pending::Describe(_)));
             }
             b'E' => seen.completed = self.on_error(sqlstate.unwrap_or("XX000")),
             b'Z' => {
@@ -197,6 +238,7 @@ impl Tracker {
                     }
                 }
                 self.progress = Progress::default();
+                self.query_results = 0;
             }
             _ => {}
         }
@@ -220,7 +262,10 @@ impl Tracker {
         let statement = match self.queue.front() {
             // A Query stays queued until its ReadyForQuery; each of its
             // statements completes here.
-            Some(Pending::Query(s)) => s.clone(),
+            Some(Pending::Query(s)) => {
+                self.query_results += 1;
+                s.clone()
+            }
             Some(Pending::Execute(_)) => match self.queue.pop_front() {
                 Some(Pending::Execute(s)) => s,
                 _ => return None,
@@ -247,7 +292,13 @@ impl Tracker {
                 self.skip_to_sync();
                 done
             }
-            Some(Pending::Parse(_) | Pending::Bind | Pending::Describe | Pending::Close) => {
+            Some(
+                Pending::Parse(_)
+                | Pending::Bind
+                | Pending::Describe(_)
+                | Pending::Close
+                | Pending::Hidden,
+            ) => {
                 // The statement failed before it ran (syntax, planning,
                 // parameters): report it against the Execute it prevented,
                 // or the Parse when nothing was to run.
@@ -281,8 +332,9 @@ impl Tracker {
             match p {
                 Pending::Parse(_)
                 | Pending::Bind
-                | Pending::Describe
+                | Pending::Describe(_)
                 | Pending::Close
+                | Pending::Hidden
                 | Pending::Execute(_) => {
                     if let Some(Pending::Execute(s)) = self.queue.pop_front() {
                         first_execute.get_or_insert(s);
@@ -309,7 +361,7 @@ mod tests {
         for p in [
             Pending::Parse(stmt("select")),
             Pending::Bind,
-            Pending::Describe,
+            Pending::Describe(None),
             Pending::Execute(stmt("select")),
             Pending::Sync,
         ] {
@@ -356,7 +408,7 @@ mod tests {
         let mut t = Tracker::default();
         for p in [
             Pending::Parse(stmt("selec 1")),
-            Pending::Describe,
+            Pending::Describe(None),
             Pending::Sync,
         ] {
             t.push(p);

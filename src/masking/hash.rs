@@ -52,6 +52,25 @@ impl HashKey {
     }
 }
 
+/// The hash key of a configuration: `[masking] hash_key_file`, else
+/// derived from `[audit] key_file`. Without either, pseudonyms use a
+/// random key and change on every restart (logged as a warning).
+pub fn load_key(config: &crate::config::Config) -> Result<HashKey, String> {
+    let read = |p: &std::path::Path| {
+        std::fs::read(p).map_err(|e| format!("cannot read {}: {e}", p.display()))
+    };
+    if let Some(p) = &config.masking.hash_key_file {
+        return Ok(HashKey::from_secret(&read(p)?));
+    }
+    if let Some(p) = &config.audit.key_file {
+        return Ok(HashKey::derive_from_audit_key(&read(p)?));
+    }
+    tracing::warn!(
+        "no [masking] hash_key_file or [audit] key_file: hash pseudonyms will change on restart"
+    );
+    Ok(HashKey::from_secret(&rand::random::<[u8; 32]>()))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -2,19 +2,25 @@
 //!
 //! Reads what the server sent, cuts it into frames, matches each to the
 //! request it answers (see [`crate::backend::tracker`]), updates session
-//! state from ReadyForQuery and ParameterStatus, and forwards the bytes in
-//! one write per read. Results stream: nothing is held beyond one read.
+//! state from ReadyForQuery and ParameterStatus, rewrites the results of
+//! restricted sessions as their decision says ([`crate::masking::rows`],
+//! [`crate::masking::notices`]), and forwards the bytes in one write per
+//! read. Results stream: nothing is held beyond one read.
 
 use super::{Error, SessionInfo};
+use crate::analysis::CopyFormat;
 use crate::backend::tracker::{Completed, PendingQueue, Tracker};
 use crate::backend::{self as msg};
 use crate::context::ProxyContext;
 use crate::events::Event;
 use crate::frame::{Frame, take_frame};
+use crate::masking::notices::{self, Redaction};
+use crate::masking::rows::{self, Mismatch};
 use crate::net::{ClientWrite, UpstreamRead};
 use bytes::BytesMut;
 use std::sync::atomic::Ordering;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tracing::warn;
 
 const READ_CHUNK: usize = 64 * 1024;
 /// Buffers that grew past this for one large message are given back.
@@ -35,6 +41,7 @@ pub async fn run(
         ctx,
         info,
         tracker: &mut tracker,
+        copy_header: false,
     };
     loop {
         // Every response in `buf` answers a request whose expectation was
@@ -43,8 +50,17 @@ pub async fn run(
         while let Some(frame) =
             take_frame(&mut buf, true, max).map_err(|e| Error::UpstreamProtocol(e.to_string()))?
         {
-            direction.observe(&frame)?;
-            out.extend_from_slice(&frame.bytes);
+            let rewritten = rewrite(
+                direction.tracker,
+                &mut direction.copy_header,
+                ctx,
+                &frame,
+                &mut out,
+            )?;
+            let hidden = direction.observe(&frame)?;
+            if !rewritten && !hidden {
+                out.extend_from_slice(&frame.bytes);
+            }
             if frame.tag != b'D' {
                 release_replies(direction.tracker, &mut out);
             }
@@ -90,11 +106,93 @@ struct Direction<'a> {
     ctx: &'a ProxyContext,
     info: &'a SessionInfo,
     tracker: &'a mut Tracker,
+    /// The next CopyData is a CSV header line.
+    copy_header: bool,
+}
+
+/// Apply the decision of a restricted session's request to one server
+/// message, appending the rewritten message to `out`. Returns whether it
+/// did; `false` means the message goes out as it came.
+fn rewrite(
+    tracker: &Tracker,
+    copy_header: &mut bool,
+    ctx: &ProxyContext,
+    frame: &Frame,
+    out: &mut BytesMut,
+) -> Result<bool, Error> {
+    let Some((d, index)) = tracker.current() else {
+        return Ok(false);
+    };
+    let violation = |m: Mismatch| {
+        warn!(role = %d.view.role, reason = %m, "stopping session: result does not match its decision");
+        Error::Violation(m.0)
+    };
+    let plan = d.plan(index);
+    match frame.tag {
+        b'T' => {
+            rows::row_description(
+                frame,
+                plan,
+                &d.formats,
+                |i, f| match d.view.restricted_column(f.table_oid, f.attnum) {
+                    Some(col) if !plan.is_some_and(|p| p.columns[i].rewrites()) => Err(Mismatch(
+                        format!("result column {} comes from {col}, which analysis did not plan to rewrite", i + 1),
+                    )),
+                    _ => Ok(()),
+                },
+                out,
+            )
+            .map_err(violation)?;
+            Ok(true)
+        }
+        b'D' => match plan {
+            Some(p) if p.copy.is_none() => {
+                if rows::data_row(frame, p, &ctx.hash_key, out).map_err(violation)? > 0 {
+                    ctx.metrics.hot.rows_masked.inc();
+                }
+                Ok(true)
+            }
+            _ => Ok(false),
+        },
+        b'H' => {
+            if let Some(p) = plan {
+                if frame.body().first() != Some(&0) {
+                    return Err(violation(Mismatch(
+                        "binary COPY of classified columns".into(),
+                    )));
+                }
+                *copy_header = matches!(p.copy, Some(CopyFormat::Csv { header: true }));
+            }
+            Ok(false)
+        }
+        b'd' => match plan.and_then(|p| Some((p, p.copy?))) {
+            Some(_) if *copy_header => {
+                *copy_header = false;
+                Ok(false)
+            }
+            Some((p, format)) => {
+                rows::copy_row(frame, p, format, &ctx.hash_key, out).map_err(violation)?;
+                ctx.metrics.hot.rows_masked.inc();
+                Ok(true)
+            }
+            None => Ok(false),
+        },
+        b'E' | b'N' if d.refusal => {
+            notices::redact(frame, Redaction::Refusal, out);
+            Ok(true)
+        }
+        b'E' | b'N' if d.sensitive => {
+            notices::redact(frame, Redaction::Values, out);
+            Ok(true)
+        }
+        _ => Ok(false),
+    }
 }
 
 impl Direction<'_> {
-    /// Account for one server message.
-    fn observe(&mut self, frame: &Frame) -> Result<(), Error> {
+    /// Account for one server message; `true` when it answers a request of
+    /// pgwarden's own and is not forwarded.
+    fn observe(&mut self, frame: &Frame) -> Result<bool, Error> {
         let mut sqlstate = None;
         let mut tag = None;
         match frame.tag {
@@ -126,7 +224,7 @@ impl Direction<'_> {
         if let Some(done) = seen.completed {
             self.completed(done);
         }
-        Ok(())
+        Ok(seen.hidden)
     }
 
     fn completed(&self, done: Completed) {

@@ -1,19 +1,26 @@
 //! Client-to-server direction of a session.
 //!
 //! Reads whatever the client sent, cuts it into frames, decodes each once,
-//! keeps the session's protocol state, tells the backend direction which
-//! responses to expect, and forwards the original bytes in one write per
-//! read. A malformed message ends the session with a protocol error.
+//! keeps the session's protocol state, applies the policy decision of
+//! restricted sessions ([`super::enforce`]), tells the backend direction
+//! which responses to expect (with the decision that rewrites them), and
+//! forwards the bytes in one write per read: the original bytes, a Bind
+//! asking for text, or a refusal in place of a statement. A malformed
+//! message ends the session with a protocol error.
 
-use super::state::SessionState;
+use super::enforce::{Enforcer, Standing, log_refusal, refusal_extended, refusal_query};
+use super::state::{Prepared, SessionState};
 use super::{Error, SessionInfo};
+use crate::analysis::{Effect, Refusal, ResultPlan};
 use crate::backend::tracker::{Pending, PendingQueue, Statement};
 use crate::codec::{self, DecodeError};
 use crate::context::ProxyContext;
-use crate::frame::take_frame;
+use crate::decision::{Decision, RoleView};
+use crate::frame::{Frame, take_frame};
 use crate::frontend::FrontendMessage;
 use crate::net::{ClientRead, UpstreamWrite};
 use bytes::BytesMut;
+use pgwire::messages::PgWireFrontendMessage;
 use std::sync::Arc;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tracing::{debug, warn};
@@ -37,6 +44,7 @@ pub async fn run(
         ctx,
         info,
         state: &mut state,
+        enforcer: Enforcer::default(),
         batch: Vec::new(),
     };
     loop {
@@ -46,8 +54,7 @@ pub async fn run(
         {
             let msg = FrontendMessage::decode(&frame, &dctx).map_err(Error::Protocol)?;
             terminate = matches!(msg, FrontendMessage::Terminate);
-            inspector.inspect(msg);
-            out.extend_from_slice(&frame.bytes);
+            inspector.inspect(msg, &frame, &mut out).await;
             if terminate {
                 break;
             }
@@ -82,11 +89,13 @@ pub async fn run(
     }
 }
 
-/// Keeps protocol state and queues expected responses for each message.
+/// Keeps protocol state, applies policy decisions and queues expected
+/// responses for each message.
 struct Inspector<'a> {
     ctx: &'a ProxyContext,
     info: &'a SessionInfo,
     state: &'a mut SessionState,
+    enforcer: Enforcer,
     /// Expectations of the messages of one read, queued together.
     batch: Vec<Pending>,
 }
@@ -96,7 +105,50 @@ impl Inspector<'_> {
         self.batch.push(p);
     }
 
-    fn inspect(&mut self, msg: FrontendMessage) {
+    /// Inspect one message and append what goes to the server to `out`:
+    /// the original bytes, a rewritten message, or a refusal in its place.
+    async fn inspect(&mut self, msg: FrontendMessage, frame: &Frame, out: &mut BytesMut) {
+        let standing = match &msg {
+            FrontendMessage::Query(_)
+            | FrontendMessage::Parse(_)
+            | FrontendMessage::Bind(_)
+            | FrontendMessage::Describe(_)
+            | FrontendMessage::Execute(_)
+            | FrontendMessage::FunctionCall { .. } => {
+                self.enforcer.standing(self.ctx, self.info).await
+            }
+            _ => Standing::FullAccess,
+        };
+        let view = match standing {
+            Standing::FullAccess => {
+                self.inspect_full_access(msg);
+                out.extend_from_slice(&frame.bytes);
+                return;
+            }
+            Standing::Restricted(v) => v,
+            Standing::Blocked(reason) => {
+                let refusal = Refusal::new(reason);
+                match msg {
+                    FrontendMessage::Parse(p) => self.refuse_parse(p.query.into(), &refusal, out),
+                    FrontendMessage::Query(sql) => self.refuse_query(sql.into(), &refusal, out),
+                    FrontendMessage::FunctionCall { .. } => {
+                        self.refuse_query("<function call>".into(), &refusal, out)
+                    }
+                    // Bind, Describe, Execute of statements never parsed
+                    // for this session fail on the server.
+                    other => {
+                        self.inspect_full_access(other);
+                        out.extend_from_slice(&frame.bytes);
+                    }
+                }
+                return;
+            }
+        };
+        self.inspect_restricted(msg, frame, &view, out).await;
+    }
+
+    /// Full-access sessions: state only, bytes untouched.
+    fn inspect_full_access(&mut self, msg: FrontendMessage) {
         match msg {
             FrontendMessage::Query(sql) => {
                 self.ctx.metrics.hot.statements_simple.inc();
@@ -108,20 +160,29 @@ impl Inspector<'_> {
             }
             FrontendMessage::Parse(p) => {
                 let sql: Arc<str> = p.query.into();
-                self.state.parse(p.name, sql.clone());
+                self.state.parse(
+                    p.name,
+                    Prepared {
+                        sql: sql.clone(),
+                        plan: None,
+                        sensitive: false,
+                    },
+                );
                 self.expect(Pending::Parse(Statement::new(sql, true)));
             }
             FrontendMessage::Bind(b) => {
-                self.state.bind(b.portal_name, b.statement_name);
+                self.state
+                    .bind(b.portal_name, b.statement_name.as_deref(), Vec::new());
                 self.expect(Pending::Bind);
             }
-            FrontendMessage::Describe(_) => self.expect(Pending::Describe),
+            FrontendMessage::Describe(_) => self.expect(Pending::Describe(None)),
             FrontendMessage::Execute(e) => {
                 self.ctx.metrics.hot.statements_extended.inc();
                 self.ctx.metrics.hot.queries_forward.inc();
                 let sql = self
                     .state
-                    .portal_sql(e.name.as_deref())
+                    .portal(e.name.as_deref())
+                    .map(|p| p.statement.sql.clone())
                     .unwrap_or_else(|| "".into());
                 debug!(sql = %sql, portal = e.name.as_deref().unwrap_or(""), "execute");
                 self.expect(Pending::Execute(Statement::new(sql, true)));
@@ -144,7 +205,223 @@ impl Inspector<'_> {
         }
     }
 
-    /// Remember cursors opened and closed by SQL (DECLARE / CLOSE).
+    fn decision(
+        &self,
+        view: &Arc<RoleView>,
+        results: Vec<Option<Arc<ResultPlan>>>,
+        formats: Vec<i16>,
+        sensitive: bool,
+        refusal: bool,
+    ) -> Option<Arc<Decision>> {
+        Some(Arc::new(Decision {
+            results,
+            formats,
+            sensitive,
+            refusal,
+            view: view.clone(),
+        }))
+    }
+
+    fn refusal_decision(&self) -> Option<Arc<Decision>> {
+        let view = self.enforcer_view()?;
+        self.decision(&view, Vec::new(), Vec::new(), true, true)
+    }
+
+    fn enforcer_view(&self) -> Option<Arc<RoleView>> {
+        self.enforcer.current_view()
+    }
+
+    fn refuse_query(&mut self, sql: Arc<str>, r: &Refusal, out: &mut BytesMut) {
+        log_refusal(self.info, &sql, r);
+        self.ctx.metrics.hot.statements_simple.inc();
+        self.ctx.metrics.hot.queries_refuse.inc();
+        refusal_query(&r.message, out);
+        let d = self.refusal_decision();
+        self.expect(Pending::Query(Statement::decided(sql, false, d)));
+    }
+
+    fn refuse_parse(&mut self, sql: Arc<str>, r: &Refusal, out: &mut BytesMut) {
+        log_refusal(self.info, &sql, r);
+        self.ctx.metrics.hot.statements_extended.inc();
+        self.ctx.metrics.hot.queries_refuse.inc();
+        refusal_extended(&r.message, out);
+        let d = self.refusal_decision();
+        self.expect(Pending::Hidden);
+        self.expect(Pending::Hidden);
+        self.expect(Pending::Execute(Statement::decided(sql, true, d)));
+    }
+
+    async fn inspect_restricted(
+        &mut self,
+        msg: FrontendMessage,
+        frame: &Frame,
+        view: &Arc<RoleView>,
+        out: &mut BytesMut,
+    ) {
+        match msg {
+            FrontendMessage::Query(sql) => {
+                let sql: Arc<str> = sql.into();
+                let analysis = self
+                    .enforcer
+                    .analyze(self.ctx, self.info, view, self.state, &sql)
+                    .await;
+                match analysis {
+                    Err(r) => self.refuse_query(sql, &r, out),
+                    Ok(a) => {
+                        for st in &a.statements {
+                            self.state.apply(&st.effect);
+                        }
+                        let results: Vec<_> =
+                            a.statements.iter().map(|s| s.result.clone()).collect();
+                        self.count(results.iter().any(Option::is_some), false);
+                        let d = self.decision(view, results, Vec::new(), a.sensitive(), false);
+                        out.extend_from_slice(&frame.bytes);
+                        self.expect(Pending::Query(Statement::decided(sql, false, d)));
+                    }
+                }
+            }
+            FrontendMessage::Parse(p) => {
+                let sql: Arc<str> = p.query.into();
+                let analysis = self
+                    .enforcer
+                    .analyze(self.ctx, self.info, view, self.state, &sql)
+                    .await
+                    .and_then(|a| match a.statements.as_slice() {
+                        [_] | [] => Ok(a),
+                        _ => Err(Refusal::new(
+                            "permission denied by pgwarden: a prepared statement holds one statement",
+                        )),
+                    });
+                match analysis {
+                    Err(r) => {
+                        self.state.close(b'S', p.name.as_deref());
+                        self.refuse_parse(sql, &r, out);
+                    }
+                    Ok(a) => {
+                        let st = a.statements.first();
+                        if let Some(st) = st {
+                            self.state.apply(&st.effect);
+                        }
+                        let plan = st.and_then(|s| s.result.clone());
+                        let sensitive = a.sensitive();
+                        self.state.parse(
+                            p.name,
+                            Prepared {
+                                sql: sql.clone(),
+                                plan: plan.clone(),
+                                sensitive,
+                            },
+                        );
+                        let d = self.decision(view, vec![plan], Vec::new(), sensitive, false);
+                        out.extend_from_slice(&frame.bytes);
+                        self.expect(Pending::Parse(Statement::decided(sql, true, d)));
+                    }
+                }
+            }
+            FrontendMessage::Bind(mut b) => {
+                let plan = self
+                    .state
+                    .statements
+                    .get(b.statement_name.as_deref().unwrap_or(""))
+                    .and_then(|p| p.plan.clone());
+                let formats = match &plan {
+                    Some(p) => expand_formats(&b.result_column_format_codes, p.columns.len()),
+                    None => Vec::new(),
+                };
+                let rewrite = plan.as_ref().is_some_and(|p| {
+                    p.columns
+                        .iter()
+                        .zip(&formats)
+                        .any(|(c, f)| c.rewrites() && *f != 0)
+                });
+                if rewrite {
+                    // Ask the server for rewritten columns in text.
+                    let p = plan.as_ref().expect("checked");
+                    b.result_column_format_codes = p
+                        .columns
+                        .iter()
+                        .zip(&formats)
+                        .map(|(c, f)| if c.rewrites() { 0 } else { *f })
+                        .collect();
+                    let portal = b.portal_name.clone();
+                    let statement = b.statement_name.clone();
+                    let msg = PgWireFrontendMessage::Bind(b);
+                    if msg.encode(out).is_err() {
+                        out.extend_from_slice(&frame.bytes);
+                    }
+                    self.state.bind(portal, statement.as_deref(), formats);
+                } else {
+                    out.extend_from_slice(&frame.bytes);
+                    self.state
+                        .bind(b.portal_name, b.statement_name.as_deref(), formats);
+                }
+                self.expect(Pending::Bind);
+            }
+            FrontendMessage::Describe(d) => {
+                let (plan, formats, sensitive) = if d.target_type == b'S' {
+                    match self.state.statements.get(d.name.as_deref().unwrap_or("")) {
+                        Some(p) => (p.plan.clone(), Vec::new(), p.sensitive),
+                        None => (None, Vec::new(), false),
+                    }
+                } else {
+                    match self.state.portal(d.name.as_deref()) {
+                        Some(p) => (
+                            p.statement.plan.clone(),
+                            p.formats.clone(),
+                            p.statement.sensitive,
+                        ),
+                        None => (None, Vec::new(), false),
+                    }
+                };
+                let dec = self.decision(view, vec![plan], formats, sensitive, false);
+                out.extend_from_slice(&frame.bytes);
+                self.expect(Pending::Describe(dec));
+            }
+            FrontendMessage::Execute(e) => {
+                let (sql, plan, formats, sensitive) = match self.state.portal(e.name.as_deref()) {
+                    Some(p) => (
+                        p.statement.sql.clone(),
+                        p.statement.plan.clone(),
+                        p.formats.clone(),
+                        p.statement.sensitive,
+                    ),
+                    None => ("".into(), None, Vec::new(), false),
+                };
+                self.count(plan.is_some(), true);
+                let d = self.decision(view, vec![plan], formats, sensitive, false);
+                out.extend_from_slice(&frame.bytes);
+                self.expect(Pending::Execute(Statement::decided(sql, true, d)));
+            }
+            FrontendMessage::FunctionCall { function_oid } => {
+                let r = Refusal::new(format!(
+                    "permission denied by pgwarden: fast-path function calls (function {function_oid})                      are refused for role {}",
+                    view.role
+                ));
+                self.refuse_query("<function call>".into(), &r, out);
+            }
+            other => {
+                self.inspect_full_access(other);
+                out.extend_from_slice(&frame.bytes);
+            }
+        }
+    }
+
+    fn count(&self, rewrite: bool, extended: bool) {
+        let hot = &self.ctx.metrics.hot;
+        if extended {
+            hot.statements_extended.inc();
+        } else {
+            hot.statements_simple.inc();
+        }
+        if rewrite {
+            hot.queries_rewrite.inc();
+        } else {
+            hot.queries_forward.inc();
+        }
+    }
+
+    /// Remember cursors opened and closed by SQL (DECLARE / CLOSE) of
+    /// full-access sessions.
     fn track_cursors(&mut self, sql: &Arc<str>) {
         let head = sql.trim_start();
         let keyword = head
@@ -153,8 +430,10 @@ impl Inspector<'_> {
             .unwrap_or("");
         if keyword.eq_ignore_ascii_case("declare") {
             if let Some(name) = head.split_whitespace().nth(1) {
-                self.state
-                    .declare_cursor(name.trim_matches('"').to_string(), sql.clone());
+                self.state.apply(&Effect::DeclareCursor {
+                    name: name.trim_matches('"').to_string(),
+                    plan: None,
+                });
             }
         } else if keyword.eq_ignore_ascii_case("close") {
             match head
@@ -162,10 +441,23 @@ impl Inspector<'_> {
                 .nth(1)
                 .map(|n| n.trim_end_matches(';'))
             {
-                Some(n) if n.eq_ignore_ascii_case("all") => self.state.close_cursor(None),
-                Some(n) => self.state.close_cursor(Some(n.trim_matches('"'))),
+                Some(n) if n.eq_ignore_ascii_case("all") => {
+                    self.state.apply(&Effect::CloseCursor(None))
+                }
+                Some(n) => self
+                    .state
+                    .apply(&Effect::CloseCursor(Some(n.trim_matches('"').to_string()))),
                 None => {}
             }
         }
+    }
+}
+
+/// The client's result format codes, one per column.
+fn expand_formats(codes: &[i16], n: usize) -> Vec<i16> {
+    match codes {
+        [] => vec![0; n],
+        [one] => vec![*one; n],
+        many => (0..n).map(|i| many.get(i).copied().unwrap_or(0)).collect(),
     }
 }

@@ -10,6 +10,7 @@
 mod auth;
 mod backend;
 pub mod context;
+mod enforce;
 mod frontend;
 mod relay;
 mod startup;
@@ -61,6 +62,9 @@ pub enum Error {
     StartupTimeout,
     #[error("proxy shutting down")]
     Shutdown,
+    /// A result of a restricted session did not match its analysis.
+    #[error("result did not match its policy decision: {0}")]
+    Violation(String),
 }
 
 impl From<std::io::Error> for Error {
@@ -94,6 +98,11 @@ impl Error {
             Error::StartupTimeout => Some(PgError::fatal(
                 sqlstate::PROTOCOL_VIOLATION,
                 "startup and authentication took too long",
+            )),
+            Error::Violation(_) => Some(PgError::fatal(
+                sqlstate::INSUFFICIENT_PRIVILEGE,
+                "pgwarden stopped this session: a result did not match the policy decision \
+                 taken for its statement (the incident is logged)",
             )),
             Error::Shutdown => Some(PgError::fatal(
                 sqlstate::ADMIN_SHUTDOWN,

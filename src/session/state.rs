@@ -1,9 +1,11 @@
 //! Per-connection protocol state kept by the frontend direction: prepared
-//! statements and portals by name with their SQL, and open SQL cursors.
+//! statements and portals by name with their SQL and result plans, open
+//! cursors and SQL prepared statements.
 //!
-//! Later stages (analysis, policy, audit) look up what an Execute or FETCH
-//! will run here. Maps are capped so a client cannot grow them without end.
+//! Analysis looks up what an Execute, FETCH or EXECUTE will return here.
+//! Maps are capped so a client cannot grow them without end.
 
+use crate::analysis::{Effect, ResultPlan, SessionLookup};
 use std::collections::HashMap;
 use std::sync::Arc;
 
@@ -12,42 +14,69 @@ use std::sync::Arc;
 /// bounds stale entries.
 const MAX_ENTRIES: usize = 100_000;
 
-#[derive(Debug, Default)]
-pub struct SessionState {
-    /// Prepared statements (Parse or SQL PREPARE), "" for the unnamed one.
-    pub statements: HashMap<String, Arc<str>>,
-    /// Portals (Bind), "" for the unnamed one: the SQL they run.
-    pub portals: HashMap<String, Arc<str>>,
-    /// Cursors opened with DECLARE: name -> query.
-    pub cursors: HashMap<String, Arc<str>>,
+/// A statement prepared with Parse.
+#[derive(Debug, Clone)]
+pub struct Prepared {
+    pub sql: Arc<str>,
+    /// How its rows are rewritten (restricted sessions).
+    pub plan: Option<Arc<ResultPlan>>,
+    pub sensitive: bool,
 }
 
-fn insert_capped(map: &mut HashMap<String, Arc<str>>, name: String, sql: Arc<str>) {
+/// A portal created with Bind.
+#[derive(Debug, Clone)]
+pub struct Portal {
+    pub statement: Prepared,
+    /// Result formats the client asked for, one per rewritten-plan column.
+    pub formats: Vec<i16>,
+}
+
+#[derive(Debug, Default)]
+pub struct SessionState {
+    /// Prepared statements (Parse), "" for the unnamed one.
+    pub statements: HashMap<String, Prepared>,
+    /// Portals (Bind), "" for the unnamed one.
+    pub portals: HashMap<String, Portal>,
+    /// Cursors opened with DECLARE: name -> result plan.
+    pub cursors: HashMap<String, Option<Arc<ResultPlan>>>,
+    /// Statements prepared with SQL PREPARE: name -> result plan.
+    pub sql_prepared: HashMap<String, Option<Arc<ResultPlan>>>,
+}
+
+fn insert_capped<V>(map: &mut HashMap<String, V>, name: String, v: V) {
     if map.len() >= MAX_ENTRIES && !map.contains_key(&name) {
         map.clear();
     }
-    map.insert(name, sql);
+    map.insert(name, v);
 }
 
 impl SessionState {
-    pub fn parse(&mut self, name: Option<String>, sql: Arc<str>) {
-        insert_capped(&mut self.statements, name.unwrap_or_default(), sql);
+    pub fn parse(&mut self, name: Option<String>, p: Prepared) {
+        insert_capped(&mut self.statements, name.unwrap_or_default(), p);
     }
 
-    /// Bind creates a portal from a statement; returns its SQL if known.
-    pub fn bind(&mut self, portal: Option<String>, statement: Option<String>) -> Option<Arc<str>> {
-        let sql = self
-            .statements
-            .get(statement.as_deref().unwrap_or(""))
-            .cloned();
-        if let Some(sql) = &sql {
-            insert_capped(&mut self.portals, portal.unwrap_or_default(), sql.clone());
-        }
-        sql
+    /// Bind creates a portal from a statement; returns it if known.
+    pub fn bind(
+        &mut self,
+        portal: Option<String>,
+        statement: Option<&str>,
+        formats: Vec<i16>,
+    ) -> Option<&Portal> {
+        let p = self.statements.get(statement.unwrap_or(""))?.clone();
+        let name = portal.unwrap_or_default();
+        insert_capped(
+            &mut self.portals,
+            name.clone(),
+            Portal {
+                statement: p,
+                formats,
+            },
+        );
+        self.portals.get(&name)
     }
 
-    pub fn portal_sql(&self, portal: Option<&str>) -> Option<Arc<str>> {
-        self.portals.get(portal.unwrap_or("")).cloned()
+    pub fn portal(&self, portal: Option<&str>) -> Option<&Portal> {
+        self.portals.get(portal.unwrap_or(""))
     }
 
     /// Close (`S` statement or `P` portal).
@@ -60,17 +89,41 @@ impl SessionState {
         }
     }
 
-    pub fn declare_cursor(&mut self, name: String, sql: Arc<str>) {
-        insert_capped(&mut self.cursors, name, sql);
-    }
-
-    pub fn close_cursor(&mut self, name: Option<&str>) {
-        match name {
-            Some(n) => {
+    /// Apply what a statement did to session state.
+    pub fn apply(&mut self, effect: &Effect) {
+        match effect {
+            Effect::None => {}
+            Effect::DeclareCursor { name, plan } => {
+                insert_capped(&mut self.cursors, name.clone(), plan.clone())
+            }
+            Effect::CloseCursor(Some(n)) => {
                 self.cursors.remove(n);
             }
-            None => self.cursors.clear(),
+            Effect::CloseCursor(None) => self.cursors.clear(),
+            Effect::Prepare { name, plan } => {
+                insert_capped(&mut self.sql_prepared, name.clone(), plan.clone())
+            }
+            Effect::Deallocate(Some(n)) => {
+                self.sql_prepared.remove(n);
+            }
+            Effect::Deallocate(None) => self.sql_prepared.clear(),
+            Effect::DiscardAll => {
+                self.cursors.clear();
+                self.sql_prepared.clear();
+                self.statements.clear();
+                self.portals.clear();
+            }
         }
+    }
+}
+
+impl SessionLookup for SessionState {
+    fn cursor(&self, name: &str) -> Option<Option<Arc<ResultPlan>>> {
+        self.cursors.get(name).cloned()
+    }
+
+    fn prepared(&self, name: &str) -> Option<Option<Arc<ResultPlan>>> {
+        self.sql_prepared.get(name).cloned()
     }
 }
 
@@ -78,19 +131,48 @@ impl SessionState {
 mod tests {
     use super::*;
 
+    fn prepared(sql: &str) -> Prepared {
+        Prepared {
+            sql: sql.into(),
+            plan: None,
+            sensitive: false,
+        }
+    }
+
     #[test]
     fn statement_portal_lifecycle() {
         let mut s = SessionState::default();
-        s.parse(Some("s1".into()), "select 1".into());
+        s.parse(Some("s1".into()), prepared("select 1"));
         assert_eq!(
-            s.bind(Some("p1".into()), Some("s1".into())).as_deref(),
+            s.bind(Some("p1".into()), Some("s1"), vec![])
+                .map(|p| p.statement.sql.clone())
+                .as_deref(),
             Some("select 1")
         );
-        assert_eq!(s.portal_sql(Some("p1")).as_deref(), Some("select 1"));
-        assert!(s.bind(None, Some("nope".into())).is_none());
+        assert!(s.portal(Some("p1")).is_some());
+        assert!(s.bind(None, Some("nope"), vec![]).is_none());
         s.close(b'S', Some("s1"));
         assert!(s.statements.is_empty());
         s.close(b'P', Some("p1"));
         assert!(s.portals.is_empty());
+    }
+
+    #[test]
+    fn effects_track_cursors_and_sql_prepared() {
+        let mut s = SessionState::default();
+        s.apply(&Effect::DeclareCursor {
+            name: "c".into(),
+            plan: None,
+        });
+        assert_eq!(s.cursor("c"), Some(None));
+        s.apply(&Effect::CloseCursor(None));
+        assert_eq!(s.cursor("c"), None);
+        s.apply(&Effect::Prepare {
+            name: "p".into(),
+            plan: None,
+        });
+        assert!(s.prepared("p").is_some());
+        s.apply(&Effect::DiscardAll);
+        assert!(s.prepared("p").is_none());
     }
 }

@@ -1,0 +1,63 @@
+//! The policy decision for one request of a restricted session, handed from
+//! the frontend direction (which analysed it) to the backend direction
+//! (which rewrites its results).
+//!
+//! Full-access sessions carry no decision: their results pass untouched.
+
+use crate::analysis::ResultPlan;
+use crate::catalog::Schema;
+use crate::policy::{Action, Policy};
+use std::sync::Arc;
+
+/// The view of one restricted session: its role and the schema and policy
+/// its statements were analysed against.
+#[derive(Debug)]
+pub struct RoleView {
+    pub policy: Arc<Policy>,
+    pub schema: Arc<Schema>,
+    pub role: String,
+}
+
+impl RoleView {
+    /// The classified column a result field comes from, when the role may
+    /// not see it as stored: `schema.table.column`.
+    pub fn restricted_column(&self, table_oid: u32, attnum: i16) -> Option<String> {
+        if table_oid == 0 {
+            return None;
+        }
+        let (rel, col) = self.schema.column_by_oid(table_oid, attnum)?;
+        let kind = self.policy.kind_of(&rel.name, &col.name)?;
+        let role = self
+            .policy
+            .roles
+            .iter()
+            .find(|r| r.name == self.role)
+            .unwrap_or(&self.policy.default);
+        (role.action(kind) != Action::Allow).then(|| format!("{}.{}", rel.name, col.name))
+    }
+}
+
+/// What the backend direction does with the responses to one request.
+#[derive(Debug)]
+pub struct Decision {
+    /// Result plans, one per statement of a simple Query (one for an
+    /// Execute or Describe); `None` where rows pass unchanged.
+    pub results: Vec<Option<Arc<ResultPlan>>>,
+    /// Result formats the client asked for, one per column (extended
+    /// protocol); empty means text.
+    pub formats: Vec<i16>,
+    /// The request involves classified columns: error and notice text is
+    /// withheld.
+    pub sensitive: bool,
+    /// The request was refused; the error raised on pgwarden's behalf is
+    /// shown without its context line.
+    pub refusal: bool,
+    pub view: Arc<RoleView>,
+}
+
+impl Decision {
+    /// The plan of the `index`-th result.
+    pub fn plan(&self, index: usize) -> Option<&ResultPlan> {
+        self.results.get(index).and_then(|p| p.as_deref())
+    }
+}

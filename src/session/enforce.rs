@@ -1,0 +1,261 @@
+//! Policy decisions on the frontend side of a restricted session.
+//!
+//! For each statement the session asks [`Enforcer::view`] whether its login
+//! is restricted (any role whose access is not all `allow`); if so the
+//! statement is analysed ([`crate::analysis`]) against the schema of its
+//! database, with results cached per SQL text. A refused statement is
+//! never forwarded: in its place the server is asked to raise the refusal
+//! itself (a `DO` block raising SQLSTATE 42501), so transaction state,
+//! pipelining and the skip-to-Sync of the extended protocol stay exactly as
+//! PostgreSQL would leave them.
+
+use super::SessionInfo;
+use super::state::SessionState;
+use crate::analysis::{self, Analysis, Env, Refusal};
+use crate::context::ProxyContext;
+use crate::decision::RoleView;
+use crate::policy::Policy;
+use bytes::{BufMut, BytesMut};
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tracing::info;
+
+/// Most analyses cached per session.
+const CACHE_ENTRIES: usize = 1024;
+/// A statement naming an unknown relation re-reads the schema at most this
+/// often per session.
+const RELOAD_EVERY: Duration = Duration::from_secs(5);
+
+/// The session's standing for the next statement.
+pub enum Standing {
+    /// All `allow`: forwarded untouched.
+    FullAccess,
+    Restricted(Arc<RoleView>),
+    /// Restricted, but nothing can be analysed (no schema, unsafe session
+    /// settings): every statement is refused with this message.
+    Blocked(String),
+}
+
+#[derive(Default)]
+pub struct Enforcer {
+    view: Option<Arc<RoleView>>,
+    cache: HashMap<Arc<str>, Result<Arc<Analysis>, Refusal>>,
+    last_reload: Option<Instant>,
+    /// The policy last seen and whether it gave this login full access.
+    full_access: Option<(Arc<Policy>, bool)>,
+}
+
+impl Enforcer {
+    /// The role view the last restricted statement was analysed against.
+    pub fn current_view(&self) -> Option<Arc<RoleView>> {
+        self.view.clone()
+    }
+
+    /// Decide how the next statement of `info`'s login is treated.
+    pub async fn standing(&mut self, ctx: &ProxyContext, info: &SessionInfo) -> Standing {
+        let policy = ctx.policy.current();
+        let full = match &self.full_access {
+            Some((p, full)) if Arc::ptr_eq(p, &policy) => *full,
+            _ => {
+                let full = policy.role_of(&info.user).is_full_access();
+                self.full_access = Some((policy.clone(), full));
+                full
+            }
+        };
+        if full {
+            return Standing::FullAccess;
+        }
+        if let Some(bad) = unsafe_settings(info) {
+            return Standing::Blocked(bad);
+        }
+        let schema = match ctx.catalog.schema(&info.database).await {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::warn!(error = %e, database = %info.database, "cannot read the schema for a restricted session");
+                return Standing::Blocked(format!(
+                    "permission denied by pgwarden: it cannot read the schema of database {} \
+                     right now, so statements of restricted roles are refused",
+                    info.database
+                ));
+            }
+        };
+        let current = self
+            .view
+            .as_ref()
+            .filter(|v| Arc::ptr_eq(&v.policy, &policy) && Arc::ptr_eq(&v.schema, &schema));
+        let view = match current {
+            Some(v) => v.clone(),
+            None => {
+                self.cache.clear();
+                let v = Arc::new(RoleView {
+                    role: policy.role_of(&info.user).name.clone(),
+                    policy,
+                    schema,
+                });
+                self.view = Some(v.clone());
+                v
+            }
+        };
+        Standing::Restricted(view)
+    }
+
+    /// Analyse `sql` for a restricted session (cached by text unless it
+    /// depends on the session's cursors or prepared statements).
+    pub async fn analyze(
+        &mut self,
+        ctx: &ProxyContext,
+        info: &SessionInfo,
+        view: &Arc<RoleView>,
+        state: &SessionState,
+        sql: &Arc<str>,
+    ) -> Result<Arc<Analysis>, Refusal> {
+        if let Some(hit) = self.cache.get(sql) {
+            return hit.clone();
+        }
+        let mut result = run(view, info, state, sql);
+        if let Err(r) = &result {
+            let due = self.last_reload.is_none_or(|t| t.elapsed() >= RELOAD_EVERY);
+            if r.unknown_name && due {
+                // Perhaps created since the schema was read: read it again.
+                self.last_reload = Some(Instant::now());
+                ctx.catalog.invalidate(&info.database);
+                if let Standing::Restricted(v) = self.standing(ctx, info).await {
+                    result = run(&v, info, state, sql);
+                }
+            }
+        }
+        let cacheable = !depends_on_session(sql);
+        if cacheable {
+            if self.cache.len() >= CACHE_ENTRIES {
+                self.cache.clear();
+            }
+            self.cache.insert(sql.clone(), result.clone());
+        }
+        result
+    }
+}
+
+fn run(
+    view: &RoleView,
+    info: &SessionInfo,
+    state: &SessionState,
+    sql: &str,
+) -> Result<Arc<Analysis>, Refusal> {
+    let env = Env {
+        policy: &view.policy,
+        role: view.policy.role_of(&info.user),
+        schema: &view.schema,
+        user: &info.user,
+        session: state,
+    };
+    analysis::analyze(sql, &env).map(Arc::new)
+}
+
+/// FETCH, EXECUTE and statements after a DECLARE or PREPARE in the same
+/// text read session state: their analysis is not cached by text alone.
+fn depends_on_session(sql: &str) -> bool {
+    let lower = sql.to_ascii_lowercase();
+    ["fetch", "execute", "declare", "prepare", "move"]
+        .iter()
+        .any(|k| lower.contains(k))
+}
+
+/// Session settings under which pgwarden's reading of SQL text or values
+/// could differ from the server's.
+fn unsafe_settings(info: &SessionInfo) -> Option<String> {
+    let enc = info.parameter("client_encoding").unwrap_or_default();
+    if !enc.eq_ignore_ascii_case("UTF8") {
+        return Some(format!(
+            "permission denied by pgwarden: client_encoding {enc} is refused for restricted \
+             roles; connect with client_encoding UTF8"
+        ));
+    }
+    let scs = info
+        .parameter("standard_conforming_strings")
+        .unwrap_or_default();
+    if scs != "on" {
+        return Some(
+            "permission denied by pgwarden: standard_conforming_strings must be on for \
+             restricted roles"
+                .into(),
+        );
+    }
+    None
+}
+
+/// SQL that makes the server raise `message` as SQLSTATE 42501.
+pub fn refusal_sql(message: &str) -> String {
+    let clean: String = message
+        .chars()
+        .map(|c| match c {
+            '\'' => '"',
+            '\\' | '$' => ' ',
+            c if c.is_ascii() && !c.is_ascii_control() => c,
+            _ => '?',
+        })
+        .collect();
+    format!(
+        "DO $pgwarden$BEGIN RAISE EXCEPTION USING ERRCODE = '42501', MESSAGE = '{clean}'; END$pgwarden$"
+    )
+}
+
+fn put_frame(out: &mut BytesMut, tag: u8, body: impl FnOnce(&mut BytesMut)) {
+    let start = out.len();
+    out.put_u8(tag);
+    out.put_i32(0);
+    body(out);
+    let len = (out.len() - start - 1) as i32;
+    out[start + 1..start + 5].copy_from_slice(&len.to_be_bytes());
+}
+
+/// A simple Query raising the refusal.
+pub fn refusal_query(message: &str, out: &mut BytesMut) {
+    let sql = refusal_sql(message);
+    put_frame(out, b'Q', |b| {
+        b.put_slice(sql.as_bytes());
+        b.put_u8(0);
+    });
+}
+
+/// Parse, Bind and Execute of the unnamed statement raising the refusal,
+/// in place of a refused Parse.
+pub fn refusal_extended(message: &str, out: &mut BytesMut) {
+    let sql = refusal_sql(message);
+    put_frame(out, b'P', |b| {
+        b.put_u8(0);
+        b.put_slice(sql.as_bytes());
+        b.put_u8(0);
+        b.put_i16(0);
+    });
+    put_frame(out, b'B', |b| {
+        b.put_u8(0);
+        b.put_u8(0);
+        b.put_i16(0);
+        b.put_i16(0);
+        b.put_i16(0);
+    });
+    put_frame(out, b'E', |b| {
+        b.put_u8(0);
+        b.put_i32(0);
+    });
+}
+
+/// Log a refusal.
+pub fn log_refusal(info: &SessionInfo, sql: &str, r: &Refusal) {
+    info!(session = %info.id, user = %info.user, sql = %sql, reason = %r.message, "statement refused");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn refusal_text_cannot_break_out() {
+        let s = refusal_sql("column x' ; drop table t; -- $pgwarden$ \\ 张");
+        assert!(s.ends_with("END$pgwarden$"));
+        assert_eq!(s.matches("$pgwarden$").count(), 2);
+        assert_eq!(s.matches('\'').count(), 4);
+        assert!(!s.contains('\\'));
+    }
+}
