@@ -24,6 +24,7 @@ async fn demo_starts_serves_and_cleans_up() {
         .unwrap();
     let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
     let mut commands = Vec::new();
+    let mut views: Vec<String> = Vec::new();
     let mut cluster_dir = None;
     let deadline = tokio::time::Instant::now() + Duration::from_secs(120);
     while let Ok(Some(line)) = tokio::time::timeout_at(deadline, lines.next_line())
@@ -37,11 +38,30 @@ async fn demo_starts_serves_and_cleans_up() {
         if let Some(dir) = line.trim().strip_prefix("cluster:") {
             cluster_dir = Some(dir.split(" (").next().unwrap().trim().to_string());
         }
+        if line.trim_start().starts_with("agent_li ") {
+            views.push(line.clone());
+        }
+        if line.trim_start().starts_with("dba_zhang ") {
+            views.push(line.clone());
+        }
         if line.starts_with("Press Ctrl-C") {
             break;
         }
     }
     assert_eq!(commands.len(), 5, "{commands:?}");
+    // What each employee sees: the support agent masks and refusals, the DBA
+    // everything.
+    assert_eq!(views.len(), 2, "{views:?}");
+    assert!(
+        views[0].contains("****") && views[0].contains("id_number: refused"),
+        "{}",
+        views[0]
+    );
+    assert!(
+        !views[1].contains("refused") && !views[1].contains("****"),
+        "{}",
+        views[1]
+    );
     let cluster_dir = std::path::PathBuf::from(cluster_dir.expect("cluster folder printed"));
     assert!(cluster_dir.exists());
 

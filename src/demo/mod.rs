@@ -62,6 +62,8 @@ pub async fn run(opts: DemoOptions) -> anyhow::Result<()> {
     let config = Config::parse(&config_text, Path::new("demo.toml"))?;
     let proxy = Proxy::start(config).await?;
     print_hints(&proxy, &cluster);
+    print_views(&proxy).await;
+    println!("Press Ctrl-C to stop; everything is removed.");
     // Flush now: the hints are what a person (or a script) waits for.
     use std::io::Write as _;
     let _ = std::io::stdout().flush();
@@ -102,5 +104,61 @@ fn print_hints(proxy: &Proxy, cluster: &PgCluster) {
     }
     println!();
     println!("Try: SELECT name, phone, id_number, address FROM customers LIMIT 5;");
-    println!("Press Ctrl-C to stop; everything is removed.");
+}
+
+/// The sample employees, their login and what the policy makes of them.
+const EMPLOYEES: [(&str, &str); 5] = [
+    ("agent_li", "support"),
+    ("courier_zhao", "support"),
+    ("analyst_wu", "analyst"),
+    ("dba_zhang", "dba"),
+    ("intern_sun", "default"),
+];
+
+/// Show, through the proxy, what each sample employee sees of one customer.
+async fn print_views(proxy: &Proxy) {
+    const SQL: &str = "SELECT name, phone, address, id_number FROM customers WHERE id = 1";
+    println!();
+    println!("What each employee sees of customer 1, column by column ({SQL}):");
+    for (user, role) in EMPLOYEES {
+        let mut cells = Vec::new();
+        match connect_as(proxy, user).await {
+            Err(e) => cells.push(format!("cannot connect: {e}")),
+            Ok(client) => {
+                for col in ["name", "phone", "address", "id_number"] {
+                    let q = format!("SELECT {col} FROM customers WHERE id = 1");
+                    cells.push(match client.simple_query(&q).await {
+                        Ok(msgs) => msgs
+                            .iter()
+                            .find_map(|m| match m {
+                                tokio_postgres::SimpleQueryMessage::Row(r) => {
+                                    r.get(0).map(|v| format!("{col}={v}"))
+                                }
+                                _ => None,
+                            })
+                            .unwrap_or_else(|| format!("{col}=NULL")),
+                        Err(_) => format!("{col}: refused"),
+                    });
+                }
+            }
+        }
+        println!("  {user:<13} ({role:<7}) {}", cells.join("  "));
+    }
+    println!();
+}
+
+async fn connect_as(
+    proxy: &Proxy,
+    user: &str,
+) -> Result<tokio_postgres::Client, tokio_postgres::Error> {
+    let (client, conn) = tokio_postgres::Config::new()
+        .host(proxy.addr.ip().to_string())
+        .port(proxy.addr.port())
+        .user(user)
+        .password(user)
+        .dbname(DATABASE)
+        .connect(tokio_postgres::NoTls)
+        .await?;
+    tokio::spawn(conn);
+    Ok(client)
 }

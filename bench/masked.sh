@@ -1,0 +1,134 @@
+#!/usr/bin/env bash
+# Masked point lookups: a support agent reading one customer by id, whose
+# name and phone pgwarden masks, compared with the same workload through a
+# bare TCP relay (HAProxy, nothing masked) and through pgwarden as a
+# full-access role (nothing analysed). Interleaved rounds, median TPS.
+#
+#   BENCH_SECONDS=15 ROUNDS=3 bench/masked.sh
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+SECS=${BENCH_SECONDS:-15}
+ROUNDS=${ROUNDS:-3}
+CLIENTS=${CLIENTS:-"1 8"}
+MODES=${MODES:-"simple prepared"}
+TARGETS="relay masked fullaccess"
+
+as_pg() { if [ "$(id -u)" = 0 ]; then runuser -u postgres -- "$@"; else "$@"; fi; }
+command -v haproxy >/dev/null || {
+  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq haproxy >/dev/null
+  systemctl stop haproxy 2>/dev/null || service haproxy stop 2>/dev/null || true
+}
+PGBIN=$(ls -d /usr/lib/postgresql/*/bin | sort -V | tail -1)
+
+cargo build --release -q
+WORK=$(mktemp -d /tmp/pgwarden-masked.XXXXXX)
+chmod 755 "$WORK"
+[ "$(id -u)" = 0 ] && chown postgres: "$WORK"
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+PG_PORT=$(free_port); RELAY_PORT=$(free_port); WARDEN_PORT=$(free_port)
+
+cleanup() {
+  [ -n "${WARDEN_PID:-}" ] && kill "$WARDEN_PID" 2>/dev/null || true
+  [ -n "${HAPROXY_PID:-}" ] && kill "$HAPROXY_PID" 2>/dev/null || true
+  as_pg "$PGBIN/pg_ctl" -D "$WORK/data" -m immediate stop >/dev/null 2>&1 || true
+  rm -rf "$WORK"
+}
+trap cleanup EXIT
+
+as_pg "$PGBIN/initdb" -D "$WORK/data" -U postgres -A trust --no-sync >/dev/null
+as_pg "$PGBIN/pg_ctl" -D "$WORK/data" -l "$WORK/pg.log" -w \
+  -o "-p $PG_PORT -k $WORK -c listen_addresses=127.0.0.1 -c max_connections=100 -c shared_buffers=256MB" start >/dev/null
+"$PGBIN/psql" -X -q -h 127.0.0.1 -p "$PG_PORT" -U postgres postgres <<'SQL'
+CREATE TABLE customers (id int PRIMARY KEY, name text, phone text, city text);
+INSERT INTO customers
+  SELECT i, '客户' || i, '138' || lpad((i * 7919 % 100000000)::text, 8, '0'), 'city' || (i % 300)
+  FROM generate_series(1, 100000) i;
+CREATE ROLE agent LOGIN; CREATE ROLE dba LOGIN;
+GRANT SELECT ON customers TO agent, dba;
+VACUUM ANALYZE customers;
+SQL
+
+mkdir -p "$WORK/policies"
+cat > "$WORK/policies/bench.yaml" <<'YAML'
+classify:
+  public.customers: {name: person_name, phone: phone}
+roles:
+  support:
+    users: [agent]
+    access: {person_name: mask, phone: mask, "*": deny}
+    lookup: equality
+  dba:
+    users: [dba]
+    access: {"*": allow}
+YAML
+cat > "$WORK/lookup.sql" <<'SQL'
+\set id random(1, 100000)
+SELECT id, name, phone, city FROM customers WHERE id = :id;
+SQL
+cat > "$WORK/haproxy.cfg" <<CFG
+global
+  maxconn 1000
+defaults
+  mode tcp
+  timeout connect 5s
+  timeout client 1h
+  timeout server 1h
+listen pg
+  bind 127.0.0.1:$RELAY_PORT
+  server db 127.0.0.1:$PG_PORT
+CFG
+haproxy -f "$WORK/haproxy.cfg" >/dev/null 2>&1 &
+HAPROXY_PID=$!
+cat > "$WORK/pgwarden.toml" <<CFG
+listen = "127.0.0.1:$WARDEN_PORT"
+upstream = "127.0.0.1:$PG_PORT"
+policies = "$WORK/policies"
+[catalog]
+user = "postgres"
+[log]
+level = "warn"
+CFG
+target/release/pgwarden run --config "$WORK/pgwarden.toml" 2>"$WORK/pgwarden.log" &
+WARDEN_PID=$!
+sleep 1
+# The masked path really masks.
+"$PGBIN/psql" -X -A -t -h 127.0.0.1 -p "$WARDEN_PORT" -U agent postgres -c "SELECT phone FROM customers WHERE id = 1" | grep -q '\*\*\*\*'
+
+run() {
+  local t=$1 mode=$2 c=$3 port user
+  case $t in relay) port=$RELAY_PORT user=agent;; masked) port=$WARDEN_PORT user=agent;; fullaccess) port=$WARDEN_PORT user=dba;; esac
+  pgbench -n -f "$WORK/lookup.sql" -M "$mode" -c "$c" -j "$(( c < 2 ? c : 2 ))" -T "$SECS" \
+    -h 127.0.0.1 -p "$port" -U "$user" postgres 2>/dev/null | awk '/^tps = / {print $3}'
+}
+
+RESULTS="$WORK/results.tsv"
+: > "$RESULTS"
+for round in $(seq 1 "$ROUNDS"); do
+  for mode in $MODES; do
+    for c in $CLIENTS; do
+      read -r -a tl <<< "$TARGETS"
+      n=${#tl[@]}
+      for ((k = 0; k < n; k++)); do
+        t=${tl[$(( (k + round) % n ))]}
+        tps=$(run "$t" "$mode" "$c")
+        printf '%s\t%s\t%s\t%s\t%s\n' "$round" "$mode" "$c" "$t" "$tps" >> "$RESULTS"
+        printf 'round %s  %-8s c=%-2s %-10s %10.0f tps\n' "$round" "$mode" "$c" "$t" "$tps" >&2
+      done
+    done
+  done
+done
+
+python3 - "$RESULTS" <<'PY'
+import sys, statistics, collections
+rows = [l.split('\t') for l in open(sys.argv[1]).read().strip().split('\n')]
+med = collections.defaultdict(list)
+for r, mode, c, t, tps in rows:
+    med[(mode, int(c), t)].append(float(tps))
+print("| mode | clients | relay | pgwarden masked | pgwarden full access | masked/relay |")
+print("|---|---|---|---|---|---|")
+for mode in dict.fromkeys(k[0] for k in med):
+    for c in sorted(set(k[1] for k in med if k[0] == mode)):
+        m = {t: statistics.median(med[(mode, c, t)]) for t in ("relay", "masked", "fullaccess")}
+        print(f"| {mode} | {c} | {m['relay']:.0f} | {m['masked']:.0f} | {m['fullaccess']:.0f} | {m['masked']/m['relay']:.2f} |")
+PY
