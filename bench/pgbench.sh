@@ -15,7 +15,7 @@ CLIENTS=${CLIENTS:-"1 8"}
 MODES=${MODES:-"simple prepared"}
 TARGETS=${TARGETS:-"direct relay pgbouncer pgwarden"}
 
-as_pg() { if [ "$(id -u)" = 0 ]; then runuser -u postgres -- "$@"; else "$@"; fi; }
+source bench/lib.sh
 missing=()
 command -v pgbouncer >/dev/null || missing+=(pgbouncer)
 command -v haproxy >/dev/null || missing+=(haproxy)
@@ -30,37 +30,21 @@ cargo build --release -q
 WORK=$(mktemp -d /tmp/pgwarden-bench.XXXXXX)
 chmod 755 "$WORK"
 [ "$(id -u)" = 0 ] && chown postgres: "$WORK"
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 PG_PORT=$(free_port); RELAY_PORT=$(free_port); BOUNCER_PORT=$(free_port); WARDEN_PORT=$(free_port)
 
 cleanup() {
   [ -n "${WARDEN_PID:-}" ] && kill "$WARDEN_PID" 2>/dev/null || true
   [ -n "${HAPROXY_PID:-}" ] && kill "$HAPROXY_PID" 2>/dev/null || true
   [ -f "$WORK/pgbouncer.pid" ] && kill "$(cat "$WORK/pgbouncer.pid")" 2>/dev/null || true
-  as_pg "$PGBIN/pg_ctl" -D "$WORK/data" -m immediate stop >/dev/null 2>&1 || true
+  stop_postgres
   rm -rf "$WORK"
 }
 trap cleanup EXIT
 
-as_pg "$PGBIN/initdb" -D "$WORK/data" -U postgres -A trust --no-sync >/dev/null
-as_pg "$PGBIN/pg_ctl" -D "$WORK/data" -l "$WORK/pg.log" -w \
-  -o "-p $PG_PORT -k $WORK -c listen_addresses=127.0.0.1 -c max_connections=100 -c shared_buffers=256MB" start >/dev/null
+start_postgres "$PG_PORT"
 pgbench -i -q -s "$SCALE" -h 127.0.0.1 -p "$PG_PORT" -U postgres postgres >/dev/null 2>&1
 
-cat > "$WORK/haproxy.cfg" <<CFG
-global
-  maxconn 1000
-defaults
-  mode tcp
-  timeout connect 5s
-  timeout client 1h
-  timeout server 1h
-listen pg
-  bind 127.0.0.1:$RELAY_PORT
-  server db 127.0.0.1:$PG_PORT
-CFG
-haproxy -f "$WORK/haproxy.cfg" >/dev/null 2>&1 &
-HAPROXY_PID=$!
+start_relay "$RELAY_PORT" "$PG_PORT"
 
 echo '"postgres" ""' > "$WORK/userlist.txt"
 cat > "$WORK/pgbouncer.ini" <<CFG

@@ -4,7 +4,7 @@
 //! it, so a malformed body can never make a decoder read into the next
 //! message. Startup-phase messages have no type byte; all later ones do.
 
-use bytes::{Bytes, BytesMut};
+use bytes::{BufMut, Bytes, BytesMut};
 
 /// One whole protocol message: type byte (absent in the startup phase),
 /// length, body. `bytes` is exactly what came over the wire.
@@ -34,6 +34,21 @@ impl Frame {
             bytes: bytes.freeze(),
         }
     }
+}
+
+/// Start a typed message in `out`: its type byte and a length to be
+/// filled in by [`end_message`]. Returns where the message starts.
+pub fn begin_message(out: &mut BytesMut, tag: u8) -> usize {
+    let start = out.len();
+    out.put_u8(tag);
+    out.put_i32(0);
+    start
+}
+
+/// Fill in the length of the message begun at `start`.
+pub fn end_message(out: &mut BytesMut, start: usize) {
+    let len = (out.len() - start - 1) as i32;
+    out[start + 1..start + 5].copy_from_slice(&len.to_be_bytes());
 }
 
 /// Why a frame could not be cut.

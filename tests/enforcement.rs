@@ -180,18 +180,9 @@ async fn start() -> Env {
 }
 
 impl Env {
+    /// Connect through the tap (and so through the proxy).
     async fn connect(&self, user: &str) -> Client {
-        let (client, conn) = tokio_postgres::Config::new()
-            .host("127.0.0.1")
-            .port(self.port)
-            .user(user)
-            .password(user)
-            .dbname(DATABASE)
-            .connect(NoTls)
-            .await
-            .unwrap_or_else(|e| panic!("{user} connects: {e}"));
-        tokio::spawn(conn);
-        client
+        connect_port(self.port, user).await
     }
 
     /// Assert that nothing the role may not see came back.
@@ -205,6 +196,21 @@ impl Env {
             &found[..found.len().min(5)]
         );
     }
+}
+
+/// A sample employee (password = login) on 127.0.0.1:`port`.
+async fn connect_port(port: u16, user: &str) -> Client {
+    let (client, conn) = tokio_postgres::Config::new()
+        .host("127.0.0.1")
+        .port(port)
+        .user(user)
+        .password(user)
+        .dbname(DATABASE)
+        .connect(NoTls)
+        .await
+        .unwrap_or_else(|e| panic!("{user} connects: {e}"));
+    tokio::spawn(conn);
+    client
 }
 
 fn code(e: &tokio_postgres::Error) -> String {
@@ -582,28 +588,15 @@ async fn errors_of_classified_statements_hide_their_values() {
 #[tokio::test]
 async fn lookup_by_equality_works_and_other_predicates_do_not() {
     let env = start().await;
-    let direct = {
-        let (c, conn) = tokio_postgres::Config::new()
-            .host("127.0.0.1")
-            .port(
-                setup()
-                    .cluster
-                    .addr()
-                    .rsplit(':')
-                    .next()
-                    .unwrap()
-                    .parse()
-                    .unwrap(),
-            )
-            .user("dba_zhang")
-            .password("dba_zhang")
-            .dbname(DATABASE)
-            .connect(NoTls)
-            .await
-            .unwrap();
-        tokio::spawn(conn);
-        c
-    };
+    let server_port = setup()
+        .cluster
+        .addr()
+        .rsplit(':')
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap();
+    let direct = connect_port(server_port, "dba_zhang").await;
     let phone: String = direct
         .query_one("SELECT phone FROM customers WHERE id = 42", &[])
         .await

@@ -184,20 +184,24 @@ impl Analysis {
     }
 }
 
-/// Analyse `sql` (one or more statements) for a restricted role.
-pub fn analyze(sql: &str, env: &Env) -> Result<Analysis, Refusal> {
-    lexcheck::check(sql)?;
-    let statements = Parser::new(&PostgreSqlDialect {})
+/// Parse SQL text with the PostgreSQL dialect and pgwarden's nesting limit.
+fn parse(sql: &str) -> Result<Vec<sqlparser::ast::Statement>, sqlparser::parser::ParserError> {
+    Parser::new(&PostgreSqlDialect {})
         .with_recursion_limit(RECURSION_LIMIT)
         .try_with_sql(sql)
         .and_then(|mut p| p.parse_statements())
-        .map_err(|e| {
-            Refusal::new(format!(
-                "pgwarden cannot analyse this statement ({e}); statements it cannot \
+}
+
+/// Analyse `sql` (one or more statements) for a restricted role.
+pub fn analyze(sql: &str, env: &Env) -> Result<Analysis, Refusal> {
+    lexcheck::check(sql)?;
+    let statements = parse(sql).map_err(|e| {
+        Refusal::new(format!(
+            "pgwarden cannot analyse this statement ({e}); statements it cannot \
                  analyse are refused for role {}",
-                env.role.name
-            ))
-        })?;
+            env.role.name
+        ))
+    })?;
     let mut out = Analysis::default();
     let mut overlay = Overlay {
         base: env.session,

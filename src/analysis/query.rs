@@ -26,8 +26,6 @@ use sqlparser::ast::{
     SelectItem, SelectItemQualifiedWildcardKind, SetExpr, SetOperator, SetQuantifier, TableAlias,
     TableFactor, TableWithJoins, Value, WindowSpec, WindowType,
 };
-use sqlparser::dialect::PostgreSqlDialect;
-use sqlparser::parser::Parser;
 use std::collections::BTreeSet;
 
 /// Longest identifier PostgreSQL keeps (NAMEDATALEN - 1 bytes).
@@ -965,11 +963,7 @@ impl<'e, 'a> Analyzer<'e, 'a> {
             return Err(fail());
         }
         let sql = rel.view_sql.as_deref().ok_or_else(fail)?;
-        let stmts = Parser::new(&PostgreSqlDialect {})
-            .with_recursion_limit(64)
-            .try_with_sql(sql)
-            .and_then(|mut p| p.parse_statements())
-            .map_err(|_| fail())?;
+        let stmts = super::parse(sql).map_err(|_| fail())?;
         let [ast::Statement::Query(q)] = stmts.as_slice() else {
             return Err(fail());
         };

@@ -9,7 +9,7 @@
 //! but lose the PL/pgSQL context line of the statement that raised them.
 
 use crate::backend::error_fields;
-use crate::frame::Frame;
+use crate::frame::{Frame, begin_message, end_message};
 use bytes::{BufMut, BytesMut};
 
 /// How much of a server error or notice a restricted client sees.
@@ -40,9 +40,7 @@ pub fn redact(frame: &Frame, how: Redaction, out: &mut BytesMut) {
             if frame.tag == b'N' { "notice" } else { "error" }
         ),
     };
-    let start = out.len();
-    out.put_u8(frame.tag);
-    out.put_i32(0);
+    let start = begin_message(out, frame.tag);
     for (k, v) in [
         (b'S', severity),
         (b'V', get(b'V').unwrap_or(severity)),
@@ -54,8 +52,7 @@ pub fn redact(frame: &Frame, how: Redaction, out: &mut BytesMut) {
         out.put_u8(0);
     }
     out.put_u8(0);
-    let len = (out.len() - start - 1) as i32;
-    out[start + 1..start + 5].copy_from_slice(&len.to_be_bytes());
+    end_message(out, start);
 }
 
 #[cfg(test)]

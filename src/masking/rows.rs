@@ -9,7 +9,7 @@
 
 use super::{HashKey, mask};
 use crate::analysis::{ColumnAction, CopyFormat, ResultPlan};
-use crate::frame::{BodyReader, Frame};
+use crate::frame::{BodyReader, Frame, begin_message, end_message};
 use bytes::{BufMut, BytesMut};
 
 /// The OID of `text`.
@@ -31,11 +31,6 @@ pub fn apply(action: &ColumnAction, value: &str, key: &HashKey) -> String {
         ColumnAction::Hash => key.pseudonym(value.as_bytes()),
         ColumnAction::Redact => REDACTED.to_string(),
     }
-}
-
-fn finish(out: &mut BytesMut, start: usize) {
-    let len = (out.len() - start - 1) as i32;
-    out[start + 1..start + 5].copy_from_slice(&len.to_be_bytes());
 }
 
 /// One field of a RowDescription.
@@ -65,9 +60,7 @@ pub fn row_description(
             )));
         }
     }
-    let start = out.len();
-    out.put_u8(b'T');
-    out.put_i32(0);
+    let start = begin_message(out, b'T');
     out.put_i16(count);
     for i in 0..count.max(0) as usize {
         let name = r.cstr().ok_or_else(bad)?;
@@ -98,7 +91,7 @@ pub fn row_description(
     if r.remaining() != 0 {
         return Err(bad());
     }
-    finish(out, start);
+    end_message(out, start);
     Ok(())
 }
 
@@ -118,9 +111,7 @@ pub fn data_row(
             plan.columns.len()
         )));
     }
-    let start = out.len();
-    out.put_u8(b'D');
-    out.put_i32(0);
+    let start = begin_message(out, b'D');
     out.put_i16(count);
     let mut rewritten = 0;
     for action in &plan.columns {
@@ -143,7 +134,7 @@ pub fn data_row(
     if r.remaining() != 0 {
         return Err(bad());
     }
-    finish(out, start);
+    end_message(out, start);
     Ok(rewritten)
 }
 
@@ -166,12 +157,10 @@ pub fn copy_row(
         CopyFormat::Text => copy_text(line, plan, key)?,
         CopyFormat::Csv { .. } => copy_csv(line, plan, key)?,
     };
-    let start = out.len();
-    out.put_u8(b'd');
-    out.put_i32(0);
+    let start = begin_message(out, b'd');
     out.put_slice(row.as_bytes());
     out.put_u8(b'\n');
-    finish(out, start);
+    end_message(out, start);
     Ok(())
 }
 

@@ -14,6 +14,7 @@ use super::state::SessionState;
 use crate::analysis::{self, Analysis, Env, Refusal};
 use crate::context::ProxyContext;
 use crate::decision::RoleView;
+use crate::frame::{begin_message, end_message};
 use crate::policy::Policy;
 use bytes::{BufMut, BytesMut};
 use std::collections::HashMap;
@@ -201,12 +202,9 @@ pub fn refusal_sql(message: &str) -> String {
 }
 
 fn put_frame(out: &mut BytesMut, tag: u8, body: impl FnOnce(&mut BytesMut)) {
-    let start = out.len();
-    out.put_u8(tag);
-    out.put_i32(0);
+    let start = begin_message(out, tag);
     body(out);
-    let len = (out.len() - start - 1) as i32;
-    out[start + 1..start + 5].copy_from_slice(&len.to_be_bytes());
+    end_message(out, start);
 }
 
 /// A simple Query raising the refusal.

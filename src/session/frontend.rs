@@ -223,12 +223,8 @@ impl Inspector<'_> {
     }
 
     fn refusal_decision(&self) -> Option<Arc<Decision>> {
-        let view = self.enforcer_view()?;
+        let view = self.enforcer.current_view()?;
         self.decision(&view, Vec::new(), Vec::new(), true, true)
-    }
-
-    fn enforcer_view(&self) -> Option<Arc<RoleView>> {
-        self.enforcer.current_view()
     }
 
     fn refuse_query(&mut self, sql: Arc<str>, r: &Refusal, out: &mut BytesMut) {
