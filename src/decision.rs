@@ -6,7 +6,7 @@
 
 use crate::analysis::ResultPlan;
 use crate::catalog::Schema;
-use crate::policy::{Action, Policy};
+use crate::policy::{Action, Policy, QualifiedTable};
 use std::sync::Arc;
 
 /// The view of one restricted session: its role and the schema and policy
@@ -20,8 +20,12 @@ pub struct RoleView {
 
 impl RoleView {
     /// The classified column a result field comes from, when the role may
-    /// not see it as stored: `schema.table.column`.
-    pub fn restricted_column(&self, table_oid: u32, attnum: i16) -> Option<String> {
+    /// not see it as stored: its table and column name.
+    pub fn restricted_column(
+        &self,
+        table_oid: u32,
+        attnum: i16,
+    ) -> Option<(&QualifiedTable, &str)> {
         if table_oid == 0 {
             return None;
         }
@@ -33,7 +37,7 @@ impl RoleView {
             .iter()
             .find(|r| r.name == self.role)
             .unwrap_or(&self.policy.default);
-        (role.action(kind) != Action::Allow).then(|| format!("{}.{}", rel.name, col.name))
+        (role.action(kind) != Action::Allow).then_some((&rel.name, col.name.as_str()))
     }
 }
 

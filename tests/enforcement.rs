@@ -166,8 +166,11 @@ struct Env {
 }
 
 async fn start() -> Env {
+    start_with(&Path::new(env!("CARGO_MANIFEST_DIR")).join("policies")).await
+}
+
+async fn start_with(policies: &Path) -> Env {
     let s = setup();
-    let policies = Path::new(env!("CARGO_MANIFEST_DIR")).join("policies");
     let text = format!(
         "listen = \"127.0.0.1:0\"\nupstream = \"{}\"\npolicies = \"{}\"\n\n[catalog]\nuser = \"pgwarden\"\npassword = \"pgwarden-catalog\"\n",
         s.cluster.addr(),
@@ -640,6 +643,80 @@ async fn lookup_by_equality_works_and_other_predicates_do_not() {
         .await
         .unwrap_err();
     assert!(message(&e).contains("lookup"), "{}", message(&e));
+}
+
+/// Texts that differ only in constants share an analysis, but never when
+/// a constant changes what the statement does (a column position).
+#[tokio::test]
+async fn shape_mates_do_not_share_a_decision_a_constant_changes() {
+    let env = start().await;
+    let c = env.connect("agent_li").await;
+    for id in [3, 4, 5] {
+        let rows = simple_rows(
+            &c.simple_query(&format!("SELECT id, phone FROM customers WHERE id = {id}"))
+                .await
+                .unwrap(),
+        );
+        assert_eq!(rows[0][0].as_deref(), Some(id.to_string().as_str()));
+        assert!(is_masked_phone(rows[0][1].as_deref().unwrap()), "{rows:?}");
+    }
+    // Ordering by the id (position 1) is fine; by the masked phone
+    // (position 2) it is an oracle, though the text differs by one digit.
+    c.simple_query("SELECT id, phone FROM customers ORDER BY 1 LIMIT 3")
+        .await
+        .unwrap();
+    let e = c
+        .simple_query("SELECT id, phone FROM customers ORDER BY 2 LIMIT 3")
+        .await
+        .unwrap_err();
+    assert_eq!(code(&e), "42501", "{}", message(&e));
+    // A setting read by value: a harmless value, then a refused one.
+    c.simple_query("SET client_encoding = 'UTF8'")
+        .await
+        .unwrap();
+    let e = c
+        .simple_query("SET client_encoding = 'LATIN1'")
+        .await
+        .unwrap_err();
+    assert_eq!(code(&e), "42501", "{}", message(&e));
+}
+
+/// A statement prepared under one policy is analysed again under the next:
+/// a column denied by a reload cannot be read through an old statement.
+#[tokio::test]
+async fn prepared_statements_follow_a_policy_reload() {
+    let dir = tempfile::tempdir().unwrap();
+    let example = Path::new(env!("CARGO_MANIFEST_DIR")).join("policies/example.yaml");
+    let text = std::fs::read_to_string(example).unwrap();
+    let path = dir.path().join("policy.yaml");
+    std::fs::write(&path, &text).unwrap();
+    let env = start_with(dir.path()).await;
+    let c = env.connect("agent_li").await;
+    let st = c
+        .prepare("SELECT id, phone FROM customers WHERE id = $1")
+        .await
+        .unwrap();
+    let row = c.query_one(&st, &[&7i32]).await.unwrap();
+    assert!(is_masked_phone(row.get::<_, &str>(1)));
+
+    // Support may no longer see phones at all.
+    std::fs::write(
+        &path,
+        text.replacen("      phone: mask", "      phone: deny", 1),
+    )
+    .unwrap();
+    env.proxy.context.policy.reload().unwrap();
+    let e = c.query_one(&st, &[&7i32]).await.unwrap_err();
+    assert_eq!(code(&e), "42501", "{}", message(&e));
+    assert!(message(&e).contains("phone"), "{}", message(&e));
+    // The session stays usable, and a fresh statement is refused too.
+    c.simple_query("SELECT 1").await.unwrap();
+    let e = c
+        .query("SELECT phone FROM customers WHERE id = 1", &[])
+        .await
+        .unwrap_err();
+    assert_eq!(code(&e), "42501");
+    env.assert_no_leak();
 }
 
 #[tokio::test]

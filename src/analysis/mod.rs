@@ -17,6 +17,7 @@
 //! restricted roles are analysed; full-access roles never reach here.
 
 pub mod lexcheck;
+pub mod shape;
 
 mod flow;
 mod functions;
@@ -28,6 +29,7 @@ mod statement;
 mod tests;
 
 pub use flow::{Flow, Source};
+pub use shape::shape;
 
 use crate::catalog::Schema;
 use crate::policy::{MaskSpec, Policy, Role};
@@ -169,6 +171,10 @@ pub struct Analyzed {
     pub effect: Effect,
     /// Classified columns (not allowed as stored) it reads or writes.
     pub touched: BTreeSet<Source>,
+    /// The analysis depends on the value of a constant in the text (a
+    /// column position, a setting, a COPY option): it may not be reused
+    /// for other texts of the same [`shape`].
+    pub reads_literals: bool,
 }
 
 /// All statements of one message.
@@ -181,6 +187,11 @@ impl Analysis {
     /// Whether any statement touches a classified column.
     pub fn sensitive(&self) -> bool {
         self.statements.iter().any(|s| !s.touched.is_empty())
+    }
+
+    /// Whether this analysis holds for every text of the same [`shape`].
+    pub fn literal_free(&self) -> bool {
+        self.statements.iter().all(|s| !s.reads_literals)
     }
 }
 

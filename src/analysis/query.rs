@@ -99,6 +99,9 @@ pub struct Analyzer<'e, 'a> {
     /// apply to the statement that reads the view.
     view_mode: bool,
     view_depth: usize,
+    /// The analysis looked at a constant's value (a column position), so
+    /// it holds for this exact text only, not for its shape.
+    pub reads_literals: bool,
 }
 
 type R<T> = Result<T, Refusal>;
@@ -110,6 +113,7 @@ impl<'e, 'a> Analyzer<'e, 'a> {
             touched: BTreeSet::new(),
             view_mode: false,
             view_depth: 0,
+            reads_literals: false,
         }
     }
 
@@ -475,6 +479,7 @@ impl<'e, 'a> Analyzer<'e, 'a> {
     fn output_or_expr(&mut self, e: &Expr, scope: &Scope, out: &Columns) -> R<Flow> {
         if let Expr::Value(v) = e {
             if let Value::Number(n, _) = &v.value {
+                self.reads_literals = true;
                 let idx: usize = n.parse().unwrap_or(0);
                 if !out.exact {
                     return Err(self.unsupported("a column position over `*` of unknown width"));
@@ -972,6 +977,8 @@ impl<'e, 'a> Analyzer<'e, 'a> {
             touched: BTreeSet::new(),
             view_mode: true,
             view_depth: self.view_depth + 1,
+            // The view's text is the catalog's, not the client's.
+            reads_literals: false,
         };
         let out = inner.query(q, &Scope::default()).map_err(|_| fail())?;
         if !out.exact {

@@ -65,10 +65,16 @@ const SETTABLE: &[&str] = &[
 pub fn analyze(st: &Statement, env: &Env) -> R<Analyzed> {
     let mut a = Analyzer::new(env);
     let (result, effect) = run(&mut a, st)?;
+    // Settings, COPY options and the like are read by value.
+    let by_value = !matches!(
+        st,
+        Statement::Query(_) | Statement::Insert(_) | Statement::Update(_) | Statement::Delete(_)
+    );
     Ok(Analyzed {
         result,
         effect,
         touched: a.touched,
+        reads_literals: a.reads_literals || by_value,
     })
 }
 

@@ -585,3 +585,16 @@ fn cursors_and_multi_statement_messages() {
     assert!(a.statements[1].result.is_some());
     run(SUPPORT, "SELECT 1; SELECT id_number FROM public.customers").unwrap_err();
 }
+
+#[test]
+fn analyses_that_read_constants_say_so() {
+    let free = |sql: &str| run(SUPPORT, sql).unwrap().literal_free();
+    assert!(free(
+        "SELECT id, phone FROM customers WHERE id = 5 LIMIT 10"
+    ));
+    assert!(free("UPDATE notes SET body = 'x' WHERE id = 3"));
+    assert!(!free("SELECT id, phone FROM customers ORDER BY 1"));
+    assert!(!free("SELECT city, count(*) FROM customers GROUP BY 1"));
+    assert!(!free("SET statement_timeout = 5"));
+    assert!(!free("SELECT 1; SET statement_timeout = 5"));
+}

@@ -135,8 +135,8 @@ fn rewrite(
                 plan,
                 &d.formats,
                 |i, f| match d.view.restricted_column(f.table_oid, f.attnum) {
-                    Some(col) if !plan.is_some_and(|p| p.columns[i].rewrites()) => Err(Mismatch(
-                        format!("result column {} comes from {col}, which analysis did not plan to rewrite", i + 1),
+                    Some((table, col)) if !plan.is_some_and(|p| p.columns[i].rewrites()) => Err(Mismatch(
+                        format!("result column {} comes from {table}.{col}, which analysis did not plan to rewrite", i + 1),
                     )),
                     _ => Ok(()),
                 },

@@ -42,6 +42,8 @@ pub enum Standing {
 pub struct Enforcer {
     view: Option<Arc<RoleView>>,
     cache: HashMap<Arc<str>, Result<Arc<Analysis>, Refusal>>,
+    /// Analyses that hold for every text of their shape (literals blanked).
+    shapes: HashMap<String, Arc<Analysis>>,
     last_reload: Option<Instant>,
     /// The policy last seen and whether it gave this login full access.
     full_access: Option<(Arc<Policy>, bool)>,
@@ -89,6 +91,7 @@ impl Enforcer {
             Some(v) => v.clone(),
             None => {
                 self.cache.clear();
+                self.shapes.clear();
                 let v = Arc::new(RoleView {
                     role: policy.role_of(&info.user).name.clone(),
                     policy,
@@ -101,8 +104,9 @@ impl Enforcer {
         Standing::Restricted(view)
     }
 
-    /// Analyse `sql` for a restricted session (cached by text unless it
-    /// depends on the session's cursors or prepared statements).
+    /// Analyse `sql` for a restricted session, cached by text (and by shape
+    /// when the analysis does not depend on literal values) unless it
+    /// depends on the session's cursors or prepared statements.
     pub async fn analyze(
         &mut self,
         ctx: &ProxyContext,
@@ -113,6 +117,18 @@ impl Enforcer {
     ) -> Result<Arc<Analysis>, Refusal> {
         if let Some(hit) = self.cache.get(sql) {
             return hit.clone();
+        }
+        let cacheable = !depends_on_session(sql);
+        let shape = if cacheable {
+            analysis::shape(sql)
+        } else {
+            None
+        };
+        if let Some(hit) = shape.as_ref().and_then(|s| self.shapes.get(s)) {
+            // The text passed the lexical checks its shape-mate passed only
+            // if it passes them itself.
+            analysis::lexcheck::check(sql)?;
+            return Ok(hit.clone());
         }
         let mut result = run(view, info, state, sql);
         if let Err(r) = &result {
@@ -126,7 +142,15 @@ impl Enforcer {
                 }
             }
         }
-        let cacheable = !depends_on_session(sql);
+        if let (Some(shape), Ok(a)) = (shape, &result) {
+            if a.literal_free() {
+                if self.shapes.len() >= CACHE_ENTRIES {
+                    self.shapes.clear();
+                }
+                self.shapes.insert(shape, a.clone());
+                return result;
+            }
+        }
         if cacheable {
             if self.cache.len() >= CACHE_ENTRIES {
                 self.cache.clear();

@@ -166,6 +166,7 @@ impl Inspector<'_> {
                         sql: sql.clone(),
                         plan: None,
                         sensitive: false,
+                        view: None,
                     },
                 );
                 self.expect(Pending::Parse(Statement::new(sql, true)));
@@ -306,6 +307,7 @@ impl Inspector<'_> {
                                 sql: sql.clone(),
                                 plan: plan.clone(),
                                 sensitive,
+                                view: Some(view.clone()),
                             },
                         );
                         let d = self.decision(view, vec![plan], Vec::new(), sensitive, false);
@@ -315,6 +317,14 @@ impl Inspector<'_> {
                 }
             }
             FrontendMessage::Bind(mut b) => {
+                let name = b.statement_name.as_deref().unwrap_or("");
+                if let Err((sql, r)) = self.refresh_statement(view, name).await {
+                    // Refused under the policy now in force: the Bind
+                    // fails, and the server skips to the next Sync.
+                    self.state.close(b'S', Some(name));
+                    self.refuse_parse(sql, &r, out);
+                    return;
+                }
                 let plan = self
                     .state
                     .statements
@@ -354,6 +364,14 @@ impl Inspector<'_> {
                 self.expect(Pending::Bind);
             }
             FrontendMessage::Describe(d) => {
+                if d.target_type == b'S' {
+                    let name = d.name.as_deref().unwrap_or("");
+                    if let Err((sql, r)) = self.refresh_statement(view, name).await {
+                        self.state.close(b'S', Some(name));
+                        self.refuse_parse(sql, &r, out);
+                        return;
+                    }
+                }
                 let (plan, formats, sensitive) = if d.target_type == b'S' {
                     match self.state.statements.get(d.name.as_deref().unwrap_or("")) {
                         Some(p) => (p.plan.clone(), Vec::new(), p.sensitive),
@@ -400,6 +418,36 @@ impl Inspector<'_> {
                 out.extend_from_slice(&frame.bytes);
             }
         }
+    }
+
+    /// Analyse prepared statement `name` again if the policy or schema
+    /// changed since it was parsed; on refusal, its SQL and the refusal.
+    async fn refresh_statement(
+        &mut self,
+        view: &Arc<RoleView>,
+        name: &str,
+    ) -> Result<(), (Arc<str>, Refusal)> {
+        let Some(p) = self.state.statements.get(name) else {
+            return Ok(());
+        };
+        if p.view.as_ref().is_none_or(|v| Arc::ptr_eq(v, view)) {
+            return Ok(());
+        }
+        let sql = p.sql.clone();
+        let analysis = self
+            .enforcer
+            .analyze(self.ctx, self.info, view, self.state, &sql)
+            .await
+            .map_err(|r| (sql.clone(), r))?;
+        let st = analysis.statements.first();
+        let refreshed = Prepared {
+            sql: sql.clone(),
+            plan: st.and_then(|s| s.result.clone()),
+            sensitive: analysis.sensitive(),
+            view: Some(view.clone()),
+        };
+        self.state.parse(Some(name.to_string()), refreshed);
+        Ok(())
     }
 
     fn count(&self, rewrite: bool, extended: bool) {

@@ -6,6 +6,7 @@
 //! Maps are capped so a client cannot grow them without end.
 
 use crate::analysis::{Effect, ResultPlan, SessionLookup};
+use crate::decision::RoleView;
 use std::collections::HashMap;
 use std::sync::Arc;
 
@@ -21,6 +22,9 @@ pub struct Prepared {
     /// How its rows are rewritten (restricted sessions).
     pub plan: Option<Arc<ResultPlan>>,
     pub sensitive: bool,
+    /// The policy and schema it was analysed under (restricted sessions):
+    /// after a policy reload or schema refresh it is analysed again.
+    pub view: Option<Arc<RoleView>>,
 }
 
 /// A portal created with Bind.
@@ -136,6 +140,7 @@ mod tests {
             sql: sql.into(),
             plan: None,
             sensitive: false,
+            view: None,
         }
     }
 
