@@ -1,4 +1,5 @@
-//! The command line: `run`, `demo`, `policy check`.
+//! The command line: `run`, `demo`, `policy check`, `audit verify`,
+//! `audit search`, `audit report`.
 
 use crate::config::{Config, LogFormat};
 use crate::demo::{self, DemoOptions};
@@ -40,6 +41,99 @@ pub enum Command {
         #[command(subcommand)]
         command: PolicyCommand,
     },
+    /// Audit trail tools.
+    Audit {
+        #[command(subcommand)]
+        command: AuditCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum AuditCommand {
+    /// Check the whole trail: exit 0 when intact, 1 naming the file and
+    /// line of the first record modified, deleted, inserted or reordered,
+    /// or a cut-off tail.
+    Verify {
+        #[arg(long, short)]
+        config: PathBuf,
+    },
+    /// Find records, oldest first.
+    Search {
+        #[arg(long, short)]
+        config: PathBuf,
+        #[command(flatten)]
+        filter: FilterArgs,
+        /// Print the matching lines as stored (JSON Lines).
+        #[arg(long)]
+        json: bool,
+    },
+    /// Per user and day: sessions, statements, classified rows by kind,
+    /// refusals, alerts.
+    Report {
+        #[arg(long, short)]
+        config: PathBuf,
+        #[command(flatten)]
+        filter: FilterArgs,
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+/// Filters of `audit search` and `audit report`; all given must match.
+#[derive(Debug, clap::Args)]
+pub struct FilterArgs {
+    #[arg(long)]
+    user: Option<String>,
+    #[arg(long)]
+    role: Option<String>,
+    /// Client address (with or without port).
+    #[arg(long)]
+    client: Option<String>,
+    #[arg(long)]
+    session: Option<String>,
+    /// From this time (RFC 3339, or a date: midnight UTC).
+    #[arg(long)]
+    since: Option<String>,
+    /// Before this time.
+    #[arg(long)]
+    until: Option<String>,
+    /// A classified table touched (`customers` or `public.customers`).
+    #[arg(long)]
+    table: Option<String>,
+    #[arg(long)]
+    column: Option<String>,
+    /// A kind of data touched (phone, id_card, ...).
+    #[arg(long)]
+    kind: Option<String>,
+    /// forward, rewrite or refuse.
+    #[arg(long)]
+    decision: Option<String>,
+    /// connect, auth_failed, query, query_start, disconnect, alert, ...
+    #[arg(long)]
+    event: Option<String>,
+    /// Case-insensitive text in the SQL, message or details.
+    #[arg(long)]
+    text: Option<String>,
+}
+
+impl FilterArgs {
+    fn filter(self) -> Result<crate::audit::search::Filter, String> {
+        use crate::audit::search::parse_time;
+        Ok(crate::audit::search::Filter {
+            user: self.user,
+            role: self.role,
+            client: self.client,
+            session: self.session,
+            since: self.since.as_deref().map(parse_time).transpose()?,
+            until: self.until.as_deref().map(parse_time).transpose()?,
+            table: self.table,
+            column: self.column,
+            kind: self.kind,
+            decision: self.decision,
+            event: self.event,
+            text: self.text,
+        })
+    }
 }
 
 #[derive(Debug, Subcommand)]
@@ -57,6 +151,7 @@ pub fn main(cli: Cli) -> ExitCode {
         Command::Policy {
             command: PolicyCommand::Check { config },
         } => policy_check(&config),
+        Command::Audit { command } => audit(command),
         Command::Run { config } => {
             let config = match Config::load(&config) {
                 Ok(c) => c,
@@ -97,6 +192,108 @@ fn runtime_run(fut: impl std::future::Future<Output = anyhow::Result<()>>) -> Ex
         Err(e) => {
             eprintln!("pgwarden: {e:#}");
             ExitCode::FAILURE
+        }
+    }
+}
+
+fn audit(command: AuditCommand) -> ExitCode {
+    use crate::audit::{search, verify};
+    let (AuditCommand::Verify { config }
+    | AuditCommand::Search { config, .. }
+    | AuditCommand::Report { config, .. }) = &command;
+    let config = match Config::load(config) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("{e}");
+            return ExitCode::from(2);
+        }
+    };
+    let Some(dir) = config.audit.dir.clone() else {
+        eprintln!("{}: [audit] dir is not set", config.source.display());
+        return ExitCode::from(2);
+    };
+    let stdout = std::io::stdout();
+    let mut out = stdout.lock();
+    match command {
+        AuditCommand::Verify { .. } => {
+            let key = match crate::audit::load_key(&config) {
+                Ok(k) => k,
+                Err(e) => {
+                    eprintln!("pgwarden: {e:#}");
+                    return ExitCode::from(2);
+                }
+            };
+            match verify::verify(&dir, &key) {
+                Ok(s) => {
+                    println!(
+                        "{}: intact: {} records ({} to {}) in {} files; sealed through record {}",
+                        dir.display(),
+                        s.records,
+                        s.first_seq,
+                        s.last_seq,
+                        s.files,
+                        s.sealed_seq
+                    );
+                    if s.torn_tail {
+                        println!("note: the last line was cut short by a crash (never acknowledged; removed at the next start)");
+                    }
+                    ExitCode::SUCCESS
+                }
+                Err(p) => {
+                    eprintln!("{}: TAMPERED: {p}", dir.display());
+                    ExitCode::FAILURE
+                }
+            }
+        }
+        AuditCommand::Search { filter, json, .. } => {
+            let filter = match filter.filter() {
+                Ok(f) => f,
+                Err(e) => {
+                    eprintln!("pgwarden: {e}");
+                    return ExitCode::from(2);
+                }
+            };
+            match search::search(&dir, &filter, json, &mut out) {
+                Ok(n) => {
+                    if !json {
+                        eprintln!("{n} records");
+                    }
+                    ExitCode::SUCCESS
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("pgwarden: {e}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+        AuditCommand::Report { filter, json, .. } => {
+            let filter = match filter.filter() {
+                Ok(f) => f,
+                Err(e) => {
+                    eprintln!("pgwarden: {e}");
+                    return ExitCode::from(2);
+                }
+            };
+            match search::report(&dir, &filter) {
+                Ok(days) => {
+                    use std::io::Write;
+                    let text = if json {
+                        days.iter()
+                            .filter_map(|d| serde_json::to_string(d).ok())
+                            .map(|l| l + "\n")
+                            .collect()
+                    } else {
+                        search::format_report(&days)
+                    };
+                    let _ = out.write_all(text.as_bytes());
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("pgwarden: {e}");
+                    ExitCode::FAILURE
+                }
+            }
         }
     }
 }

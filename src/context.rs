@@ -1,6 +1,7 @@
 //! What every session of one running proxy shares: configuration, TLS
 //! settings, the cancel-key registry and metrics.
 
+use crate::audit::AuditTrail;
 use crate::cancel::CancelRegistry;
 use crate::catalog::CatalogClient;
 use crate::config::Config;
@@ -31,6 +32,8 @@ pub struct ProxyContext {
     pub events: Arc<dyn EventSink>,
     /// The key of `hash` pseudonyms.
     pub hash_key: HashKey,
+    /// The audit trail, when `[audit] dir` is set.
+    pub audit: Option<Arc<AuditTrail>>,
 }
 
 impl ProxyContext {
@@ -42,8 +45,10 @@ impl ProxyContext {
     ) -> anyhow::Result<Arc<Self>> {
         let upstream_tls = tls::client_config(&config.upstream_tls)?;
         let hash_key = crate::masking::hash::load_key(&config).map_err(anyhow::Error::msg)?;
+        let audit = crate::audit::open(&config, metrics.clone())?;
         Ok(Arc::new(ProxyContext {
             hash_key,
+            audit,
             client_tls: tls::server_config(&config.tls)?,
             catalog: CatalogClient::new(config.clone(), upstream_tls.clone()),
             policy,

@@ -4,7 +4,8 @@
 //!
 //! Full-access sessions carry no decision: their results pass untouched.
 
-use crate::analysis::ResultPlan;
+use crate::analysis::{ResultPlan, Source};
+use std::collections::BTreeSet;
 use crate::catalog::Schema;
 use crate::policy::{Action, Policy, QualifiedTable};
 use std::sync::Arc;
@@ -56,6 +57,9 @@ pub struct Decision {
     /// The request was refused; the error raised on pgwarden's behalf is
     /// shown without its context line.
     pub refusal: bool,
+    /// Classified columns each statement touches (for the audit trail),
+    /// parallel to `results`.
+    pub touched: Vec<Arc<BTreeSet<Source>>>,
     pub view: Arc<RoleView>,
 }
 
@@ -63,5 +67,16 @@ impl Decision {
     /// The plan of the `index`-th result.
     pub fn plan(&self, index: usize) -> Option<&ResultPlan> {
         self.results.get(index).and_then(|p| p.as_deref())
+    }
+
+    /// `refuse`, `rewrite` or `forward`, for the `index`-th statement.
+    pub fn outcome(&self, index: usize) -> &'static str {
+        if self.refusal {
+            "refuse"
+        } else if self.plan(index).is_some_and(ResultPlan::rewrites) {
+            "rewrite"
+        } else {
+            "forward"
+        }
     }
 }

@@ -20,6 +20,7 @@ pub mod sqlstate {
     pub const CANNOT_CONNECT_NOW: &str = "57P03";
     pub const FEATURE_NOT_SUPPORTED: &str = "0A000";
     pub const PROGRAM_LIMIT_EXCEEDED: &str = "54000";
+    pub const IO_ERROR: &str = "58030";
 }
 
 /// `ERROR` ends the statement; `FATAL` ends the connection.

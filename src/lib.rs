@@ -31,6 +31,7 @@
 //!   tests) run.
 
 pub mod analysis;
+pub mod audit;
 pub mod auth;
 pub mod backend;
 pub mod cancel;

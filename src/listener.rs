@@ -93,12 +93,31 @@ impl Proxy {
     pub async fn shutdown(self) {
         self.shutdown.cancel();
         let _ = self.task.await;
+        if let Some(trail) = self.context.audit.clone() {
+            // Flush, seal and stop the writer.
+            let _ = tokio::task::spawn_blocking(move || trail.close()).await;
+        }
     }
 
     /// Re-read the policies; on errors the ones in force stay (logged and
     /// counted either way).
     pub fn reload_policies(&self) -> bool {
         let outcome = self.context.policy.reload();
+        if let Some(trail) = &self.context.audit {
+            let mut r = crate::audit::Record::new("policy_reload");
+            r.detail = Some(match &outcome {
+                Ok(p) => serde_json::json!({
+                    "outcome": "ok",
+                    "roles": p.roles.len(),
+                    "classified_columns": p.classified_columns(),
+                }),
+                Err(errors) => serde_json::json!({
+                    "outcome": "failed",
+                    "errors": errors.0.iter().map(|e| e.to_string()).collect::<Vec<_>>(),
+                }),
+            });
+            trail.submit(r);
+        }
         let m = &self.context.metrics.policy_reloads;
         match outcome {
             Ok(p) => {

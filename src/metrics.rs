@@ -34,6 +34,10 @@ pub struct Metrics {
     pub cancel_requests: IntCounterVec,
     pub alerts: IntCounterVec,
     pub audit_write_seconds: HistogramVec,
+    pub audit_records: IntCounter,
+    pub audit_failures: IntCounter,
+    pub audit_lost: IntCounter,
+    pub audit_backlog: IntGauge,
     pub policy_reloads: IntCounterVec,
     /// Children of the vectors above resolved once, for the per-message path.
     pub hot: HotMetrics,
@@ -122,6 +126,13 @@ impl Metrics {
             "Rows in which values were masked, hashed or redacted",
             &["action"],
         );
+        let audit_backlog = IntGauge::new(
+            "pgwarden_audit_backlog",
+            "Audit records held in memory because the trail cannot be written",
+        )
+        .expect("valid metric");
+        r.register(Box::new(audit_backlog.clone()))
+            .expect("unique metric");
         let hot = HotMetrics {
             statements_simple: statements.with_label_values(&["simple"]),
             statements_extended: statements.with_label_values(&["extended"]),
@@ -194,6 +205,22 @@ impl Metrics {
                 &["durability"],
                 latency,
             ),
+            audit_records: counter(
+                &r,
+                "pgwarden_audit_records_total",
+                "Audit records written",
+            ),
+            audit_failures: counter(
+                &r,
+                "pgwarden_audit_write_failures_total",
+                "Failed attempts to write (or fsync) audit records",
+            ),
+            audit_lost: counter(
+                &r,
+                "pgwarden_audit_records_lost_total",
+                "Audit records dropped because the in-memory backlog was full",
+            ),
+            audit_backlog,
             policy_reloads: counter_vec(
                 &r,
                 "pgwarden_policy_reloads_total",

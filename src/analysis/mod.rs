@@ -170,7 +170,7 @@ pub struct Analyzed {
     pub result: Option<Arc<ResultPlan>>,
     pub effect: Effect,
     /// Classified columns (not allowed as stored) it reads or writes.
-    pub touched: BTreeSet<Source>,
+    pub touched: Arc<BTreeSet<Source>>,
     /// The analysis depends on the value of a constant in the text (a
     /// column position, a setting, a COPY option): it may not be reused
     /// for other texts of the same [`shape`].

@@ -73,7 +73,7 @@ pub fn analyze(st: &Statement, env: &Env) -> R<Analyzed> {
     Ok(Analyzed {
         result,
         effect,
-        touched: a.touched,
+        touched: Arc::new(a.touched),
         reads_literals: a.reads_literals || by_value,
     })
 }

@@ -91,6 +91,10 @@ pub struct Statement {
     pub started: Instant,
     /// For restricted sessions: how its results are rewritten.
     pub decision: Option<Arc<Decision>>,
+    /// Bind parameters, as the audit trail records them.
+    pub params: Option<Arc<[Option<String>]>>,
+    /// Why pgwarden refused it, when it did.
+    pub refusal: Option<Arc<str>>,
 }
 
 impl Statement {
@@ -108,7 +112,51 @@ impl Statement {
             extended,
             started: Instant::now(),
             decision,
+            params: None,
+            refusal: None,
         })
+    }
+
+    /// An Execute of a bound portal.
+    pub fn with_params(
+        sql: Arc<str>,
+        decision: Option<Arc<Decision>>,
+        params: Option<Arc<[Option<String>]>>,
+    ) -> Arc<Statement> {
+        Arc::new(Statement {
+            sql,
+            extended: true,
+            started: Instant::now(),
+            decision,
+            params,
+            refusal: None,
+        })
+    }
+
+    /// A statement pgwarden refused (the server raises the refusal).
+    pub fn refused(
+        sql: Arc<str>,
+        extended: bool,
+        decision: Option<Arc<Decision>>,
+        message: &str,
+    ) -> Arc<Statement> {
+        Arc::new(Statement {
+            sql,
+            extended,
+            started: Instant::now(),
+            decision,
+            params: None,
+            refusal: Some(message.into()),
+        })
+    }
+
+    /// `refuse`, `rewrite` or `forward`, for its `index`-th result.
+    pub fn outcome(&self, index: usize) -> &'static str {
+        match (&self.refusal, &self.decision) {
+            (Some(_), _) => "refuse",
+            (None, Some(d)) => d.outcome(index),
+            (None, None) => "forward",
+        }
     }
 }
 
@@ -116,6 +164,8 @@ impl Statement {
 #[derive(Debug)]
 pub struct Completed {
     pub statement: Arc<Statement>,
+    /// Which statement of a simple Query (from 0).
+    pub index: usize,
     /// The CommandComplete tag, when it succeeded.
     pub tag: Option<String>,
     /// The SQLSTATE, when it failed.
@@ -132,6 +182,8 @@ pub struct Completed {
 struct Progress {
     rows: u64,
     bytes: u64,
+    /// Its start was announced to the audit trail.
+    announced: bool,
 }
 
 /// The queue of requests awaiting responses.
@@ -177,6 +229,21 @@ impl Tracker {
             Pending::Describe(d) => Some((d.as_deref()?, 0)),
             _ => None,
         }
+    }
+
+    /// The statement whose rows are streaming, the first time this is
+    /// asked while it has sent rows but not completed.
+    pub fn announce(&mut self) -> Option<(Arc<Statement>, usize)> {
+        if self.progress.announced || self.progress.bytes == 0 {
+            return None;
+        }
+        let (s, index) = match self.queue.front()? {
+            Pending::Query(s) => (s.clone(), self.query_results),
+            Pending::Execute(s) => (s.clone(), 0),
+            _ => return None,
+        };
+        self.progress.announced = true;
+        Some((s, index))
     }
 
     /// Replies whose turn has come: all at the head of the queue.
@@ -259,6 +326,7 @@ impl Tracker {
         suspended: bool,
     ) -> Option<Completed> {
         let progress = std::mem::take(&mut self.progress);
+        let index = self.query_results;
         let statement = match self.queue.front() {
             // A Query stays queued until its ReadyForQuery; each of its
             // statements completes here.
@@ -273,6 +341,7 @@ impl Tracker {
             _ => return None,
         };
         Some(Completed {
+            index: if statement.extended { 0 } else { index },
             duration: statement.started.elapsed(),
             statement,
             tag,
@@ -310,6 +379,7 @@ impl Tracker {
                 })?;
                 self.progress = Progress::default();
                 Some(Completed {
+                    index: 0,
                     duration: statement.started.elapsed(),
                     statement,
                     tag: None,

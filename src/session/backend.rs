@@ -7,7 +7,7 @@
 //! [`crate::masking::notices`]), and forwards the bytes in one write per
 //! read. Results stream: nothing is held beyond one read.
 
-use super::{Error, SessionInfo};
+use super::{Error, SessionInfo, trail};
 use crate::analysis::CopyFormat;
 use crate::backend::tracker::{Completed, PendingQueue, Tracker};
 use crate::backend::{self as msg};
@@ -42,6 +42,9 @@ pub async fn run(
         info,
         tracker: &mut tracker,
         copy_header: false,
+        need: 0,
+        waited: 0,
+        restricted: false,
     };
     loop {
         // Every response in `buf` answers a request whose expectation was
@@ -66,6 +69,7 @@ pub async fn run(
             }
         }
         if !out.is_empty() {
+            direction.await_audit().await?;
             ctx.metrics.hot.bytes_to_client.inc_by(out.len() as u64);
             wr.write_all(&out)
                 .await
@@ -108,6 +112,39 @@ struct Direction<'a> {
     tracker: &'a mut Tracker,
     /// The next CopyData is a CSV header line.
     copy_header: bool,
+    /// Audit ticket that must be durable before the next write, and the
+    /// last one that was.
+    need: u64,
+    waited: u64,
+    /// A statement of a restricted role is among those waited for.
+    restricted: bool,
+}
+
+impl Direction<'_> {
+    /// Hold the bytes about to go to the client until the audit records
+    /// of the statements they answer are durable (`sync`), announcing a
+    /// statement whose rows stream before it completes.
+    async fn await_audit(&mut self) -> Result<(), Error> {
+        let Some(trail) = &self.ctx.audit else {
+            return Ok(());
+        };
+        if let Some((st, index)) = self.tracker.announce() {
+            self.restricted |= st.decision.is_some() && st.refusal.is_none();
+            self.need = trail.submit(trail::started(self.ctx, self.info, &st, index));
+        }
+        if self.need <= self.waited {
+            return Ok(());
+        }
+        match trail.wait(self.need).await {
+            Ok(()) => {}
+            Err(_) if self.restricted => return Err(Error::AuditUnavailable),
+            // Full access is not stopped: its records wait in memory.
+            Err(_) => {}
+        }
+        self.waited = self.need;
+        self.restricted = false;
+        Ok(())
+    }
 }
 
 /// Apply the decision of a restricted session's request to one server
@@ -227,7 +264,7 @@ impl Direction<'_> {
         Ok(seen.hidden)
     }
 
-    fn completed(&self, done: Completed) {
+    fn completed(&mut self, done: Completed) {
         let m = &self.ctx.metrics;
         let duration = if done.statement.extended {
             &m.hot.duration_extended
@@ -248,6 +285,10 @@ impl Direction<'_> {
             .is_some_and(crate::catalog::is_schema_change)
         {
             self.ctx.catalog.invalidate(&self.info.database);
+        }
+        if let Some(trail) = &self.ctx.audit {
+            self.restricted |= done.statement.decision.is_some() && done.statement.refusal.is_none();
+            self.need = trail.submit(trail::completed(self.ctx, self.info, &done));
         }
         if !self.ctx.events.wants_statements() {
             return;

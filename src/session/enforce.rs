@@ -69,6 +69,13 @@ impl Enforcer {
         if full {
             return Standing::FullAccess;
         }
+        if ctx.audit.as_ref().is_some_and(|a| !a.healthy()) {
+            return Standing::Blocked(
+                "permission denied by pgwarden: the audit trail cannot be written right now, so \
+                 statements of restricted roles are refused until it can"
+                    .into(),
+            );
+        }
         if let Some(bad) = unsafe_settings(info) {
             return Standing::Blocked(bad);
         }

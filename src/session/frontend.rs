@@ -11,7 +11,8 @@
 use super::enforce::{Enforcer, Standing, log_refusal, refusal_extended, refusal_query};
 use super::state::{Prepared, SessionState};
 use super::{Error, SessionInfo};
-use crate::analysis::{Effect, Refusal, ResultPlan};
+use crate::analysis::{Effect, Refusal, ResultPlan, Source};
+use std::collections::BTreeSet;
 use crate::backend::tracker::{Pending, PendingQueue, Statement};
 use crate::codec::{self, DecodeError};
 use crate::context::ProxyContext;
@@ -167,26 +168,28 @@ impl Inspector<'_> {
                         plan: None,
                         sensitive: false,
                         view: None,
+                        touched: Arc::default(),
                     },
                 );
                 self.expect(Pending::Parse(Statement::new(sql, true)));
             }
             FrontendMessage::Bind(b) => {
+                let params = self.params(&b);
                 self.state
-                    .bind(b.portal_name, b.statement_name.as_deref(), Vec::new());
+                    .bind(b.portal_name, b.statement_name.as_deref(), Vec::new(), params);
                 self.expect(Pending::Bind);
             }
             FrontendMessage::Describe(_) => self.expect(Pending::Describe(None)),
             FrontendMessage::Execute(e) => {
                 self.ctx.metrics.hot.statements_extended.inc();
                 self.ctx.metrics.hot.queries_forward.inc();
-                let sql = self
+                let (sql, params) = self
                     .state
                     .portal(e.name.as_deref())
-                    .map(|p| p.statement.sql.clone())
-                    .unwrap_or_else(|| "".into());
+                    .map(|p| (p.statement.sql.clone(), p.params.clone()))
+                    .unwrap_or_else(|| ("".into(), None));
                 debug!(sql = %sql, portal = e.name.as_deref().unwrap_or(""), "execute");
-                self.expect(Pending::Execute(Statement::new(sql, true)));
+                self.expect(Pending::Execute(Statement::with_params(sql, None, params)));
             }
             FrontendMessage::Close(c) => {
                 self.state.close(c.target_type, c.name.as_deref());
@@ -213,19 +216,21 @@ impl Inspector<'_> {
         formats: Vec<i16>,
         sensitive: bool,
         refusal: bool,
+        touched: Vec<Arc<BTreeSet<Source>>>,
     ) -> Option<Arc<Decision>> {
         Some(Arc::new(Decision {
             results,
             formats,
             sensitive,
             refusal,
+            touched,
             view: view.clone(),
         }))
     }
 
     fn refusal_decision(&self) -> Option<Arc<Decision>> {
         let view = self.enforcer.current_view()?;
-        self.decision(&view, Vec::new(), Vec::new(), true, true)
+        self.decision(&view, Vec::new(), Vec::new(), true, true, Vec::new())
     }
 
     fn refuse_query(&mut self, sql: Arc<str>, r: &Refusal, out: &mut BytesMut) {
@@ -234,7 +239,7 @@ impl Inspector<'_> {
         self.ctx.metrics.hot.queries_refuse.inc();
         refusal_query(&r.message, out);
         let d = self.refusal_decision();
-        self.expect(Pending::Query(Statement::decided(sql, false, d)));
+        self.expect(Pending::Query(Statement::refused(sql, false, d, &r.message)));
     }
 
     fn refuse_parse(&mut self, sql: Arc<str>, r: &Refusal, out: &mut BytesMut) {
@@ -245,7 +250,7 @@ impl Inspector<'_> {
         let d = self.refusal_decision();
         self.expect(Pending::Hidden);
         self.expect(Pending::Hidden);
-        self.expect(Pending::Execute(Statement::decided(sql, true, d)));
+        self.expect(Pending::Execute(Statement::refused(sql, true, d, &r.message)));
     }
 
     async fn inspect_restricted(
@@ -271,7 +276,8 @@ impl Inspector<'_> {
                         let results: Vec<_> =
                             a.statements.iter().map(|s| s.result.clone()).collect();
                         self.count(results.iter().any(Option::is_some), false);
-                        let d = self.decision(view, results, Vec::new(), a.sensitive(), false);
+                        let touched = a.statements.iter().map(|s| s.touched.clone()).collect();
+                        let d = self.decision(view, results, Vec::new(), a.sensitive(), false, touched);
                         out.extend_from_slice(&frame.bytes);
                         self.expect(Pending::Query(Statement::decided(sql, false, d)));
                     }
@@ -300,6 +306,7 @@ impl Inspector<'_> {
                             self.state.apply(&st.effect);
                         }
                         let plan = st.and_then(|s| s.result.clone());
+                        let touched = st.map(|s| s.touched.clone()).unwrap_or_default();
                         let sensitive = a.sensitive();
                         self.state.parse(
                             p.name,
@@ -308,9 +315,10 @@ impl Inspector<'_> {
                                 plan: plan.clone(),
                                 sensitive,
                                 view: Some(view.clone()),
+                                touched: touched.clone(),
                             },
                         );
-                        let d = self.decision(view, vec![plan], Vec::new(), sensitive, false);
+                        let d = self.decision(view, vec![plan], Vec::new(), sensitive, false, vec![touched]);
                         out.extend_from_slice(&frame.bytes);
                         self.expect(Pending::Parse(Statement::decided(sql, true, d)));
                     }
@@ -334,6 +342,7 @@ impl Inspector<'_> {
                     Some(p) => expand_formats(&b.result_column_format_codes, p.columns.len()),
                     None => Vec::new(),
                 };
+                let params = self.params(&b);
                 let rewrite = plan.as_ref().is_some_and(|p| {
                     p.columns
                         .iter()
@@ -355,11 +364,11 @@ impl Inspector<'_> {
                     if msg.encode(out).is_err() {
                         out.extend_from_slice(&frame.bytes);
                     }
-                    self.state.bind(portal, statement.as_deref(), formats);
+                    self.state.bind(portal, statement.as_deref(), formats, params);
                 } else {
                     out.extend_from_slice(&frame.bytes);
                     self.state
-                        .bind(b.portal_name, b.statement_name.as_deref(), formats);
+                        .bind(b.portal_name, b.statement_name.as_deref(), formats, params);
                 }
                 self.expect(Pending::Bind);
             }
@@ -387,24 +396,27 @@ impl Inspector<'_> {
                         None => (None, Vec::new(), false),
                     }
                 };
-                let dec = self.decision(view, vec![plan], formats, sensitive, false);
+                let dec = self.decision(view, vec![plan], formats, sensitive, false, Vec::new());
                 out.extend_from_slice(&frame.bytes);
                 self.expect(Pending::Describe(dec));
             }
             FrontendMessage::Execute(e) => {
-                let (sql, plan, formats, sensitive) = match self.state.portal(e.name.as_deref()) {
-                    Some(p) => (
-                        p.statement.sql.clone(),
-                        p.statement.plan.clone(),
-                        p.formats.clone(),
-                        p.statement.sensitive,
-                    ),
-                    None => ("".into(), None, Vec::new(), false),
-                };
+                let (sql, plan, formats, sensitive, touched, params) =
+                    match self.state.portal(e.name.as_deref()) {
+                        Some(p) => (
+                            p.statement.sql.clone(),
+                            p.statement.plan.clone(),
+                            p.formats.clone(),
+                            p.statement.sensitive,
+                            p.statement.touched.clone(),
+                            p.params.clone(),
+                        ),
+                        None => ("".into(), None, Vec::new(), false, Arc::default(), None),
+                    };
                 self.count(plan.is_some(), true);
-                let d = self.decision(view, vec![plan], formats, sensitive, false);
+                let d = self.decision(view, vec![plan], formats, sensitive, false, vec![touched]);
                 out.extend_from_slice(&frame.bytes);
-                self.expect(Pending::Execute(Statement::decided(sql, true, d)));
+                self.expect(Pending::Execute(Statement::with_params(sql, d, params)));
             }
             FrontendMessage::FunctionCall { function_oid } => {
                 let r = Refusal::new(format!(
@@ -418,6 +430,13 @@ impl Inspector<'_> {
                 out.extend_from_slice(&frame.bytes);
             }
         }
+    }
+
+    /// Bind parameters for the audit trail, when there is one.
+    fn params(&self, b: &pgwire::messages::extendedquery::Bind) -> Option<Arc<[Option<String>]>> {
+        self.ctx.audit.as_ref()?;
+        let hash = self.ctx.config.audit.hash_parameters.then_some(&self.ctx.hash_key);
+        Some(super::trail::bind_params(b, hash))
     }
 
     /// Analyse prepared statement `name` again if the policy or schema
@@ -445,6 +464,7 @@ impl Inspector<'_> {
             plan: st.and_then(|s| s.result.clone()),
             sensitive: analysis.sensitive(),
             view: Some(view.clone()),
+            touched: st.map(|s| s.touched.clone()).unwrap_or_default(),
         };
         self.state.parse(Some(name.to_string()), refreshed);
         Ok(())

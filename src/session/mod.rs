@@ -16,6 +16,7 @@ mod relay;
 mod startup;
 pub mod state;
 mod terminate;
+mod trail;
 
 pub use context::{SessionId, SessionInfo};
 
@@ -65,6 +66,10 @@ pub enum Error {
     /// A result of a restricted session did not match its analysis.
     #[error("result did not match its policy decision: {0}")]
     Violation(String),
+    /// Results of a restricted session were due but their audit record
+    /// could not be written.
+    #[error("audit trail cannot be written")]
+    AuditUnavailable,
 }
 
 impl From<std::io::Error> for Error {
@@ -98,6 +103,11 @@ impl Error {
             Error::StartupTimeout => Some(PgError::fatal(
                 sqlstate::PROTOCOL_VIOLATION,
                 "startup and authentication took too long",
+            )),
+            Error::AuditUnavailable => Some(PgError::fatal(
+                sqlstate::IO_ERROR,
+                "pgwarden stopped this session: the audit trail cannot be written, and results \
+                 are not shown without their audit record",
             )),
             Error::Violation(_) => Some(PgError::fatal(
                 sqlstate::INSUFFICIENT_PRIVILEGE,
@@ -190,6 +200,15 @@ async fn serve(
         Ok(v) => v,
         Err(e) => {
             if let Error::AuthFailed { sqlstate, message } = &e {
+                if let Some(trail) = &ctx.audit {
+                    let mut r = crate::audit::Record::new("auth_failed");
+                    r.user = params.user().map(str::to_string);
+                    r.database = params.database().map(str::to_string);
+                    r.client = Some(peer.to_string());
+                    r.sqlstate = Some(sqlstate.clone());
+                    r.message = Some(message.clone());
+                    trail.submit(r);
+                }
                 ctx.events.record(&Event::AuthFailed {
                     client: peer,
                     user: params.user().unwrap_or_default().to_string(),
@@ -219,6 +238,11 @@ async fn serve(
         info.set_parameter(k, v);
     }
     tracing::Span::current().record("user", info.user.as_str());
+    if let Some(trail) = &ctx.audit {
+        let mut r = trail::session_record(ctx, &info, "connect");
+        r.tls = Some(info.tls);
+        trail.submit(r);
+    }
     ctx.events.record(&Event::Connected {
         session: info.id,
         user: info.user.clone(),
@@ -230,6 +254,16 @@ async fn serve(
     let _cancel_key = greeting.cancel_key;
     let info = Arc::new(info);
     let result = relay::run(ctx, client, upstream, info.clone(), shutdown).await;
+    if let Some(trail) = &ctx.audit {
+        let mut r = trail::session_record(ctx, &info, "disconnect");
+        r.statements = Some(info.statements.load(std::sync::atomic::Ordering::Relaxed));
+        r.rows = Some(info.rows.load(std::sync::atomic::Ordering::Relaxed));
+        r.duration_ms = Some(info.started.elapsed().as_millis() as f64);
+        if let Err(e) = &result {
+            r.message = Some(e.to_string());
+        }
+        trail.submit(r);
+    }
     ctx.events.record(&Event::Disconnected {
         session: info.id,
         user: info.user.clone(),

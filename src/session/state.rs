@@ -5,7 +5,8 @@
 //! Analysis looks up what an Execute, FETCH or EXECUTE will return here.
 //! Maps are capped so a client cannot grow them without end.
 
-use crate::analysis::{Effect, ResultPlan, SessionLookup};
+use crate::analysis::{Effect, ResultPlan, SessionLookup, Source};
+use std::collections::BTreeSet;
 use crate::decision::RoleView;
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -25,6 +26,8 @@ pub struct Prepared {
     /// The policy and schema it was analysed under (restricted sessions):
     /// after a policy reload or schema refresh it is analysed again.
     pub view: Option<Arc<RoleView>>,
+    /// Classified columns it touches (for the audit trail).
+    pub touched: Arc<BTreeSet<Source>>,
 }
 
 /// A portal created with Bind.
@@ -33,6 +36,8 @@ pub struct Portal {
     pub statement: Prepared,
     /// Result formats the client asked for, one per rewritten-plan column.
     pub formats: Vec<i16>,
+    /// Bind parameters as the audit trail records them.
+    pub params: Option<Arc<[Option<String>]>>,
 }
 
 #[derive(Debug, Default)]
@@ -65,6 +70,7 @@ impl SessionState {
         portal: Option<String>,
         statement: Option<&str>,
         formats: Vec<i16>,
+        params: Option<Arc<[Option<String>]>>,
     ) -> Option<&Portal> {
         let p = self.statements.get(statement.unwrap_or(""))?.clone();
         let name = portal.unwrap_or_default();
@@ -74,6 +80,7 @@ impl SessionState {
             Portal {
                 statement: p,
                 formats,
+                params,
             },
         );
         self.portals.get(&name)
@@ -141,6 +148,7 @@ mod tests {
             plan: None,
             sensitive: false,
             view: None,
+            touched: Arc::default(),
         }
     }
 
@@ -149,13 +157,13 @@ mod tests {
         let mut s = SessionState::default();
         s.parse(Some("s1".into()), prepared("select 1"));
         assert_eq!(
-            s.bind(Some("p1".into()), Some("s1"), vec![])
+            s.bind(Some("p1".into()), Some("s1"), vec![], None)
                 .map(|p| p.statement.sql.clone())
                 .as_deref(),
             Some("select 1")
         );
         assert!(s.portal(Some("p1")).is_some());
-        assert!(s.bind(None, Some("nope"), vec![]).is_none());
+        assert!(s.bind(None, Some("nope"), vec![], None).is_none());
         s.close(b'S', Some("s1"));
         assert!(s.statements.is_empty());
         s.close(b'P', Some("p1"));

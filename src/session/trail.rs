@@ -1,0 +1,107 @@
+//! What a session writes to the audit trail: the records of its
+//! connection, each statement and its end, built from the session's
+//! identity and the statement the tracker completed.
+
+use super::SessionInfo;
+use crate::audit::{ColumnUse, Record};
+use crate::backend::tracker::{Completed, Statement};
+use crate::context::ProxyContext;
+use crate::masking::hash::HashKey;
+use pgwire::messages::extendedquery::Bind;
+use std::sync::Arc;
+
+/// A record of `event` carrying the session's identity.
+pub fn session_record(ctx: &ProxyContext, info: &SessionInfo, event: &str) -> Record {
+    let policy = ctx.policy.current();
+    let mut r = Record::new(event);
+    r.session = Some(info.id.to_string());
+    r.user = Some(info.user.clone());
+    r.role = Some(policy.role_of(&info.user).name.clone());
+    r.client = Some(info.client.to_string());
+    r.database = Some(info.database.clone());
+    if !info.application_name.is_empty() {
+        r.application_name = Some(info.application_name.clone());
+    }
+    r
+}
+
+/// The `query_start` (results about to flow before completion) or
+/// `query` (completed) record of the `index`-th statement of `st`.
+fn statement_record(
+    ctx: &ProxyContext,
+    info: &SessionInfo,
+    event: &str,
+    st: &Statement,
+    index: usize,
+) -> Record {
+    let mut r = session_record(ctx, info, event);
+    r.sql = Some(st.sql.to_string());
+    r.protocol = Some(if st.extended { "extended" } else { "simple" }.into());
+    if !st.extended && index > 0 {
+        r.statement = Some(index as u32);
+    }
+    r.params = st.params.as_ref().map(|p| p.to_vec());
+    r.decision = Some(st.outcome(index).into());
+    if let Some(d) = &st.decision {
+        if let Some(t) = d.touched.get(index) {
+            r.columns = t
+                .iter()
+                .map(|s| ColumnUse {
+                    table: s.table.to_string(),
+                    column: s.column.clone(),
+                    kind: s.kind.clone(),
+                    action: s.action.to_string(),
+                })
+                .collect();
+        }
+    }
+    if let Some(m) = &st.refusal {
+        r.message = Some(m.to_string());
+    }
+    r
+}
+
+/// Results of `st` start flowing before it completed.
+pub fn started(ctx: &ProxyContext, info: &SessionInfo, st: &Statement, index: usize) -> Record {
+    statement_record(ctx, info, "query_start", st, index)
+}
+
+/// A statement completed (or failed).
+pub fn completed(ctx: &ProxyContext, info: &SessionInfo, done: &Completed) -> Record {
+    let mut r = statement_record(ctx, info, "query", &done.statement, done.index);
+    r.tag = done.tag.clone();
+    r.rows = Some(done.rows);
+    r.bytes = Some(done.bytes);
+    r.duration_ms = Some((done.duration.as_secs_f64() * 1e6).round() / 1e3);
+    r.sqlstate = done.sqlstate.clone();
+    r
+}
+
+/// Bind parameters as recorded: text as sent, binary as `\x` hex, or
+/// (`[audit] hash_parameters`) the keyed pseudonym of the bytes, the same
+/// the `hash` action shows, so a looked-up value can be matched.
+pub fn bind_params(b: &Bind, hash: Option<&HashKey>) -> Arc<[Option<String>]> {
+    b.parameters
+        .iter()
+        .enumerate()
+        .map(|(i, p)| {
+            let p = p.as_ref()?;
+            if let Some(k) = hash {
+                return Some(k.pseudonym(p));
+            }
+            let format = match b.parameter_format_codes.as_slice() {
+                [] => 0,
+                [one] => *one,
+                many => many.get(i).copied().unwrap_or(0),
+            };
+            Some(match (format, std::str::from_utf8(p)) {
+                (0, Ok(s)) => s.to_string(),
+                _ => {
+                    let mut s = String::from("\\x");
+                    s.push_str(&crate::audit::chain::hex(p));
+                    s
+                }
+            })
+        })
+        .collect()
+}
