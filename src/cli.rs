@@ -44,7 +44,7 @@ pub enum Command {
     /// Audit trail tools.
     Audit {
         #[command(subcommand)]
-        command: AuditCommand,
+        command: Box<AuditCommand>,
     },
 }
 
@@ -151,7 +151,7 @@ pub fn main(cli: Cli) -> ExitCode {
         Command::Policy {
             command: PolicyCommand::Check { config },
         } => policy_check(&config),
-        Command::Audit { command } => audit(command),
+        Command::Audit { command } => audit(*command),
         Command::Run { config } => {
             let config = match Config::load(&config) {
                 Ok(c) => c,
@@ -235,7 +235,9 @@ fn audit(command: AuditCommand) -> ExitCode {
                         s.sealed_seq
                     );
                     if s.torn_tail {
-                        println!("note: the last line was cut short by a crash (never acknowledged; removed at the next start)");
+                        println!(
+                            "note: the last line was cut short by a crash (never acknowledged; removed at the next start)"
+                        );
                     }
                     ExitCode::SUCCESS
                 }

@@ -5,9 +5,9 @@
 //! Full-access sessions carry no decision: their results pass untouched.
 
 use crate::analysis::{ResultPlan, Source};
-use std::collections::BTreeSet;
 use crate::catalog::Schema;
 use crate::policy::{Action, Policy, QualifiedTable};
+use std::collections::BTreeSet;
 use std::sync::Arc;
 
 /// The view of one restricted session: its role and the schema and policy

@@ -205,11 +205,7 @@ impl Metrics {
                 &["durability"],
                 latency,
             ),
-            audit_records: counter(
-                &r,
-                "pgwarden_audit_records_total",
-                "Audit records written",
-            ),
+            audit_records: counter(&r, "pgwarden_audit_records_total", "Audit records written"),
             audit_failures: counter(
                 &r,
                 "pgwarden_audit_write_failures_total",

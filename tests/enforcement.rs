@@ -170,9 +170,13 @@ async fn start() -> Env {
 }
 
 async fn start_with(policies: &Path) -> Env {
+    start_config(policies, "").await
+}
+
+async fn start_config(policies: &Path, extra: &str) -> Env {
     let s = setup();
     let text = format!(
-        "listen = \"127.0.0.1:0\"\nupstream = \"{}\"\npolicies = \"{}\"\n\n[catalog]\nuser = \"pgwarden\"\npassword = \"pgwarden-catalog\"\n",
+        "listen = \"127.0.0.1:0\"\nupstream = \"{}\"\npolicies = \"{}\"\n\n[catalog]\nuser = \"pgwarden\"\npassword = \"pgwarden-catalog\"\n{extra}",
         s.cluster.addr(),
         policies.display()
     );
@@ -717,6 +721,153 @@ async fn prepared_statements_follow_a_policy_reload() {
         .unwrap_err();
     assert_eq!(code(&e), "42501");
     env.assert_no_leak();
+}
+
+fn example_policies() -> std::path::PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("policies")
+}
+
+fn trail_records(dir: &Path) -> Vec<pgwarden::audit::Record> {
+    let mut out = Vec::new();
+    pgwarden::audit::search::scan(dir, |r, _| {
+        out.push(r.clone());
+        Ok(())
+    })
+    .unwrap();
+    out
+}
+
+/// The trail says which classified columns a statement touched, with
+/// kind and action, and what pgwarden decided.
+#[tokio::test]
+async fn the_trail_records_columns_and_decisions() {
+    let dir = tempfile::tempdir().unwrap();
+    let trail = dir.path().join("trail");
+    let env = start_config(
+        &example_policies(),
+        &format!("[audit]\ndir = \"{}\"\n", trail.display()),
+    )
+    .await;
+    let c = env.connect("agent_li").await;
+    c.simple_query("SELECT name, phone FROM customers WHERE id = 3")
+        .await
+        .unwrap();
+    c.simple_query("SELECT id_number FROM customers WHERE id = 3")
+        .await
+        .unwrap_err();
+    c.query("SELECT phone FROM customers WHERE id = $1", &[&4i32])
+        .await
+        .unwrap();
+    let d = env.connect("dba_zhang").await;
+    d.simple_query("SELECT id_number FROM customers WHERE id = 3")
+        .await
+        .unwrap();
+    env.proxy.shutdown().await;
+    let all = trail_records(&trail);
+    let find = |user: &str, sql: &str| {
+        let v: Vec<_> = all
+            .iter()
+            .filter(|r| {
+                r.event == "query"
+                    && r.user.as_deref() == Some(user)
+                    && r.sql.as_deref() == Some(sql)
+            })
+            .collect();
+        assert_eq!(v.len(), 1, "{user}: {sql}: {v:?}");
+        v[0].clone()
+    };
+    let r = find("agent_li", "SELECT name, phone FROM customers WHERE id = 3");
+    assert_eq!(r.decision.as_deref(), Some("rewrite"));
+    assert_eq!(r.role.as_deref(), Some("support"));
+    assert_eq!(r.rows, Some(1));
+    let cols: Vec<_> = r
+        .columns
+        .iter()
+        .map(|c| (c.column.as_str(), c.kind.as_str(), c.action.as_str()))
+        .collect();
+    assert!(cols.contains(&("phone", "phone", "mask")), "{cols:?}");
+    assert!(cols.contains(&("name", "person_name", "mask")), "{cols:?}");
+    assert_eq!(r.columns[0].table, "public.customers");
+    let r = find("agent_li", "SELECT id_number FROM customers WHERE id = 3");
+    assert_eq!(r.decision.as_deref(), Some("refuse"));
+    assert_eq!(r.sqlstate.as_deref(), Some("42501"));
+    assert!(r.message.as_deref().unwrap().contains("id_number"), "{r:?}");
+    let r = find("agent_li", "SELECT phone FROM customers WHERE id = $1");
+    assert_eq!(r.params, Some(vec![Some("\\x00000004".to_string())]));
+    assert_eq!(r.decision.as_deref(), Some("rewrite"));
+    let r = find("dba_zhang", "SELECT id_number FROM customers WHERE id = 3");
+    assert_eq!(r.decision.as_deref(), Some("forward"));
+    assert_eq!(r.role.as_deref(), Some("dba"));
+}
+
+/// When the trail cannot be written, restricted roles are refused and
+/// full access goes on; writing resumes by itself.
+#[tokio::test]
+async fn restricted_roles_stop_while_the_trail_cannot_be_written() {
+    let dir = tempfile::tempdir().unwrap();
+    let trail = dir.path().join("trail");
+    std::fs::create_dir_all(&trail).unwrap();
+    // The trail's first file is a full disk.
+    let first = trail.join("audit-00000000000000000001.jsonl");
+    std::os::unix::fs::symlink("/dev/full", &first).unwrap();
+    let env = start_config(
+        &example_policies(),
+        &format!(
+            "[audit]\ndir = \"{}\"\nkey_file = \"{}\"\n[metrics]\nlisten = \"127.0.0.1:0\"\n",
+            trail.display(),
+            {
+                let k = dir.path().join("k");
+                std::fs::write(&k, "key").unwrap();
+                k.display().to_string()
+            }
+        ),
+    )
+    .await;
+    let audit = env.proxy.context.audit.clone().unwrap();
+    for _ in 0..100 {
+        if !audit.healthy() {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    let c = env.connect("agent_li").await;
+    let e = c
+        .simple_query("SELECT phone FROM customers WHERE id = 3")
+        .await
+        .unwrap_err();
+    assert!(
+        message(&e).contains("audit trail cannot be written"),
+        "{}",
+        message(&e)
+    );
+    // The session stays usable; full access is not stopped.
+    let d = env.connect("dba_zhang").await;
+    d.simple_query("SELECT phone FROM customers WHERE id = 3")
+        .await
+        .unwrap();
+    // The disk is back: writing resumes and so does the support agent.
+    std::fs::remove_file(&first).unwrap();
+    for _ in 0..100 {
+        if audit.healthy() {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert!(audit.healthy());
+    let rows = c
+        .simple_query("SELECT phone FROM customers WHERE id = 3")
+        .await
+        .unwrap();
+    assert!(!simple_rows(&rows).is_empty());
+    env.proxy.shutdown().await;
+    // The full-access statement made while failing was kept and written.
+    let all = trail_records(&trail);
+    assert!(
+        all.iter()
+            .any(|r| r.user.as_deref() == Some("dba_zhang") && r.event == "query")
+    );
+    let key = pgwarden::audit::chain::ChainKey::from_audit_key(b"key");
+    pgwarden::audit::verify::verify(&trail, &key).unwrap();
 }
 
 #[tokio::test]

@@ -161,7 +161,10 @@ mod tests {
         assert_eq!(mac, m1);
         assert_eq!(key.mac(&GENESIS, body.as_bytes()), mac);
         // Another key, or another predecessor, gives another MAC.
-        assert_ne!(ChainKey::from_audit_key(b"j").mac(&GENESIS, body.as_bytes()), mac);
+        assert_ne!(
+            ChainKey::from_audit_key(b"j").mac(&GENESIS, body.as_bytes()),
+            mac
+        );
         assert_ne!(key.mac(&m1, body.as_bytes()), mac);
         assert_eq!(unhex(&hex(&m1)), Some(m1));
         assert!(open_line(r#"{"seq":1}"#).is_none());

@@ -68,7 +68,12 @@ impl Files {
     /// Open the trail in `dir` (created if missing), continuing the chain
     /// from its last record. A last line torn by a crash is cut off and
     /// reported in a `recovered` record.
-    pub fn open(dir: &Path, key: ChainKey, rotate_bytes: u64, rotate_after: Duration) -> io::Result<Files> {
+    pub fn open(
+        dir: &Path,
+        key: ChainKey,
+        rotate_bytes: u64,
+        rotate_after: Duration,
+    ) -> io::Result<Files> {
         fs::create_dir_all(dir)?;
         #[cfg(unix)]
         {
@@ -109,7 +114,9 @@ impl Files {
             let start = len.saturating_sub(window);
             f.seek(SeekFrom::Start(start))?;
             let mut buf = Vec::new();
-            Read::by_ref(&mut f).take(len - start).read_to_end(&mut buf)?;
+            Read::by_ref(&mut f)
+                .take(len - start)
+                .read_to_end(&mut buf)?;
             let complete = match buf.iter().rposition(|&c| c == b'\n') {
                 Some(p) => p + 1,
                 None => 0,

@@ -44,9 +44,14 @@ pub fn parse_time(s: &str) -> Result<jiff::Timestamp, String> {
 impl Filter {
     pub fn matches(&self, r: &Record) -> bool {
         let eq = |want: &Option<String>, have: &Option<String>| {
-            want.as_ref().is_none_or(|w| have.as_deref() == Some(w.as_str()))
+            want.as_ref()
+                .is_none_or(|w| have.as_deref() == Some(w.as_str()))
         };
-        if !eq(&self.user, &r.user) || !eq(&self.role, &r.role) || !eq(&self.session, &r.session) || !eq(&self.decision, &r.decision) {
+        if !eq(&self.user, &r.user)
+            || !eq(&self.role, &r.role)
+            || !eq(&self.session, &r.session)
+            || !eq(&self.decision, &r.decision)
+        {
             return false;
         }
         if self.event.as_ref().is_some_and(|e| *e != r.event) {
@@ -78,12 +83,11 @@ impl Filter {
         }
         if let Some(t) = &self.text {
             let t = t.to_lowercase();
-            let hay = [
-                r.sql.as_deref(),
-                r.message.as_deref(),
-                r.rule.as_deref(),
-            ];
-            let in_detail = r.detail.as_ref().is_some_and(|d| d.to_string().to_lowercase().contains(&t));
+            let hay = [r.sql.as_deref(), r.message.as_deref(), r.rule.as_deref()];
+            let in_detail = r
+                .detail
+                .as_ref()
+                .is_some_and(|d| d.to_string().to_lowercase().contains(&t));
             if !in_detail && !hay.iter().flatten().any(|h| h.to_lowercase().contains(&t)) {
                 return false;
             }
@@ -94,7 +98,10 @@ impl Filter {
 
 /// Call `each` with every record of the trail in order, with its raw line.
 /// Lines that do not parse are skipped (`audit verify` reports them).
-pub fn scan(dir: &Path, mut each: impl FnMut(&Record, &str) -> std::io::Result<()>) -> std::io::Result<()> {
+pub fn scan(
+    dir: &Path,
+    mut each: impl FnMut(&Record, &str) -> std::io::Result<()>,
+) -> std::io::Result<()> {
     for path in files::list(dir)? {
         let mut reader = BufReader::new(std::fs::File::open(&path)?);
         let mut line = String::new();
@@ -151,7 +158,12 @@ pub fn format_row(r: &Record) -> String {
 }
 
 /// Print matching records; returns how many matched.
-pub fn search(dir: &Path, filter: &Filter, json: bool, out: &mut dyn Write) -> std::io::Result<u64> {
+pub fn search(
+    dir: &Path,
+    filter: &Filter,
+    json: bool,
+    out: &mut dyn Write,
+) -> std::io::Result<u64> {
     let mut n = 0;
     scan(dir, |r, line| {
         if filter.matches(r) {
@@ -196,16 +208,21 @@ pub fn report(dir: &Path, filter: &Filter) -> std::io::Result<Vec<DayOfUser>> {
         }
         let Some(user) = &r.user else { return Ok(()) };
         let day = r.ts.get(..10).unwrap_or("").to_string();
-        let d = days.entry((day.clone(), user.clone())).or_insert_with(|| DayOfUser {
-            day,
-            user: user.clone(),
-            ..DayOfUser::default()
-        });
+        let d = days
+            .entry((day.clone(), user.clone()))
+            .or_insert_with(|| DayOfUser {
+                day,
+                user: user.clone(),
+                ..DayOfUser::default()
+            });
         if let Some(role) = &r.role {
             d.role = role.clone();
         }
         if let Some(c) = &r.client {
-            let host = c.rsplit_once(':').map_or(c.as_str(), |(h, _)| h).to_string();
+            let host = c
+                .rsplit_once(':')
+                .map_or(c.as_str(), |(h, _)| h)
+                .to_string();
             if !d.clients.contains(&host) {
                 d.clients.push(host);
             }
@@ -240,9 +257,15 @@ pub fn report(dir: &Path, filter: &Filter) -> std::io::Result<Vec<DayOfUser>> {
 
 /// The report as a readable table.
 pub fn format_report(days: &[DayOfUser]) -> String {
-    let mut s = String::from("day         user              role          sessions statements classified refused errors alerts auth_failed  classified rows by kind; clients\n");
+    let mut s = String::from(
+        "day         user              role          sessions statements classified refused errors alerts auth_failed  classified rows by kind; clients\n",
+    );
     for d in days {
-        let kinds: Vec<String> = d.classified_rows.iter().map(|(k, n)| format!("{k}={n}")).collect();
+        let kinds: Vec<String> = d
+            .classified_rows
+            .iter()
+            .map(|(k, n)| format!("{k}={n}"))
+            .collect();
         s.push_str(&format!(
             "{:<11} {:<17} {:<13} {:>8} {:>10} {:>10} {:>7} {:>6} {:>6} {:>11}  {}; {}\n",
             d.day,
@@ -255,7 +278,11 @@ pub fn format_report(days: &[DayOfUser]) -> String {
             d.errors,
             d.alerts,
             d.auth_failures,
-            if kinds.is_empty() { "-".to_string() } else { kinds.join(" ") },
+            if kinds.is_empty() {
+                "-".to_string()
+            } else {
+                kinds.join(" ")
+            },
             d.clients.join(" ")
         ));
     }

@@ -52,7 +52,8 @@ fn problem(file: &str, line: usize, what: impl Into<String>) -> Problem {
 pub fn verify(dir: &Path, key: &ChainKey) -> Result<Summary, Problem> {
     let dirname = dir.display().to_string();
     let paths = files::list(dir).map_err(|e| problem(&dirname, 0, format!("cannot list: {e}")))?;
-    let seal = files::read_seal(dir).map_err(|e| problem(files::SEAL_FILE, 0, format!("unreadable seal: {e}")))?;
+    let seal = files::read_seal(dir)
+        .map_err(|e| problem(files::SEAL_FILE, 0, format!("unreadable seal: {e}")))?;
     let mut s = Summary::default();
     let mut prev_mac = GENESIS;
     let mut prev_seq = 0u64;
@@ -63,7 +64,8 @@ pub fn verify(dir: &Path, key: &ChainKey) -> Result<Summary, Problem> {
             .and_then(|n| n.to_str())
             .unwrap_or_default()
             .to_string();
-        let f = std::fs::File::open(path).map_err(|e| problem(&name, 0, format!("cannot open: {e}")))?;
+        let f = std::fs::File::open(path)
+            .map_err(|e| problem(&name, 0, format!("cannot open: {e}")))?;
         let last_file = fi + 1 == paths.len();
         let mut reader = BufReader::new(f);
         let mut line = String::new();
@@ -83,32 +85,56 @@ pub fn verify(dir: &Path, key: &ChainKey) -> Result<Summary, Problem> {
                     s.torn_tail = true;
                     break;
                 }
-                return Err(problem(&name, lineno, "incomplete line in the middle of the trail"));
+                return Err(problem(
+                    &name,
+                    lineno,
+                    "incomplete line in the middle of the trail",
+                ));
             }
             let text = line.trim_end_matches('\n');
-            let (body, mac) = chain::open_line(text)
-                .ok_or_else(|| problem(&name, lineno, "not a chained record (no MAC): inserted or altered"))?;
-            let rec: Record = serde_json::from_str(&body)
-                .map_err(|e| problem(&name, lineno, format!("not a valid record ({e}): altered")))?;
+            let (body, mac) = chain::open_line(text).ok_or_else(|| {
+                problem(
+                    &name,
+                    lineno,
+                    "not a chained record (no MAC): inserted or altered",
+                )
+            })?;
+            let rec: Record = serde_json::from_str(&body).map_err(|e| {
+                problem(&name, lineno, format!("not a valid record ({e}): altered"))
+            })?;
             if first_in_file && name != file_name(rec.seq) {
                 return Err(problem(
                     &name,
                     lineno,
-                    format!("file starts with record {} but is named for another: renamed or replaced", rec.seq),
+                    format!(
+                        "file starts with record {} but is named for another: renamed or replaced",
+                        rec.seq
+                    ),
                 ));
             }
             if prev_seq == 0 && s.records == 0 && rec.seq != 1 {
                 return Err(problem(
                     &name,
                     lineno,
-                    format!("the trail starts at record {}: records 1 to {} are missing", rec.seq, rec.seq - 1),
+                    format!(
+                        "the trail starts at record {}: records 1 to {} are missing",
+                        rec.seq,
+                        rec.seq - 1
+                    ),
                 ));
             }
             if rec.seq != prev_seq + 1 {
                 let what = if rec.seq > prev_seq + 1 {
-                    format!("records {} to {} are missing (deleted)", prev_seq + 1, rec.seq - 1)
+                    format!(
+                        "records {} to {} are missing (deleted)",
+                        prev_seq + 1,
+                        rec.seq - 1
+                    )
                 } else {
-                    format!("record {} follows record {}: reordered or duplicated", rec.seq, prev_seq)
+                    format!(
+                        "record {} follows record {}: reordered or duplicated",
+                        rec.seq, prev_seq
+                    )
                 };
                 return Err(problem(&name, lineno, what));
             }
@@ -116,13 +142,20 @@ pub fn verify(dir: &Path, key: &ChainKey) -> Result<Summary, Problem> {
                 return Err(problem(
                     &name,
                     lineno,
-                    format!("record {} does not match its MAC: modified, inserted, or signed with another key", rec.seq),
+                    format!(
+                        "record {} does not match its MAC: modified, inserted, or signed with another key",
+                        rec.seq
+                    ),
                 ));
             }
             if let Some(seal) = &seal {
                 if rec.seq == seal.seq {
                     if chain::hex(&mac) != seal.mac {
-                        return Err(problem(files::SEAL_FILE, 0, format!("the seal names record {} with another MAC", seal.seq)));
+                        return Err(problem(
+                            files::SEAL_FILE,
+                            0,
+                            format!("the seal names record {} with another MAC", seal.seq),
+                        ));
                     }
                     sealed_mac_seen = true;
                 }
@@ -140,12 +173,20 @@ pub fn verify(dir: &Path, key: &ChainKey) -> Result<Summary, Problem> {
     s.last_seq = prev_seq;
     match &seal {
         None if s.records > 0 => {
-            return Err(problem(files::SEAL_FILE, 0, "missing: the end of the trail cannot be checked"));
+            return Err(problem(
+                files::SEAL_FILE,
+                0,
+                "missing: the end of the trail cannot be checked",
+            ));
         }
         None => {}
         Some(seal) => {
             if !seal.valid(key) {
-                return Err(problem(files::SEAL_FILE, 0, "signature does not match: altered or signed with another key"));
+                return Err(problem(
+                    files::SEAL_FILE,
+                    0,
+                    "signature does not match: altered or signed with another key",
+                ));
             }
             if seal.seq > s.last_seq {
                 return Err(problem(
@@ -158,7 +199,11 @@ pub fn verify(dir: &Path, key: &ChainKey) -> Result<Summary, Problem> {
                 ));
             }
             if !sealed_mac_seen && seal.seq > 0 {
-                return Err(problem(files::SEAL_FILE, 0, format!("record {} named by the seal is not in the trail", seal.seq)));
+                return Err(problem(
+                    files::SEAL_FILE,
+                    0,
+                    format!("record {} named by the seal is not in the trail", seal.seq),
+                ));
             }
             s.sealed_seq = seal.seq;
         }
@@ -197,7 +242,11 @@ mod tests {
     }
 
     fn lines(path: &Path) -> Vec<String> {
-        std::fs::read_to_string(path).unwrap().lines().map(str::to_string).collect()
+        std::fs::read_to_string(path)
+            .unwrap()
+            .lines()
+            .map(str::to_string)
+            .collect()
     }
 
     fn write_lines(path: &Path, lines: &[String]) {
@@ -264,12 +313,18 @@ mod tests {
         write_lines(&f, &l);
         let p = check(dir.path()).unwrap_err();
         assert_eq!(p.line, 3);
-        assert!(p.what.contains("missing") || p.what.contains("reordered"), "{p}");
+        assert!(
+            p.what.contains("missing") || p.what.contains("reordered"),
+            "{p}"
+        );
         // A forged line without a MAC.
         let dir = trail(60);
         let f = second_file(dir.path());
         let mut l = lines(&f);
-        l.insert(1, r#"{"ts":"2026-01-01T00:00:00Z","seq":9,"event":"query"}"#.into());
+        l.insert(
+            1,
+            r#"{"ts":"2026-01-01T00:00:00Z","seq":9,"event":"query"}"#.into(),
+        );
         write_lines(&f, &l);
         assert_eq!(check(dir.path()).unwrap_err().line, 2);
     }
@@ -310,14 +365,19 @@ mod tests {
     fn a_torn_last_line_is_reported_and_cut_at_the_next_start() {
         let dir = trail(5);
         let last = files::list(dir.path()).unwrap().pop().unwrap();
-        let mut f = std::fs::OpenOptions::new().append(true).open(&last).unwrap();
+        let mut f = std::fs::OpenOptions::new()
+            .append(true)
+            .open(&last)
+            .unwrap();
         std::io::Write::write_all(&mut f, b"{\"ts\":\"2026").unwrap();
         let s = check(dir.path()).unwrap();
         assert!(s.torn_tail);
         // Reopening cuts it and says so in the trail.
         let key = ChainKey::from_audit_key(KEY);
         let mut files = Files::open(dir.path(), key, 4096, Duration::from_secs(3600)).unwrap();
-        files.write(&mut [Record::new("start")], &mut Vec::new()).unwrap();
+        files
+            .write(&mut [Record::new("start")], &mut Vec::new())
+            .unwrap();
         files.sync().unwrap();
         files.seal().unwrap();
         let s = check(dir.path()).unwrap();

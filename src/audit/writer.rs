@@ -132,7 +132,11 @@ impl AuditTrail {
     /// written.
     pub async fn wait(&self, ticket: u64) -> Result<(), Unavailable> {
         if self.durability == Durability::Async {
-            return if self.healthy() { Ok(()) } else { Err(Unavailable) };
+            return if self.healthy() {
+                Ok(())
+            } else {
+                Err(Unavailable)
+            };
         }
         loop {
             let written = self.shared.written.notified();
@@ -183,7 +187,12 @@ struct Writer {
 }
 
 impl Writer {
-    fn new(shared: Arc<Shared>, files: Files, durability: Durability, metrics: Arc<Metrics>) -> Writer {
+    fn new(
+        shared: Arc<Shared>,
+        files: Files,
+        durability: Durability,
+        metrics: Arc<Metrics>,
+    ) -> Writer {
         let now = Instant::now();
         let mut start = Record::new("start");
         start.detail = Some(serde_json::json!({
@@ -286,7 +295,9 @@ impl Writer {
                 if self.shared.failed.swap(false, Ordering::AcqRel) {
                     info!("audit trail writable again");
                 }
-                self.shared.durable.store(self.last_ticket, Ordering::Release);
+                self.shared
+                    .durable
+                    .store(self.last_ticket, Ordering::Release);
                 if !self.sealed_once {
                     // Seal the first records at once, not a tick later.
                     self.sealed_once = self.files.seal().is_ok();

@@ -287,7 +287,8 @@ impl Direction<'_> {
             self.ctx.catalog.invalidate(&self.info.database);
         }
         if let Some(trail) = &self.ctx.audit {
-            self.restricted |= done.statement.decision.is_some() && done.statement.refusal.is_none();
+            self.restricted |=
+                done.statement.decision.is_some() && done.statement.refusal.is_none();
             self.need = trail.submit(trail::completed(self.ctx, self.info, &done));
         }
         if !self.ctx.events.wants_statements() {

@@ -12,7 +12,6 @@ use super::enforce::{Enforcer, Standing, log_refusal, refusal_extended, refusal_
 use super::state::{Prepared, SessionState};
 use super::{Error, SessionInfo};
 use crate::analysis::{Effect, Refusal, ResultPlan, Source};
-use std::collections::BTreeSet;
 use crate::backend::tracker::{Pending, PendingQueue, Statement};
 use crate::codec::{self, DecodeError};
 use crate::context::ProxyContext;
@@ -22,6 +21,7 @@ use crate::frontend::FrontendMessage;
 use crate::net::{ClientRead, UpstreamWrite};
 use bytes::BytesMut;
 use pgwire::messages::PgWireFrontendMessage;
+use std::collections::BTreeSet;
 use std::sync::Arc;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tracing::{debug, warn};
@@ -175,8 +175,12 @@ impl Inspector<'_> {
             }
             FrontendMessage::Bind(b) => {
                 let params = self.params(&b);
-                self.state
-                    .bind(b.portal_name, b.statement_name.as_deref(), Vec::new(), params);
+                self.state.bind(
+                    b.portal_name,
+                    b.statement_name.as_deref(),
+                    Vec::new(),
+                    params,
+                );
                 self.expect(Pending::Bind);
             }
             FrontendMessage::Describe(_) => self.expect(Pending::Describe(None)),
@@ -239,7 +243,9 @@ impl Inspector<'_> {
         self.ctx.metrics.hot.queries_refuse.inc();
         refusal_query(&r.message, out);
         let d = self.refusal_decision();
-        self.expect(Pending::Query(Statement::refused(sql, false, d, &r.message)));
+        self.expect(Pending::Query(Statement::refused(
+            sql, false, d, &r.message,
+        )));
     }
 
     fn refuse_parse(&mut self, sql: Arc<str>, r: &Refusal, out: &mut BytesMut) {
@@ -250,7 +256,9 @@ impl Inspector<'_> {
         let d = self.refusal_decision();
         self.expect(Pending::Hidden);
         self.expect(Pending::Hidden);
-        self.expect(Pending::Execute(Statement::refused(sql, true, d, &r.message)));
+        self.expect(Pending::Execute(Statement::refused(
+            sql, true, d, &r.message,
+        )));
     }
 
     async fn inspect_restricted(
@@ -277,7 +285,8 @@ impl Inspector<'_> {
                             a.statements.iter().map(|s| s.result.clone()).collect();
                         self.count(results.iter().any(Option::is_some), false);
                         let touched = a.statements.iter().map(|s| s.touched.clone()).collect();
-                        let d = self.decision(view, results, Vec::new(), a.sensitive(), false, touched);
+                        let d =
+                            self.decision(view, results, Vec::new(), a.sensitive(), false, touched);
                         out.extend_from_slice(&frame.bytes);
                         self.expect(Pending::Query(Statement::decided(sql, false, d)));
                     }
@@ -318,7 +327,14 @@ impl Inspector<'_> {
                                 touched: touched.clone(),
                             },
                         );
-                        let d = self.decision(view, vec![plan], Vec::new(), sensitive, false, vec![touched]);
+                        let d = self.decision(
+                            view,
+                            vec![plan],
+                            Vec::new(),
+                            sensitive,
+                            false,
+                            vec![touched],
+                        );
                         out.extend_from_slice(&frame.bytes);
                         self.expect(Pending::Parse(Statement::decided(sql, true, d)));
                     }
@@ -364,7 +380,8 @@ impl Inspector<'_> {
                     if msg.encode(out).is_err() {
                         out.extend_from_slice(&frame.bytes);
                     }
-                    self.state.bind(portal, statement.as_deref(), formats, params);
+                    self.state
+                        .bind(portal, statement.as_deref(), formats, params);
                 } else {
                     out.extend_from_slice(&frame.bytes);
                     self.state
@@ -435,7 +452,12 @@ impl Inspector<'_> {
     /// Bind parameters for the audit trail, when there is one.
     fn params(&self, b: &pgwire::messages::extendedquery::Bind) -> Option<Arc<[Option<String>]>> {
         self.ctx.audit.as_ref()?;
-        let hash = self.ctx.config.audit.hash_parameters.then_some(&self.ctx.hash_key);
+        let hash = self
+            .ctx
+            .config
+            .audit
+            .hash_parameters
+            .then_some(&self.ctx.hash_key);
         Some(super::trail::bind_params(b, hash))
     }
 

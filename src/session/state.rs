@@ -6,8 +6,8 @@
 //! Maps are capped so a client cannot grow them without end.
 
 use crate::analysis::{Effect, ResultPlan, SessionLookup, Source};
-use std::collections::BTreeSet;
 use crate::decision::RoleView;
+use std::collections::BTreeSet;
 use std::collections::HashMap;
 use std::sync::Arc;
 

@@ -77,7 +77,9 @@ pub fn completed(ctx: &ProxyContext, info: &SessionInfo, done: &Completed) -> Re
     r
 }
 
-/// Bind parameters as recorded: text as sent, binary as `\x` hex, or
+/// Bind parameters as recorded: text as sent (binary values too when they
+/// are printable UTF-8, as binary `text` values are), other binary values
+/// as `\x` hex, or
 /// (`[audit] hash_parameters`) the keyed pseudonym of the bytes, the same
 /// the `hash` action shows, so a looked-up value can be matched.
 pub fn bind_params(b: &Bind, hash: Option<&HashKey>) -> Arc<[Option<String>]> {
@@ -94,8 +96,13 @@ pub fn bind_params(b: &Bind, hash: Option<&HashKey>) -> Arc<[Option<String>]> {
                 [one] => *one,
                 many => many.get(i).copied().unwrap_or(0),
             };
+            let printable = |s: &str| {
+                !s.chars()
+                    .any(|c| c.is_control() && !matches!(c, '\t' | '\n' | '\r'))
+            };
             Some(match (format, std::str::from_utf8(p)) {
                 (0, Ok(s)) => s.to_string(),
+                (_, Ok(s)) if printable(s) => s.to_string(),
                 _ => {
                     let mut s = String::from("\\x");
                     s.push_str(&crate::audit::chain::hex(p));
