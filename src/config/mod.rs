@@ -306,10 +306,10 @@ impl Config {
             return Err(self.invalid("audit.dir", "audit.key_file is set but audit.dir is not"));
         }
         if let Some(p) = &self.audit.key_file {
-            read_secret(p).map_err(|m| self.invalid("audit.key_file", m))?;
+            read_key(p).map_err(|m| self.invalid("audit.key_file", m))?;
         }
         if let Some(p) = &self.masking.hash_key_file {
-            read_secret(p).map_err(|m| self.invalid("masking.hash_key_file", m))?;
+            read_key(p).map_err(|m| self.invalid("masking.hash_key_file", m))?;
         }
         if let Some(level) = &self.log.level {
             tracing_subscriber::EnvFilter::try_new(level)
@@ -370,6 +370,15 @@ pub fn read_secret(path: &Path) -> Result<String, String> {
         return Err(format!("{} is empty", path.display()));
     }
     Ok(text)
+}
+
+/// Check that a key file (any bytes) can be read and is not empty.
+fn read_key(path: &Path) -> Result<(), String> {
+    let bytes = std::fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    if bytes.iter().all(u8::is_ascii_whitespace) {
+        return Err(format!("{} is empty", path.display()));
+    }
+    Ok(())
 }
 
 #[cfg(test)]
