@@ -196,6 +196,13 @@ fn runtime_run(fut: impl std::future::Future<Output = anyhow::Result<()>>) -> Ex
     }
 }
 
+/// The filters of `audit search` / `report`; `None` (reported) if invalid.
+fn parse_filter(args: FilterArgs) -> Option<crate::audit::search::Filter> {
+    args.filter()
+        .inspect_err(|e| eprintln!("pgwarden: {e}"))
+        .ok()
+}
+
 fn audit(command: AuditCommand) -> ExitCode {
     use crate::audit::{search, verify};
     let (AuditCommand::Verify { config }
@@ -248,12 +255,8 @@ fn audit(command: AuditCommand) -> ExitCode {
             }
         }
         AuditCommand::Search { filter, json, .. } => {
-            let filter = match filter.filter() {
-                Ok(f) => f,
-                Err(e) => {
-                    eprintln!("pgwarden: {e}");
-                    return ExitCode::from(2);
-                }
+            let Some(filter) = parse_filter(filter) else {
+                return ExitCode::from(2);
             };
             match search::search(&dir, &filter, json, &mut out) {
                 Ok(n) => {
@@ -270,12 +273,8 @@ fn audit(command: AuditCommand) -> ExitCode {
             }
         }
         AuditCommand::Report { filter, json, .. } => {
-            let filter = match filter.filter() {
-                Ok(f) => f,
-                Err(e) => {
-                    eprintln!("pgwarden: {e}");
-                    return ExitCode::from(2);
-                }
+            let Some(filter) = parse_filter(filter) else {
+                return ExitCode::from(2);
             };
             match search::report(&dir, &filter) {
                 Ok(days) => {

@@ -46,6 +46,7 @@ pub mod error;
 pub mod events;
 pub mod frame;
 pub mod frontend;
+pub mod hex;
 pub mod listener;
 pub mod masking;
 pub mod metrics;

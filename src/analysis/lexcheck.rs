@@ -120,13 +120,13 @@ pub fn check(sql: &str) -> Result<(), Refusal> {
     Ok(())
 }
 
-fn is_ident_byte(c: u8) -> bool {
+pub(super) fn is_ident_byte(c: u8) -> bool {
     c.is_ascii_alphanumeric() || c == b'_' || c >= 0x80
 }
 
 /// Skip a quoted string or identifier starting at `start` (a quote),
 /// with doubled quotes inside; the index after the closing quote.
-fn skip_quoted(b: &[u8], start: usize, q: u8) -> Option<usize> {
+pub(super) fn skip_quoted(b: &[u8], start: usize, q: u8) -> Option<usize> {
     let mut i = start + 1;
     while i < b.len() {
         if b[i] == q {

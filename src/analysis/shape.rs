@@ -15,6 +15,8 @@
 //! quoted identifiers, comments, `$n` parameters, operators, and string
 //! constants with a prefix (`E''`, `B''`, `X''`, `U&''`) or a backslash.
 
+use super::lexcheck::skip_quoted;
+
 /// The shape of `sql`, or `None` when it has no literal to blank out or
 /// when its lexing is anything but plain (an unterminated string or
 /// comment, a dollar quote): such text is only cached exactly.
@@ -27,7 +29,7 @@ pub fn shape(sql: &str) -> Option<String> {
         let c = b[i];
         match c {
             b'\'' => {
-                let end = string_end(b, i)?;
+                let end = skip_quoted(b, i, b'\'')?;
                 let prefixed = i > 0 && (is_ident_byte(b[i - 1]) || b[i - 1] == b'&');
                 let body = &b[i + 1..end - 1];
                 if prefixed || body.contains(&b'\\') {
@@ -39,7 +41,7 @@ pub fn shape(sql: &str) -> Option<String> {
                 i = end;
             }
             b'"' => {
-                let end = quoted_end(b, i, b'"')?;
+                let end = skip_quoted(b, i, b'"')?;
                 out.extend_from_slice(&b[i..end]);
                 i = end;
             }
@@ -102,28 +104,10 @@ fn is_ident_start(c: u8) -> bool {
     c.is_ascii_alphabetic() || c == b'_' || c >= 0x80
 }
 
+/// Identifier characters, `$` included so `a$1` stays one token (the
+/// lexical checks refuse it anyway).
 fn is_ident_byte(c: u8) -> bool {
-    is_ident_start(c) || c.is_ascii_digit() || c == b'$'
-}
-
-/// End (exclusive) of the standard string constant starting at `start`.
-fn string_end(b: &[u8], start: usize) -> Option<usize> {
-    quoted_end(b, start, b'\'')
-}
-
-/// End (exclusive) of a `q`-quoted token starting at `start`, where a
-/// doubled `q` stands for itself.
-fn quoted_end(b: &[u8], start: usize, q: u8) -> Option<usize> {
-    let mut i = start + 1;
-    loop {
-        let p = b[i..].iter().position(|&c| c == q)?;
-        i += p + 1;
-        if b.get(i) == Some(&q) {
-            i += 1;
-        } else {
-            return Some(i);
-        }
-    }
+    super::lexcheck::is_ident_byte(c) || c == b'$'
 }
 
 #[cfg(test)]

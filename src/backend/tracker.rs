@@ -150,6 +150,12 @@ impl Statement {
         })
     }
 
+    /// Results of a restricted role's statement that pgwarden let run:
+    /// never shown without their audit record.
+    pub fn restricted_results(&self) -> bool {
+        self.decision.is_some() && self.refusal.is_none()
+    }
+
     /// `refuse`, `rewrite` or `forward`, for its `index`-th result.
     pub fn outcome(&self, index: usize) -> &'static str {
         match (&self.refusal, &self.decision) {

@@ -45,9 +45,7 @@ impl HashKey {
         let mac = hmac(&self.0, value);
         let mut out = String::with_capacity(22);
         out.push_str("h:");
-        for b in &mac[..10] {
-            out.push_str(&format!("{b:02x}"));
-        }
+        crate::hex::push(&mut out, &mac[..10]);
         out
     }
 }

@@ -129,7 +129,7 @@ impl Direction<'_> {
             return Ok(());
         };
         if let Some((st, index)) = self.tracker.announce() {
-            self.restricted |= st.decision.is_some() && st.refusal.is_none();
+            self.restricted |= st.restricted_results();
             self.need = trail.submit(trail::started(self.ctx, self.info, &st, index));
         }
         if self.need <= self.waited {
@@ -287,8 +287,7 @@ impl Direction<'_> {
             self.ctx.catalog.invalidate(&self.info.database);
         }
         if let Some(trail) = &self.ctx.audit {
-            self.restricted |=
-                done.statement.decision.is_some() && done.statement.refusal.is_none();
+            self.restricted |= done.statement.restricted_results();
             self.need = trail.submit(trail::completed(self.ctx, self.info, &done));
         }
         if !self.ctx.events.wants_statements() {

@@ -105,7 +105,7 @@ pub fn bind_params(b: &Bind, hash: Option<&HashKey>) -> Arc<[Option<String>]> {
                 (_, Ok(s)) if printable(s) => s.to_string(),
                 _ => {
                     let mut s = String::from("\\x");
-                    s.push_str(&crate::audit::chain::hex(p));
+                    crate::hex::push(&mut s, p);
                     s
                 }
             })
