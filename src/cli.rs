@@ -241,6 +241,12 @@ fn audit(command: AuditCommand) -> ExitCode {
                         s.files,
                         s.sealed_seq
                     );
+                    if s.retained_from > 1 {
+                        println!(
+                            "note: records before {} were removed by retention (signed anchor checked)",
+                            s.retained_from
+                        );
+                    }
                     if s.torn_tail {
                         println!(
                             "note: the last line was cut short by a crash (never acknowledged; removed at the next start)"

@@ -247,3 +247,48 @@ async fn kill_9_loses_no_record_of_results_already_sent() {
     assert!(ok, "{out}{err}");
     assert_eq!(all.iter().filter(|r| r.event == "start").count(), 2);
 }
+
+/// Retention removes files whose records are all older than the limit,
+/// records that it did, and leaves a trail that still verifies.
+#[tokio::test]
+async fn retention_removes_old_files_and_the_trail_still_verifies() {
+    let dir = tempfile::tempdir().unwrap();
+    // 0.00003 days is about 2.6 seconds.
+    let section = audit_section(dir.path(), "async")
+        + "rotate_secs = 1\ncheckpoint_secs = 1\nretention_days = 0.00003\n";
+    let proxy = start_proxy(&section).await;
+    let c = connect(&proxy, SCRAM_USER).await;
+    let tag = unique("retained");
+    let trail = dir.path().join("trail");
+    let first = trail.join("audit-00000000000000000001.jsonl");
+    let mut i = 0;
+    while first.exists() {
+        assert!(i < 150, "retention never removed the first file");
+        c.simple_query(&format!("SELECT {i} AS {tag}"))
+            .await
+            .unwrap();
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        i += 1;
+    }
+    let last = format!("SELECT 'last' AS {tag}");
+    c.simple_query(&last).await.unwrap();
+    drop(c);
+    proxy.shutdown().await;
+    let all = records(dir.path());
+    let retention: Vec<_> = all.iter().filter(|r| r.event == "retention").collect();
+    assert!(!retention.is_empty());
+    let detail = retention[0].detail.as_ref().unwrap();
+    assert!(
+        detail["removed"][0]
+            .as_str()
+            .unwrap()
+            .starts_with("audit-00000000000000000001"),
+        "{detail}"
+    );
+    assert!(all[0].seq > 1);
+    assert_eq!(queries(&all, &last).len(), 1);
+    let cfg = config_file(dir.path(), 1, "async");
+    let (ok, out, err) = pgwarden(&["audit", "verify"], &cfg).await;
+    assert!(ok, "{out}{err}");
+    assert!(out.contains("removed by retention"), "{out}");
+}

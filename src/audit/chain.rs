@@ -54,17 +54,19 @@ impl ChainKey {
         hmac(&self.0, &[prev, body])
     }
 
+    /// A signature (hex) over `parts`, for files beside the chain.
+    pub fn sign(&self, parts: &[&[u8]]) -> String {
+        hex(&hmac(&self.0, parts))
+    }
+
     fn sign_seal(&self, seal: &Seal) -> String {
-        hex(&hmac(
-            &self.0,
-            &[
-                b"seal",
-                &seal.seq.to_be_bytes(),
-                seal.mac.as_bytes(),
-                seal.file.as_bytes(),
-                seal.ts.as_bytes(),
-            ],
-        ))
+        self.sign(&[
+            b"seal",
+            &seal.seq.to_be_bytes(),
+            seal.mac.as_bytes(),
+            seal.file.as_bytes(),
+            seal.ts.as_bytes(),
+        ])
     }
 }
 

@@ -43,6 +43,55 @@ pub fn read_seal(dir: &Path) -> io::Result<Option<Seal>> {
     }
 }
 
+/// The end of a file: enough bytes to hold its last two complete lines
+/// (or the whole file), and the offset they start at.
+fn read_tail(f: &mut File) -> io::Result<(Vec<u8>, u64)> {
+    let len = f.metadata()?.len();
+    let mut window = 64 * 1024u64;
+    loop {
+        let start = len.saturating_sub(window);
+        f.seek(SeekFrom::Start(start))?;
+        let mut buf = Vec::new();
+        Read::by_ref(f).take(len - start).read_to_end(&mut buf)?;
+        let complete = buf.iter().rposition(|&c| c == b'\n').map_or(0, |p| p + 1);
+        let lines_seen = buf[..complete].iter().filter(|&&c| c == b'\n').count();
+        if start == 0 || lines_seen >= 2 {
+            return Ok((buf, start));
+        }
+        window *= 4;
+    }
+}
+
+/// Sequence number and MAC of the last line of `body` (complete lines).
+fn last_complete(body: &[u8], path: &Path) -> io::Result<Option<(u64, [u8; 32])>> {
+    let last = body
+        .strip_suffix(b"\n")
+        .map(|b| b.rsplit(|&c| c == b'\n').next().unwrap_or(b))
+        .unwrap_or(b"");
+    if last.is_empty() {
+        return Ok(None);
+    }
+    let line =
+        std::str::from_utf8(last).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
+    let (json, mac) = chain::open_line(line).ok_or_else(|| {
+        io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!("the last record of {} carries no MAC", path.display()),
+        )
+    })?;
+    let rec: Record =
+        serde_json::from_str(&json).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
+    Ok(Some((rec.seq, mac)))
+}
+
+/// Sequence number and MAC of the last complete record of a file.
+pub fn last_record(path: &Path) -> io::Result<Option<(u64, [u8; 32])>> {
+    let mut f = File::open(path)?;
+    let (text, _) = read_tail(&mut f)?;
+    let complete = text.iter().rposition(|&c| c == b'\n').map_or(0, |p| p + 1);
+    last_complete(&text[..complete], path)
+}
+
 /// The open end of the trail.
 pub struct Files {
     dir: PathBuf,
@@ -62,6 +111,8 @@ pub struct Files {
     pub unsynced: bool,
     /// Records to write first, about the trail itself (recovery).
     pub notes: Vec<Record>,
+    /// The last `checkpoint` record written since the trail was opened.
+    pub checkpoint_seq: u64,
 }
 
 impl Files {
@@ -94,6 +145,7 @@ impl Files {
             sealed: 0,
             unsynced: false,
             notes: Vec::new(),
+            checkpoint_seq: 0,
         };
         if let Some(last) = list(dir)?.pop() {
             files.resume(&last)?;
@@ -107,26 +159,7 @@ impl Files {
     /// Continue after the last complete line of `path`.
     fn resume(&mut self, path: &Path) -> io::Result<()> {
         let mut f = OpenOptions::new().read(true).append(true).open(path)?;
-        let len = f.metadata()?.len();
-        // Read backwards until the last complete line is in view.
-        let mut window = 64 * 1024u64;
-        let (text, start) = loop {
-            let start = len.saturating_sub(window);
-            f.seek(SeekFrom::Start(start))?;
-            let mut buf = Vec::new();
-            Read::by_ref(&mut f)
-                .take(len - start)
-                .read_to_end(&mut buf)?;
-            let complete = match buf.iter().rposition(|&c| c == b'\n') {
-                Some(p) => p + 1,
-                None => 0,
-            };
-            let lines_seen = buf[..complete].iter().filter(|&&c| c == b'\n').count();
-            if start == 0 || lines_seen >= 2 {
-                break (buf, start);
-            }
-            window *= 4;
-        };
+        let (text, start) = read_tail(&mut f)?;
         let complete = text.iter().rposition(|&c| c == b'\n').map_or(0, |p| p + 1);
         let torn = text.len() - complete;
         if torn > 0 {
@@ -140,23 +173,8 @@ impl Files {
             }));
             self.notes.push(note);
         }
-        let body = &text[..complete];
-        let last = body
-            .strip_suffix(b"\n")
-            .map(|b| b.rsplit(|&c| c == b'\n').next().unwrap_or(b))
-            .unwrap_or(b"");
-        if !last.is_empty() {
-            let line = std::str::from_utf8(last)
-                .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
-            let (json, mac) = chain::open_line(line).ok_or_else(|| {
-                io::Error::new(
-                    io::ErrorKind::InvalidData,
-                    format!("the last record of {} carries no MAC", path.display()),
-                )
-            })?;
-            let rec: Record = serde_json::from_str(&json)
-                .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
-            self.seq = rec.seq;
+        if let Some((seq, mac)) = last_complete(&text[..complete], path)? {
+            self.seq = seq;
             self.mac = mac;
         }
         self.size = start + complete as u64;
@@ -175,11 +193,12 @@ impl Files {
     /// On error nothing of the batch stays on disk and the chain head is
     /// unchanged.
     pub fn write(&mut self, records: &mut [Record], buf: &mut Vec<u8>) -> io::Result<()> {
-        let (seq0, mac0) = (self.seq, self.mac);
+        let (seq0, mac0, checkpoint0) = (self.seq, self.mac, self.checkpoint_seq);
         let result = self.write_inner(records, buf);
         if result.is_err() {
             self.seq = seq0;
             self.mac = mac0;
+            self.checkpoint_seq = checkpoint0;
             // Cut what part of the batch reached the file, if we can; if
             // not, the next attempt starts a new file.
             let size = self.size;
@@ -205,6 +224,8 @@ impl Files {
             // A new file continues the chain of the last one.
             let mut r = Record::new("rotate");
             r.detail = Some(serde_json::json!({ "previous_seq": self.seq }));
+            // Dated with the batch that opened the file.
+            r.ts = records.first().map(|f| f.ts.clone()).unwrap_or_default();
             self.chain(&mut r, &mut rotate_line)?;
         }
         buf.extend_from_slice(&rotate_line);
@@ -228,6 +249,9 @@ impl Files {
         let body = serde_json::to_string(r).map_err(io::Error::other)?;
         self.mac = chain::seal_line(&self.key, &self.mac, &body, buf);
         self.seq = r.seq;
+        if r.event == "checkpoint" {
+            self.checkpoint_seq = r.seq;
+        }
         Ok(())
     }
 
@@ -246,6 +270,14 @@ impl Files {
         self.name = name;
         self.opened = Instant::now();
         Ok(())
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    pub fn key(&self) -> &ChainKey {
+        &self.key
     }
 
     pub fn sync(&mut self) -> io::Result<()> {

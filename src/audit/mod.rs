@@ -12,12 +12,13 @@
 pub mod chain;
 pub mod files;
 pub mod record;
+pub mod retention;
 pub mod search;
 pub mod verify;
 pub mod writer;
 
 pub use record::{ColumnUse, Record};
-pub use writer::{AuditTrail, Unavailable};
+pub use writer::{AuditTrail, TrailOptions, Unavailable};
 
 use crate::config::Config;
 use crate::metrics::Metrics;
@@ -76,9 +77,13 @@ pub fn open(config: &Config, metrics: Arc<Metrics>) -> anyhow::Result<Option<Arc
     let trail = AuditTrail::start(
         dir,
         key,
-        config.audit.durability,
-        config.audit.rotate_bytes,
-        Duration::from_secs(config.audit.rotate_secs.max(1)),
+        TrailOptions {
+            durability: config.audit.durability,
+            rotate_bytes: config.audit.rotate_bytes,
+            rotate_after: Duration::from_secs(config.audit.rotate_secs.max(1)),
+            checkpoint_every: Duration::from_secs(config.audit.checkpoint_secs.max(1)),
+            retention_days: config.audit.retention_days,
+        },
         metrics,
     )
     .map_err(|e| anyhow::anyhow!("cannot open the audit trail in {}: {e}", dir.display()))?;

@@ -4,6 +4,7 @@
 use super::chain::{self, ChainKey, GENESIS};
 use super::files::{self, file_name};
 use super::record::Record;
+use super::retention;
 use std::io::{BufRead, BufReader};
 use std::path::Path;
 
@@ -35,6 +36,9 @@ pub struct Summary {
     pub last_seq: u64,
     /// The sealed record (the trail must reach it).
     pub sealed_seq: u64,
+    /// When retention removed the oldest files: the first record kept
+    /// (0 when the trail starts at record 1).
+    pub retained_from: u64,
     /// A last line cut short by a crash (never acknowledged; removed at
     /// the next start).
     pub torn_tail: bool,
@@ -54,6 +58,8 @@ pub fn verify(dir: &Path, key: &ChainKey) -> Result<Summary, Problem> {
     let paths = files::list(dir).map_err(|e| problem(&dirname, 0, format!("cannot list: {e}")))?;
     let seal = files::read_seal(dir)
         .map_err(|e| problem(files::SEAL_FILE, 0, format!("unreadable seal: {e}")))?;
+    let anchors = retention::read_anchors(dir)
+        .map_err(|e| problem(retention::ANCHORS_FILE, 0, format!("unreadable: {e}")))?;
     let mut s = Summary::default();
     let mut prev_mac = GENESIS;
     let mut prev_seq = 0u64;
@@ -112,16 +118,28 @@ pub fn verify(dir: &Path, key: &ChainKey) -> Result<Summary, Problem> {
                     ),
                 ));
             }
-            if prev_seq == 0 && s.records == 0 && rec.seq != 1 {
-                return Err(problem(
-                    &name,
-                    lineno,
-                    format!(
-                        "the trail starts at record {}: records 1 to {} are missing",
-                        rec.seq,
-                        rec.seq - 1
-                    ),
-                ));
+            if s.records == 0 && rec.seq != 1 {
+                // Only retention may remove the oldest records, and it
+                // leaves a signed anchor for the first record it kept.
+                let anchor = anchors
+                    .iter()
+                    .rev()
+                    .find(|a| a.first_seq == rec.seq && a.valid(key))
+                    .and_then(|a| chain::unhex(&a.prev_mac));
+                let Some(anchor_mac) = anchor else {
+                    return Err(problem(
+                        &name,
+                        lineno,
+                        format!(
+                            "the trail starts at record {}: records 1 to {} are missing and no retention anchor covers them",
+                            rec.seq,
+                            rec.seq - 1
+                        ),
+                    ));
+                };
+                prev_mac = anchor_mac;
+                prev_seq = rec.seq - 1;
+                s.retained_from = rec.seq;
             }
             if rec.seq != prev_seq + 1 {
                 let what = if rec.seq > prev_seq + 1 {

@@ -16,6 +16,7 @@
 use super::chain::ChainKey;
 use super::files::Files;
 use super::record::Record;
+use super::retention;
 use crate::config::Durability;
 use crate::metrics::Metrics;
 use std::path::Path;
@@ -30,8 +31,33 @@ pub const MAX_BACKLOG: usize = 200_000;
 const TICK: Duration = Duration::from_secs(1);
 /// In `async` mode, how long records may wait in memory before a write.
 pub const ASYNC_FLUSH: Duration = Duration::from_millis(50);
-/// Interval between `checkpoint` records.
-const CHECKPOINT_EVERY: Duration = Duration::from_secs(60);
+
+/// How the trail is written.
+#[derive(Debug, Clone)]
+pub struct TrailOptions {
+    pub durability: Durability,
+    /// Rotate the current file at this size.
+    pub rotate_bytes: u64,
+    /// Rotate the current file at this age.
+    pub rotate_after: Duration,
+    /// Interval between `checkpoint` records.
+    pub checkpoint_every: Duration,
+    /// Remove files whose records are all older than this many days
+    /// (0: keep everything).
+    pub retention_days: f64,
+}
+
+impl Default for TrailOptions {
+    fn default() -> Self {
+        TrailOptions {
+            durability: Durability::Sync,
+            rotate_bytes: 128 * 1024 * 1024,
+            rotate_after: Duration::from_secs(86_400),
+            checkpoint_every: Duration::from_secs(60),
+            retention_days: 0.0,
+        }
+    }
+}
 
 /// Why results cannot wait for their record.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -75,12 +101,11 @@ impl AuditTrail {
     pub fn start(
         dir: &Path,
         key: ChainKey,
-        durability: Durability,
-        rotate_bytes: u64,
-        rotate_after: Duration,
+        options: TrailOptions,
         metrics: Arc<Metrics>,
     ) -> std::io::Result<AuditTrail> {
-        let files = Files::open(dir, key, rotate_bytes, rotate_after)?;
+        let durability = options.durability;
+        let files = Files::open(dir, key, options.rotate_bytes, options.rotate_after)?;
         let shared = Arc::new(Shared {
             queue: Mutex::new(Queue {
                 next: 1,
@@ -96,7 +121,7 @@ impl AuditTrail {
         let s = shared.clone();
         let thread = std::thread::Builder::new()
             .name("pgwarden-audit".into())
-            .spawn(move || Writer::new(s, files, durability, metrics).run())?;
+            .spawn(move || Writer::new(s, files, options, metrics).run())?;
         Ok(AuditTrail {
             shared,
             durability,
@@ -171,6 +196,7 @@ struct Writer {
     shared: Arc<Shared>,
     files: Files,
     durability: Durability,
+    options: TrailOptions,
     metrics: Arc<Metrics>,
     /// Taken from the queue, not yet written.
     backlog: Vec<Record>,
@@ -190,10 +216,11 @@ impl Writer {
     fn new(
         shared: Arc<Shared>,
         files: Files,
-        durability: Durability,
+        options: TrailOptions,
         metrics: Arc<Metrics>,
     ) -> Writer {
         let now = Instant::now();
+        let durability = options.durability;
         let mut start = Record::new("start");
         start.detail = Some(serde_json::json!({
             "version": env!("CARGO_PKG_VERSION"),
@@ -203,6 +230,7 @@ impl Writer {
             shared,
             files,
             durability,
+            options,
             metrics,
             backlog: vec![start],
             last_ticket: 0,
@@ -337,14 +365,56 @@ impl Writer {
             }
             self.last_sync = Instant::now();
         }
-        if self.last_checkpoint.elapsed() >= CHECKPOINT_EVERY && self.written_total > 0 {
+        if self.last_checkpoint.elapsed() >= self.options.checkpoint_every && self.written_total > 0
+        {
             self.last_checkpoint = Instant::now();
             let mut r = Record::new("checkpoint");
             r.detail = Some(serde_json::json!({ "records_since_start": self.written_total }));
             self.backlog.push(r);
+            // Files the previous checkpoint covers may now be removed.
+            self.retain();
         }
         if let Err(e) = self.files.seal() {
             warn!(error = %e, "cannot write the audit seal");
+        }
+    }
+
+    /// Remove the files retention no longer keeps: first a durable
+    /// `retention` record, then the signed anchor, then the files.
+    fn retain(&mut self) {
+        let days = self.options.retention_days;
+        if days <= 0.0 || self.shared.failed.load(Ordering::Acquire) {
+            return;
+        }
+        let Ok(age) = jiff::SignedDuration::try_from_secs_f64(days * 86_400.0) else {
+            return;
+        };
+        let Ok(cutoff) = jiff::Timestamp::now().checked_sub(age) else {
+            return;
+        };
+        let dir = self.files.dir().to_path_buf();
+        let (doomed, keep_from) = match retention::expired(&dir, cutoff, self.files.checkpoint_seq)
+        {
+            Ok(Some(found)) => found,
+            Ok(None) => return,
+            Err(e) => {
+                warn!(error = %e, "cannot list the audit files for retention");
+                return;
+            }
+        };
+        self.backlog
+            .push(retention::record(&doomed, keep_from, days));
+        self.flush();
+        if self.shared.failed.load(Ordering::Acquire) || self.files.sync().is_err() {
+            return;
+        }
+        match retention::remove(&dir, self.files.key(), &doomed, keep_from) {
+            Ok(()) => info!(
+                files = doomed.len(),
+                first_seq_kept = keep_from,
+                "audit retention removed old files"
+            ),
+            Err(e) => error!(error = %e, "audit retention could not remove old files"),
         }
     }
 }

@@ -142,9 +142,13 @@ pub struct AuditConfig {
     /// Rotate the current file once it is this many seconds old.
     #[serde(default = "default_rotate_secs")]
     pub rotate_secs: u64,
-    /// Delete files older than this many days (0 keeps everything).
+    /// Delete files whose records are all older than this many days
+    /// (fractions allowed; 0 keeps everything).
     #[serde(default)]
-    pub retention_days: u64,
+    pub retention_days: f64,
+    /// Seconds between signed `checkpoint` records.
+    #[serde(default = "default_checkpoint_secs")]
+    pub checkpoint_secs: u64,
     /// Keep bind parameters only as keyed hashes.
     #[serde(default)]
     pub hash_parameters: bool,
@@ -155,6 +159,9 @@ fn default_rotate_bytes() -> u64 {
 }
 fn default_rotate_secs() -> u64 {
     86_400
+}
+fn default_checkpoint_secs() -> u64 {
+    60
 }
 
 /// `sync`: fsynced before results flow; `async`: batched.
@@ -304,6 +311,15 @@ impl Config {
         }
         if self.audit.key_file.is_some() && self.audit.dir.is_none() {
             return Err(self.invalid("audit.dir", "audit.key_file is set but audit.dir is not"));
+        }
+        if !(self.audit.retention_days >= 0.0 && self.audit.retention_days.is_finite()) {
+            return Err(self.invalid(
+                "audit.retention_days",
+                "must be a number of days, 0 or more (0 keeps everything)",
+            ));
+        }
+        if self.audit.checkpoint_secs == 0 {
+            return Err(self.invalid("audit.checkpoint_secs", "must be at least 1"));
         }
         if let Some(p) = &self.audit.key_file {
             read_key(p).map_err(|m| self.invalid("audit.key_file", m))?;
