@@ -26,6 +26,8 @@
 //! - [`masking`]: masks by kind and keyed pseudonyms.
 //! - [`cancel`]: cancel keys handed to clients and the server's behind them.
 //! - [`error`]: errors as the client sees them (SQLSTATE).
+//! - [`audit`]: the tamper-evident trail; [`ship`]: its copies to syslog
+//!   and HTTP collectors.
 //! - [`events`]: session events for logs and the audit trail (side path).
 //! - [`demo`]: `pgwarden demo` and the throwaway PostgreSQL it (and the
 //!   tests) run.
@@ -53,6 +55,7 @@ pub mod metrics;
 pub mod net;
 pub mod policy;
 pub mod session;
+pub mod ship;
 pub mod upstream;
 
 pub use config::Config;

@@ -95,7 +95,9 @@ impl Proxy {
         let _ = self.task.await;
         if let Some(trail) = self.context.audit.clone() {
             // Flush, seal and stop the writer.
-            let _ = tokio::task::spawn_blocking(move || trail.close()).await;
+            let t = trail.clone();
+            let _ = tokio::task::spawn_blocking(move || t.close()).await;
+            trail.close_sinks(Duration::from_secs(5)).await;
         }
     }
 

@@ -38,6 +38,8 @@ pub struct Metrics {
     pub audit_failures: IntCounter,
     pub audit_lost: IntCounter,
     pub audit_backlog: IntGauge,
+    pub audit_shipped: IntCounterVec,
+    pub audit_ship_dropped: IntCounterVec,
     pub policy_reloads: IntCounterVec,
     /// Children of the vectors above resolved once, for the per-message path.
     pub hot: HotMetrics,
@@ -217,6 +219,18 @@ impl Metrics {
                 "Audit records dropped because the in-memory backlog was full",
             ),
             audit_backlog,
+            audit_shipped: counter_vec(
+                &r,
+                "pgwarden_audit_shipped_total",
+                "Audit records delivered to an outside sink, by sink",
+                &["sink"],
+            ),
+            audit_ship_dropped: counter_vec(
+                &r,
+                "pgwarden_audit_ship_dropped_total",
+                "Audit records dropped because a sink's queue was full, by sink",
+                &["sink"],
+            ),
             policy_reloads: counter_vec(
                 &r,
                 "pgwarden_policy_reloads_total",

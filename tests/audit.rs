@@ -292,3 +292,176 @@ async fn retention_removes_old_files_and_the_trail_still_verifies() {
     assert!(ok, "{out}{err}");
     assert!(out.contains("removed by retention"), "{out}");
 }
+
+/// What the HTTP receiver got, and how many requests it refused.
+#[derive(Default)]
+struct Received {
+    lines: Vec<String>,
+    refused: usize,
+    unauthorised: usize,
+}
+
+/// A local HTTP collector that answers 503 to its first two requests.
+async fn http_receiver() -> (
+    std::net::SocketAddr,
+    std::sync::Arc<std::sync::Mutex<Received>>,
+) {
+    use axum::http::{HeaderMap, StatusCode};
+    let got = std::sync::Arc::new(std::sync::Mutex::new(Received::default()));
+    let state = got.clone();
+    let app = axum::Router::new().route(
+        "/ingest",
+        axum::routing::post(move |headers: HeaderMap, body: String| {
+            let state = state.clone();
+            async move {
+                let mut g = state.lock().unwrap();
+                if headers.get("authorization").and_then(|v| v.to_str().ok())
+                    != Some("Bearer t0ken")
+                {
+                    g.unauthorised += 1;
+                    return StatusCode::UNAUTHORIZED;
+                }
+                if g.refused < 2 {
+                    g.refused += 1;
+                    return StatusCode::SERVICE_UNAVAILABLE;
+                }
+                g.lines.extend(body.lines().map(str::to_string));
+                StatusCode::NO_CONTENT
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    (addr, got)
+}
+
+/// A local syslog collector over TCP with octet-counting framing.
+async fn syslog_tcp_receiver() -> (
+    std::net::SocketAddr,
+    std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+) {
+    use tokio::io::AsyncReadExt;
+    let got = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let sink = got.clone();
+    tokio::spawn(async move {
+        loop {
+            let (mut s, _) = listener.accept().await.unwrap();
+            let sink = sink.clone();
+            tokio::spawn(async move {
+                let mut buf = Vec::new();
+                let mut chunk = [0u8; 8192];
+                loop {
+                    let n = s.read(&mut chunk).await.unwrap_or(0);
+                    if n == 0 {
+                        return;
+                    }
+                    buf.extend_from_slice(&chunk[..n]);
+                    // Frames are "LEN SP MSG".
+                    while let Some(sp) = buf.iter().position(|&c| c == b' ') {
+                        let len: usize = std::str::from_utf8(&buf[..sp]).unwrap().parse().unwrap();
+                        if buf.len() < sp + 1 + len {
+                            break;
+                        }
+                        let msg = String::from_utf8(buf[sp + 1..sp + 1 + len].to_vec()).unwrap();
+                        sink.lock().unwrap().push(msg);
+                        buf.drain(..sp + 1 + len);
+                    }
+                }
+            });
+        }
+    });
+    (addr, got)
+}
+
+/// The JSON record inside an RFC 5424 message.
+fn syslog_record(msg: &str) -> Record {
+    let json = msg.split_once('\u{feff}').expect("BOM before MSG").1;
+    serde_json::from_str(json).unwrap()
+}
+
+/// Every record reaches a syslog collector (TCP) and an HTTP collector
+/// that fails at first, in order, with the same MACs as the local trail.
+#[tokio::test]
+async fn records_are_shipped_to_syslog_and_http_collectors() {
+    let dir = tempfile::tempdir().unwrap();
+    let (http_addr, http_got) = http_receiver().await;
+    let (syslog_addr, syslog_got) = syslog_tcp_receiver().await;
+    let section = audit_section(dir.path(), "sync")
+        + &format!(
+            "[audit.syslog]\naddress = \"{syslog_addr}\"\ntransport = \"tcp\"\nfacility = \"auth\"\n\
+             [audit.http]\nurl = \"http://{http_addr}/ingest\"\nbatch_records = 7\nbatch_ms = 20\n\
+             headers = {{ Authorization = \"Bearer t0ken\" }}\n"
+        );
+    let proxy = start_proxy(&section).await;
+    let c = connect(&proxy, SCRAM_USER).await;
+    let tag = unique("shipped");
+    for i in 0..30 {
+        c.simple_query(&format!("SELECT {i} AS {tag}"))
+            .await
+            .unwrap();
+    }
+    drop(c);
+    proxy.shutdown().await;
+    let local = records(dir.path());
+    let local_seqs: Vec<u64> = local.iter().map(|r| r.seq).collect();
+
+    let got = http_got.lock().unwrap();
+    assert_eq!(got.refused, 2, "the first requests were refused");
+    assert_eq!(got.unauthorised, 0);
+    let http: Vec<Record> = got
+        .lines
+        .iter()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(http.iter().map(|r| r.seq).collect::<Vec<_>>(), local_seqs);
+    // Lines arrive as written, MAC included.
+    assert!(got.lines.iter().all(|l| l.contains("\"mac\":\"")));
+    drop(got);
+
+    let msgs = syslog_got.lock().unwrap();
+    let syslog: Vec<Record> = msgs.iter().map(|m| syslog_record(m)).collect();
+    assert_eq!(syslog.iter().map(|r| r.seq).collect::<Vec<_>>(), local_seqs);
+    let q = msgs
+        .iter()
+        .find(|m| m.contains(&format!("AS {tag}")))
+        .unwrap();
+    // auth (4) * 8 + informational (6), version 1, MSGID = event.
+    assert!(q.starts_with("<38>1 "), "{q}");
+    assert!(q.contains(" pgwarden "), "{q}");
+    assert!(q.contains(" query [pgwarden@32473 seq=\""), "{q}");
+}
+
+/// Over UDP each record is one datagram.
+#[tokio::test]
+async fn records_are_shipped_to_syslog_over_udp() {
+    let dir = tempfile::tempdir().unwrap();
+    let sock = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let addr = sock.local_addr().unwrap();
+    let section =
+        audit_section(dir.path(), "async") + &format!("[audit.syslog]\naddress = \"{addr}\"\n");
+    let proxy = start_proxy(&section).await;
+    let c = connect(&proxy, SCRAM_USER).await;
+    let sql = format!("SELECT 1 AS {}", unique("udp"));
+    c.simple_query(&sql).await.unwrap();
+    let mut buf = vec![0u8; 65536];
+    let found = tokio::time::timeout(Duration::from_secs(10), async {
+        loop {
+            let n = sock.recv(&mut buf).await.unwrap();
+            let msg = String::from_utf8(buf[..n].to_vec()).unwrap();
+            // local0 (16) * 8 + informational (6).
+            assert!(msg.starts_with("<134>1 "), "{msg}");
+            let r = syslog_record(&msg);
+            if r.sql.as_deref() == Some(sql.as_str()) {
+                return r;
+            }
+        }
+    })
+    .await
+    .expect("the query's record reached the collector");
+    assert_eq!(found.user.as_deref(), Some(SCRAM_USER.0));
+    drop(c);
+    proxy.shutdown().await;
+}

@@ -74,6 +74,10 @@ pub fn open(config: &Config, metrics: Arc<Metrics>) -> anyhow::Result<Option<Arc
         return Ok(None);
     };
     let key = load_key(config)?;
+    if tokio::runtime::Handle::try_current().is_err() {
+        anyhow::bail!("the audit trail must be opened inside the runtime");
+    }
+    let shipping = crate::ship::Shipping::start(&config.audit, &metrics)?.map(Arc::new);
     let trail = AuditTrail::start(
         dir,
         key,
@@ -83,6 +87,7 @@ pub fn open(config: &Config, metrics: Arc<Metrics>) -> anyhow::Result<Option<Arc
             rotate_after: Duration::from_secs(config.audit.rotate_secs.max(1)),
             checkpoint_every: Duration::from_secs(config.audit.checkpoint_secs.max(1)),
             retention_days: config.audit.retention_days,
+            shipping,
         },
         metrics,
     )

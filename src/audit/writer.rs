@@ -19,6 +19,7 @@ use super::record::Record;
 use super::retention;
 use crate::config::Durability;
 use crate::metrics::Metrics;
+use crate::ship::Shipping;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
@@ -45,6 +46,8 @@ pub struct TrailOptions {
     /// Remove files whose records are all older than this many days
     /// (0: keep everything).
     pub retention_days: f64,
+    /// Outside sinks that get a copy of every written line.
+    pub shipping: Option<Arc<Shipping>>,
 }
 
 impl Default for TrailOptions {
@@ -55,6 +58,7 @@ impl Default for TrailOptions {
             rotate_after: Duration::from_secs(86_400),
             checkpoint_every: Duration::from_secs(60),
             retention_days: 0.0,
+            shipping: None,
         }
     }
 }
@@ -85,6 +89,7 @@ struct Shared {
 pub struct AuditTrail {
     shared: Arc<Shared>,
     durability: Durability,
+    shipping: Option<Arc<Shipping>>,
     thread: Mutex<Option<std::thread::JoinHandle<()>>>,
 }
 
@@ -105,6 +110,7 @@ impl AuditTrail {
         metrics: Arc<Metrics>,
     ) -> std::io::Result<AuditTrail> {
         let durability = options.durability;
+        let shipping = options.shipping.clone();
         let files = Files::open(dir, key, options.rotate_bytes, options.rotate_after)?;
         let shared = Arc::new(Shared {
             queue: Mutex::new(Queue {
@@ -125,6 +131,7 @@ impl AuditTrail {
         Ok(AuditTrail {
             shared,
             durability,
+            shipping,
             thread: Mutex::new(Some(thread)),
         })
     }
@@ -184,6 +191,14 @@ impl AuditTrail {
         self.shared.wake.notify_one();
         if let Some(t) = lock(&self.thread).take() {
             let _ = t.join();
+        }
+    }
+
+    /// After [`close`](Self::close): give outside sinks up to `grace` to
+    /// deliver what they hold.
+    pub async fn close_sinks(&self, grace: Duration) {
+        if let Some(s) = &self.shipping {
+            s.close(grace).await;
         }
     }
 }
@@ -314,6 +329,9 @@ impl Writer {
             .and_then(|_| if sync { self.files.sync() } else { Ok(()) });
         match result {
             Ok(()) => {
+                if let Some(s) = &self.options.shipping {
+                    s.push(&self.buf);
+                }
                 let n = self.backlog.len() as u64;
                 self.written_total += n;
                 self.metrics.audit_records.inc_by(n);

@@ -152,6 +152,99 @@ pub struct AuditConfig {
     /// Keep bind parameters only as keyed hashes.
     #[serde(default)]
     pub hash_parameters: bool,
+    /// Also send every record to a syslog collector.
+    pub syslog: Option<SyslogConfig>,
+    /// Also POST every record to an HTTP endpoint.
+    pub http: Option<HttpSinkConfig>,
+}
+
+/// A syslog collector receiving copies of the trail (RFC 5424).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SyslogConfig {
+    /// `host:port` of the collector.
+    pub address: String,
+    #[serde(default)]
+    pub transport: SyslogTransport,
+    /// Facility name: kern, user, daemon, auth, syslog, authpriv, local0..local7.
+    #[serde(default = "default_facility")]
+    pub facility: String,
+    /// APP-NAME of the messages.
+    #[serde(default = "default_app_name")]
+    pub app_name: String,
+    /// Records held for a collector that is down or slow; the oldest
+    /// are dropped (and counted) beyond this.
+    #[serde(default = "default_queue_records")]
+    pub queue_records: usize,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SyslogTransport {
+    #[default]
+    Udp,
+    Tcp,
+}
+
+fn default_facility() -> String {
+    "local0".into()
+}
+fn default_app_name() -> String {
+    "pgwarden".into()
+}
+fn default_queue_records() -> usize {
+    100_000
+}
+
+/// An HTTP endpoint receiving batches of records (or alerts) as JSON Lines.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HttpSinkConfig {
+    /// `http://` or `https://` URL POSTed to.
+    pub url: String,
+    /// PEM CA bundle for `https://` (default: the system bundle).
+    pub ca_file: Option<PathBuf>,
+    /// Extra request headers, such as `Authorization`.
+    #[serde(default)]
+    pub headers: std::collections::BTreeMap<String, String>,
+    /// Most records in one request.
+    #[serde(default = "default_batch_records")]
+    pub batch_records: usize,
+    /// Milliseconds a partial batch waits for more records.
+    #[serde(default = "default_batch_ms")]
+    pub batch_ms: u64,
+    /// Seconds to wait for an answer before retrying.
+    #[serde(default = "default_http_timeout")]
+    pub timeout_secs: u64,
+    /// Records held while the endpoint is down or slow; the oldest are
+    /// dropped (and counted) beyond this.
+    #[serde(default = "default_queue_records")]
+    pub queue_records: usize,
+}
+
+fn default_batch_records() -> usize {
+    500
+}
+fn default_batch_ms() -> u64 {
+    200
+}
+fn default_http_timeout() -> u64 {
+    10
+}
+
+impl HttpSinkConfig {
+    /// The endpoint, checked; the error says what is wrong.
+    pub fn endpoint(&self) -> Result<crate::ship::http::Endpoint, String> {
+        crate::ship::http::Endpoint::new(
+            &self.url,
+            self.ca_file.as_deref(),
+            self.headers
+                .iter()
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect(),
+            Duration::from_secs(self.timeout_secs.max(1)),
+        )
+    }
 }
 
 fn default_rotate_bytes() -> u64 {
@@ -251,6 +344,9 @@ impl Config {
         opt(&mut self.catalog.password_file);
         opt(&mut self.audit.dir);
         opt(&mut self.audit.key_file);
+        if let Some(h) = &mut self.audit.http {
+            opt(&mut h.ca_file);
+        }
         opt(&mut self.masking.hash_key_file);
         opt(&mut self.tls.cert);
         opt(&mut self.tls.key);
@@ -318,7 +414,29 @@ impl Config {
                 "must be a number of days, 0 or more (0 keeps everything)",
             ));
         }
-        if self.audit.checkpoint_secs == 0 {
+        if let Some(s) = &self.audit.syslog {
+            split_host_port(&s.address).map_err(|m| self.invalid("audit.syslog.address", m))?;
+            if crate::ship::syslog::facility_code(&s.facility).is_none() {
+                return Err(self.invalid(
+                    "audit.syslog.facility",
+                    format!("`{}` is not one of kern, user, daemon, auth, syslog, authpriv, local0 to local7", s.facility),
+                ));
+            }
+            if s.queue_records == 0 {
+                return Err(self.invalid("audit.syslog.queue_records", "must be at least 1"));
+            }
+        }
+        if let Some(h) = &self.audit.http {
+            h.endpoint()
+                .map_err(|m| self.invalid("audit.http.url", m))?;
+            if h.batch_records == 0 || h.queue_records == 0 {
+                return Err(self.invalid(
+                    "audit.http.batch_records",
+                    "batch_records and queue_records must be at least 1",
+                ));
+            }
+        }
+        if self.audit.dir.is_some() && self.audit.checkpoint_secs == 0 {
             return Err(self.invalid("audit.checkpoint_secs", "must be at least 1"));
         }
         if let Some(p) = &self.audit.key_file {

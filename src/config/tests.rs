@@ -82,3 +82,33 @@ fn host_port_forms() {
     assert!(split_host_port(":5432").is_err());
     assert!(split_host_port("h:0").is_err());
 }
+
+#[test]
+fn audit_sinks_and_retention_are_checked() {
+    let base =
+        "listen = \"127.0.0.1:6432\"\nupstream = \"127.0.0.1:5432\"\n[audit]\ndir = \"/tmp/a\"\n";
+    let c = parse(&format!(
+        "{base}retention_days = 30\n[audit.syslog]\naddress = \"127.0.0.1:514\"\n[audit.http]\nurl = \"http://127.0.0.1:9/in\"\n"
+    ))
+    .unwrap();
+    assert_eq!(c.audit.retention_days, 30.0);
+    assert_eq!(c.audit.syslog.unwrap().facility, "local0");
+    let bad = |extra: &str, key: &str| {
+        let e = parse(&format!("{base}{extra}")).unwrap_err().to_string();
+        assert!(e.contains(key), "{e}");
+    };
+    bad("retention_days = -1\n", "audit.retention_days");
+    bad(
+        "[audit.syslog]\naddress = \"127.0.0.1:514\"\nfacility = \"mail2\"\n",
+        "audit.syslog.facility",
+    );
+    bad(
+        "[audit.syslog]\naddress = \"nowhere\"\n",
+        "audit.syslog.address",
+    );
+    bad("[audit.http]\nurl = \"ftp://x/y\"\n", "audit.http.url");
+    bad(
+        "[audit.http]\nurl = \"https://x/y\"\nca_file = \"/nonexistent.pem\"\n",
+        "/nonexistent.pem",
+    );
+}

@@ -65,21 +65,36 @@ pub fn client_config(tls: &UpstreamTlsConfig) -> Result<Option<Arc<ClientConfig>
         ClientConfig::builder_with_provider(provider()).with_safe_default_protocol_versions()?;
     let config = match tls.mode {
         UpstreamTlsMode::Disable => return Ok(None),
-        UpstreamTlsMode::VerifyFull => {
-            let mut roots = RootCertStore::empty();
-            if let Some(ca) = &tls.ca_file {
-                for c in load_certs(ca)? {
-                    roots.add(c).map_err(|e| file_error(ca, e))?;
-                }
-            }
-            builder.with_root_certificates(roots).with_no_client_auth()
-        }
+        UpstreamTlsMode::VerifyFull => builder
+            .with_root_certificates(roots(tls.ca_file.as_deref())?)
+            .with_no_client_auth(),
         UpstreamTlsMode::Prefer | UpstreamTlsMode::Require => builder
             .dangerous()
             .with_custom_certificate_verifier(Arc::new(AcceptAnyCert(provider())))
             .with_no_client_auth(),
     };
     Ok(Some(Arc::new(config)))
+}
+
+fn roots(ca: Option<&Path>) -> Result<RootCertStore, Error> {
+    let mut roots = RootCertStore::empty();
+    if let Some(ca) = ca {
+        for c in load_certs(ca)? {
+            roots.add(c).map_err(|e| file_error(ca, e))?;
+        }
+    }
+    Ok(roots)
+}
+
+/// Client settings that verify servers against the CA certificates in
+/// `ca` (a PEM bundle), for outgoing HTTPS.
+pub fn verifying_client_config(ca: &Path) -> Result<Arc<ClientConfig>, Error> {
+    Ok(Arc::new(
+        ClientConfig::builder_with_provider(provider())
+            .with_safe_default_protocol_versions()?
+            .with_root_certificates(roots(Some(ca))?)
+            .with_no_client_auth(),
+    ))
 }
 
 /// The name checked against the server certificate.
