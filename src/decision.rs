@@ -17,6 +17,9 @@ pub struct RoleView {
     pub policy: Arc<Policy>,
     pub schema: Arc<Schema>,
     pub role: String,
+    /// A full-access role's view: statements are analysed only to record
+    /// the classified columns they touch.
+    pub observe: bool,
 }
 
 impl RoleView {

@@ -762,6 +762,13 @@ async fn the_trail_records_columns_and_decisions() {
     d.simple_query("SELECT id_number FROM customers WHERE id = 3")
         .await
         .unwrap();
+    d.query("SELECT name FROM customers WHERE id = $1", &[&5i32])
+        .await
+        .unwrap();
+    // What the analysis cannot follow still runs for full access.
+    d.simple_query("SELECT 1 FROM pgwarden_no_such_table")
+        .await
+        .unwrap_err();
     env.proxy.shutdown().await;
     let all = trail_records(&trail);
     let find = |user: &str, sql: &str| {
@@ -795,9 +802,25 @@ async fn the_trail_records_columns_and_decisions() {
     let r = find("agent_li", "SELECT phone FROM customers WHERE id = $1");
     assert_eq!(r.params, Some(vec![Some("\\x00000004".to_string())]));
     assert_eq!(r.decision.as_deref(), Some("rewrite"));
+    // Full access is recorded with the classified columns it read.
     let r = find("dba_zhang", "SELECT id_number FROM customers WHERE id = 3");
     assert_eq!(r.decision.as_deref(), Some("forward"));
     assert_eq!(r.role.as_deref(), Some("dba"));
+    assert_eq!(r.columns.len(), 1, "{r:?}");
+    assert_eq!(
+        (
+            r.columns[0].column.as_str(),
+            r.columns[0].kind.as_str(),
+            r.columns[0].action.as_str()
+        ),
+        ("id_number", "id_card", "allow")
+    );
+    let r = find("dba_zhang", "SELECT name FROM customers WHERE id = $1");
+    assert_eq!(r.columns.len(), 1, "{r:?}");
+    assert_eq!(r.columns[0].kind, "person_name");
+    let r = find("dba_zhang", "SELECT 1 FROM pgwarden_no_such_table");
+    assert_eq!(r.sqlstate.as_deref(), Some("42P01"));
+    assert!(r.columns.is_empty());
 }
 
 /// When the trail cannot be written, restricted roles are refused and

@@ -50,6 +50,10 @@ pub struct Env<'a> {
     pub user: &'a str,
     /// Plans of cursors and SQL prepared statements of this session.
     pub session: &'a dyn SessionLookup,
+    /// Only observe which classified columns are touched (for the trail
+    /// of a full-access role): no rule refuses, only what cannot be
+    /// analysed fails.
+    pub observe: bool,
 }
 
 /// Plans the session remembers by name. `Some(None)`: known, results pass

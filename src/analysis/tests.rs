@@ -149,6 +149,7 @@ fn run_in(
         schema: &schema,
         user,
         session,
+        observe: false,
     };
     analyze(sql, &env)
 }

@@ -95,7 +95,13 @@ pub struct Statement {
     pub params: Option<Arc<[Option<String>]>>,
     /// Why pgwarden refused it, when it did.
     pub refusal: Option<Arc<str>>,
+    /// For full-access sessions with an audit trail: the classified
+    /// columns each statement touches, when the analysis could tell.
+    pub observed: Option<Touched>,
 }
+
+/// Classified columns touched, one set per statement of a request.
+pub type Touched = Arc<[Arc<std::collections::BTreeSet<crate::analysis::Source>>]>;
 
 impl Statement {
     pub fn new(sql: Arc<str>, extended: bool) -> Arc<Statement> {
@@ -114,6 +120,26 @@ impl Statement {
             decision,
             params: None,
             refusal: None,
+            observed: None,
+        })
+    }
+
+    /// A full-access statement, forwarded untouched, with the classified
+    /// columns it was seen to touch (for the trail).
+    pub fn observed(
+        sql: Arc<str>,
+        extended: bool,
+        params: Option<Arc<[Option<String>]>>,
+        observed: Option<Touched>,
+    ) -> Arc<Statement> {
+        Arc::new(Statement {
+            sql,
+            extended,
+            started: Instant::now(),
+            decision: None,
+            params,
+            refusal: None,
+            observed,
         })
     }
 
@@ -130,6 +156,7 @@ impl Statement {
             decision,
             params,
             refusal: None,
+            observed: None,
         })
     }
 
@@ -147,6 +174,7 @@ impl Statement {
             decision,
             params: None,
             refusal: Some(message.into()),
+            observed: None,
         })
     }
 

@@ -15,7 +15,7 @@ use crate::analysis::{self, Analysis, Env, Refusal};
 use crate::context::ProxyContext;
 use crate::decision::RoleView;
 use crate::frame::{begin_message, end_message};
-use crate::policy::Policy;
+use crate::policy::{Action, Policy, Role};
 use bytes::{BufMut, BytesMut};
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -90,25 +90,55 @@ impl Enforcer {
                 ));
             }
         };
+        Standing::Restricted(self.view_of(info, policy, schema))
+    }
+
+    /// The view of `policy` and `schema`, kept while both stay the same
+    /// (and with it the analysis caches).
+    fn view_of(
+        &mut self,
+        info: &SessionInfo,
+        policy: Arc<Policy>,
+        schema: Arc<crate::catalog::Schema>,
+    ) -> Arc<RoleView> {
         let current = self
             .view
             .as_ref()
             .filter(|v| Arc::ptr_eq(&v.policy, &policy) && Arc::ptr_eq(&v.schema, &schema));
-        let view = match current {
+        match current {
             Some(v) => v.clone(),
             None => {
                 self.cache.clear();
                 self.shapes.clear();
+                let role = policy.role_of(&info.user);
                 let v = Arc::new(RoleView {
-                    role: policy.role_of(&info.user).name.clone(),
+                    role: role.name.clone(),
+                    observe: role.is_full_access(),
                     policy,
                     schema,
                 });
                 self.view = Some(v.clone());
                 v
             }
-        };
-        Standing::Restricted(view)
+        }
+    }
+
+    /// For a full-access session with an audit trail and classified
+    /// columns: the view its statements are analysed against, only to
+    /// record the classified columns they touch (never to refuse them).
+    /// `None` when there is nothing to record or the schema cannot be read.
+    pub async fn audit_view(
+        &mut self,
+        ctx: &ProxyContext,
+        info: &SessionInfo,
+    ) -> Option<Arc<RoleView>> {
+        ctx.audit.as_ref()?;
+        let policy = ctx.policy.current();
+        if policy.classify.is_empty() {
+            return None;
+        }
+        let schema = ctx.catalog.schema(&info.database).await.ok()?;
+        Some(self.view_of(info, policy, schema))
     }
 
     /// Analyse `sql` for a restricted session, cached by text (and by shape
@@ -174,12 +204,23 @@ fn run(
     state: &SessionState,
     sql: &str,
 ) -> Result<Arc<Analysis>, Refusal> {
+    let real = view.policy.role_of(&info.user);
+    // Observing, every classified column is followed as if masked (an
+    // allowed one leaves no trace in the analysis); actions are put back
+    // when the columns are recorded.
+    let observer = view.observe.then(|| Role {
+        wildcard: Some(Action::Mask),
+        access: Default::default(),
+        lookup: crate::policy::Lookup::Equality,
+        ..real.clone()
+    });
     let env = Env {
         policy: &view.policy,
-        role: view.policy.role_of(&info.user),
+        role: observer.as_ref().unwrap_or(real),
         schema: &view.schema,
         user: &info.user,
         session: state,
+        observe: view.observe,
     };
     analysis::analyze(sql, &env).map(Arc::new)
 }

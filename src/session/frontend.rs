@@ -12,7 +12,7 @@ use super::enforce::{Enforcer, Standing, log_refusal, refusal_extended, refusal_
 use super::state::{Prepared, SessionState};
 use super::{Error, SessionInfo};
 use crate::analysis::{Effect, Refusal, ResultPlan, Source};
-use crate::backend::tracker::{Pending, PendingQueue, Statement};
+use crate::backend::tracker::{Pending, PendingQueue, Statement, Touched};
 use crate::codec::{self, DecodeError};
 use crate::context::ProxyContext;
 use crate::decision::{Decision, RoleView};
@@ -122,7 +122,7 @@ impl Inspector<'_> {
         };
         let view = match standing {
             Standing::FullAccess => {
-                self.inspect_full_access(msg);
+                self.inspect_full_access(msg).await;
                 out.extend_from_slice(&frame.bytes);
                 return;
             }
@@ -138,7 +138,7 @@ impl Inspector<'_> {
                     // Bind, Describe, Execute of statements never parsed
                     // for this session fail on the server.
                     other => {
-                        self.inspect_full_access(other);
+                        self.inspect_full_access(other).await;
                         out.extend_from_slice(&frame.bytes);
                     }
                 }
@@ -148,8 +148,9 @@ impl Inspector<'_> {
         self.inspect_restricted(msg, frame, &view, out).await;
     }
 
-    /// Full-access sessions: state only, bytes untouched.
-    fn inspect_full_access(&mut self, msg: FrontendMessage) {
+    /// Full-access sessions: state only, bytes untouched; with an audit
+    /// trail, the classified columns statements touch are recorded.
+    async fn inspect_full_access(&mut self, msg: FrontendMessage) {
         match msg {
             FrontendMessage::Query(sql) => {
                 self.ctx.metrics.hot.statements_simple.inc();
@@ -157,10 +158,18 @@ impl Inspector<'_> {
                 let sql: Arc<str> = sql.into();
                 self.track_cursors(&sql);
                 debug!(sql = %sql, "query");
-                self.expect(Pending::Query(Statement::new(sql, false)));
+                let observed = self.observe(&sql).await;
+                self.expect(Pending::Query(Statement::observed(
+                    sql, false, None, observed,
+                )));
             }
             FrontendMessage::Parse(p) => {
                 let sql: Arc<str> = p.query.into();
+                let observed = self.observe(&sql).await;
+                let touched = observed
+                    .as_ref()
+                    .and_then(|o| o.first().cloned())
+                    .unwrap_or_default();
                 self.state.parse(
                     p.name,
                     Prepared {
@@ -168,10 +177,12 @@ impl Inspector<'_> {
                         plan: None,
                         sensitive: false,
                         view: None,
-                        touched: Arc::default(),
+                        touched,
                     },
                 );
-                self.expect(Pending::Parse(Statement::new(sql, true)));
+                self.expect(Pending::Parse(Statement::observed(
+                    sql, true, None, observed,
+                )));
             }
             FrontendMessage::Bind(b) => {
                 let params = self.params(&b);
@@ -187,13 +198,22 @@ impl Inspector<'_> {
             FrontendMessage::Execute(e) => {
                 self.ctx.metrics.hot.statements_extended.inc();
                 self.ctx.metrics.hot.queries_forward.inc();
-                let (sql, params) = self
+                let (sql, params, touched) = self
                     .state
                     .portal(e.name.as_deref())
-                    .map(|p| (p.statement.sql.clone(), p.params.clone()))
-                    .unwrap_or_else(|| ("".into(), None));
+                    .map(|p| {
+                        (
+                            p.statement.sql.clone(),
+                            p.params.clone(),
+                            p.statement.touched.clone(),
+                        )
+                    })
+                    .unwrap_or_else(|| ("".into(), None, Arc::default()));
                 debug!(sql = %sql, portal = e.name.as_deref().unwrap_or(""), "execute");
-                self.expect(Pending::Execute(Statement::with_params(sql, None, params)));
+                let observed = (!touched.is_empty()).then(|| Touched::from(vec![touched]));
+                self.expect(Pending::Execute(Statement::observed(
+                    sql, true, params, observed,
+                )));
             }
             FrontendMessage::Close(c) => {
                 self.state.close(c.target_type, c.name.as_deref());
@@ -443,8 +463,42 @@ impl Inspector<'_> {
                 self.refuse_query("<function call>".into(), &r, out);
             }
             other => {
-                self.inspect_full_access(other);
+                self.inspect_full_access(other).await;
                 out.extend_from_slice(&frame.bytes);
+            }
+        }
+    }
+
+    /// The classified columns a full-access statement touches, for the
+    /// trail; `None` when there is no trail or the analysis cannot tell
+    /// (never a reason to stop a full-access statement).
+    async fn observe(&mut self, sql: &Arc<str>) -> Option<Touched> {
+        let view = self.enforcer.audit_view(self.ctx, self.info).await?;
+        match self
+            .enforcer
+            .analyze(self.ctx, self.info, &view, self.state, sql)
+            .await
+        {
+            Ok(a) => {
+                let role = view.policy.role_of(&self.info.user);
+                let real = |set: &Arc<BTreeSet<Source>>| -> Arc<BTreeSet<Source>> {
+                    if set.is_empty() {
+                        return set.clone();
+                    }
+                    Arc::new(
+                        set.iter()
+                            .map(|s| Source {
+                                action: role.action(&s.kind),
+                                ..s.clone()
+                            })
+                            .collect(),
+                    )
+                };
+                Some(a.statements.iter().map(|s| real(&s.touched)).collect())
+            }
+            Err(r) => {
+                debug!(user = %self.info.user, sql = %sql, reason = %r.message, "columns of a full-access statement not known");
+                None
             }
         }
     }

@@ -42,8 +42,13 @@ fn statement_record(
     }
     r.params = st.params.as_ref().map(|p| p.to_vec());
     r.decision = Some(st.outcome(index).into());
-    if let Some(d) = &st.decision {
-        if let Some(t) = d.touched.get(index) {
+    let touched = match (&st.decision, &st.observed) {
+        (Some(d), _) => d.touched.get(index),
+        (None, Some(o)) => o.get(index),
+        (None, None) => None,
+    };
+    {
+        if let Some(t) = touched {
             r.columns = t
                 .iter()
                 .map(|s| ColumnUse {
