@@ -1,11 +1,13 @@
 //! What every session of one running proxy shares: configuration, TLS
 //! settings, the cancel-key registry and metrics.
 
+use crate::alerts::Alerts;
 use crate::audit::AuditTrail;
 use crate::cancel::CancelRegistry;
 use crate::catalog::CatalogClient;
 use crate::config::Config;
 use crate::events::EventSink;
+use crate::limits::Limiter;
 use crate::masking::HashKey;
 use crate::metrics::Metrics;
 use crate::net::tls;
@@ -34,6 +36,8 @@ pub struct ProxyContext {
     pub hash_key: HashKey,
     /// The audit trail, when `[audit] dir` is set.
     pub audit: Option<Arc<AuditTrail>>,
+    /// Volume limits and the alerts they raise.
+    pub limiter: Arc<Limiter>,
 }
 
 impl ProxyContext {
@@ -46,7 +50,10 @@ impl ProxyContext {
         let upstream_tls = tls::client_config(&config.upstream_tls)?;
         let hash_key = crate::masking::hash::load_key(&config).map_err(anyhow::Error::msg)?;
         let audit = crate::audit::open(&config, metrics.clone())?;
+        let webhooks = crate::ship::start_webhooks(&config.alerts.webhook, &metrics)?;
+        let alerts = Arc::new(Alerts::new(audit.clone(), metrics.clone(), webhooks));
         Ok(Arc::new(ProxyContext {
+            limiter: Arc::new(Limiter::new(alerts)),
             hash_key,
             audit,
             client_tls: tls::server_config(&config.tls)?,

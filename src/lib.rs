@@ -28,10 +28,13 @@
 //! - [`error`]: errors as the client sees them (SQLSTATE).
 //! - [`audit`]: the tamper-evident trail; [`ship`]: its copies to syslog
 //!   and HTTP collectors.
+//! - [`limits`], [`alerts`]: volume limits per role and the alerts they
+//!   raise (trail, metrics, log, webhooks).
 //! - [`events`]: session events for logs and the audit trail (side path).
 //! - [`demo`]: `pgwarden demo` and the throwaway PostgreSQL it (and the
 //!   tests) run.
 
+pub mod alerts;
 pub mod analysis;
 pub mod audit;
 pub mod auth;
@@ -49,6 +52,7 @@ pub mod events;
 pub mod frame;
 pub mod frontend;
 pub mod hex;
+pub mod limits;
 pub mod listener;
 pub mod masking;
 pub mod metrics;

@@ -184,6 +184,24 @@ impl Statement {
         self.decision.is_some() && self.refusal.is_none()
     }
 
+    /// The classified columns its `index`-th statement touches, as far
+    /// as pgwarden knows.
+    pub fn touched(
+        &self,
+        index: usize,
+    ) -> Option<&Arc<std::collections::BTreeSet<crate::analysis::Source>>> {
+        match (&self.decision, &self.observed) {
+            (Some(d), _) => d.touched.get(index),
+            (None, Some(o)) => o.get(index),
+            (None, None) => None,
+        }
+    }
+
+    /// Whether its `index`-th statement touches classified columns.
+    pub fn classified(&self, index: usize) -> bool {
+        self.refusal.is_none() && self.touched(index).is_some_and(|t| !t.is_empty())
+    }
+
     /// `refuse`, `rewrite` or `forward`, for its `index`-th result.
     pub fn outcome(&self, index: usize) -> &'static str {
         match (&self.refusal, &self.decision) {
@@ -261,6 +279,16 @@ impl Tracker {
             Pending::Query(s) => Some((s.decision.as_deref()?, self.query_results)),
             Pending::Execute(s) | Pending::Parse(s) => Some((s.decision.as_deref()?, 0)),
             Pending::Describe(d) => Some((d.as_deref()?, 0)),
+            _ => None,
+        }
+    }
+
+    /// The statement whose results come next, and the index of the result
+    /// within its request.
+    pub fn current_statement(&self) -> Option<(&Arc<Statement>, usize)> {
+        match self.queue.front()? {
+            Pending::Query(s) => Some((s, self.query_results)),
+            Pending::Execute(s) => Some((s, 0)),
             _ => None,
         }
     }

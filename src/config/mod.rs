@@ -60,6 +60,8 @@ pub struct Config {
     pub masking: MaskingConfig,
     #[serde(default)]
     pub log: LogConfig,
+    #[serde(default)]
+    pub alerts: AlertsConfig,
     /// The file this configuration was read from (not a key of the file).
     #[serde(skip)]
     pub source: PathBuf,
@@ -266,6 +268,15 @@ pub enum Durability {
     Async,
 }
 
+/// Where alerts go besides the trail, the metrics and the log.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AlertsConfig {
+    /// `[[alerts.webhook]]`: endpoints that get each alert as a JSON POST.
+    #[serde(default)]
+    pub webhook: Vec<HttpSinkConfig>,
+}
+
 /// Prometheus endpoint.
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -345,6 +356,9 @@ impl Config {
         opt(&mut self.audit.dir);
         opt(&mut self.audit.key_file);
         if let Some(h) = &mut self.audit.http {
+            opt(&mut h.ca_file);
+        }
+        for h in &mut self.alerts.webhook {
             opt(&mut h.ca_file);
         }
         opt(&mut self.masking.hash_key_file);
@@ -435,6 +449,10 @@ impl Config {
                     "batch_records and queue_records must be at least 1",
                 ));
             }
+        }
+        for (i, h) in self.alerts.webhook.iter().enumerate() {
+            h.endpoint()
+                .map_err(|m| self.invalid(&format!("alerts.webhook[{i}].url"), m))?;
         }
         if self.audit.dir.is_some() && self.audit.checkpoint_secs == 0 {
             return Err(self.invalid("audit.checkpoint_secs", "must be at least 1"));

@@ -8,16 +8,20 @@
 //! read. Results stream: nothing is held beyond one read.
 
 use super::{Error, SessionInfo, trail};
+use crate::alerts::Alert;
 use crate::analysis::CopyFormat;
 use crate::backend::tracker::{Completed, PendingQueue, Tracker};
 use crate::backend::{self as msg};
 use crate::context::ProxyContext;
+use crate::error::{PgError, Severity};
 use crate::events::Event;
 use crate::frame::{Frame, take_frame};
+use crate::limits::{Cap, Who};
 use crate::masking::notices::{self, Redaction};
 use crate::masking::rows::{self, Mismatch};
 use crate::net::{ClientWrite, UpstreamRead};
 use bytes::BytesMut;
+use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tracing::warn;
@@ -33,6 +37,7 @@ pub async fn run(
     wr: &mut ClientWrite,
     mut buf: BytesMut,
     pending: &PendingQueue,
+    server_key: Option<(i32, bytes::Bytes)>,
 ) -> Result<(), Error> {
     let max = ctx.config.max_server_message_bytes;
     let mut tracker = Tracker::default();
@@ -45,6 +50,9 @@ pub async fn run(
         need: 0,
         waited: 0,
         restricted: false,
+        result: None,
+        cut: None,
+        cancel_due: false,
     };
     loop {
         // Every response in `buf` answers a request whose expectation was
@@ -53,6 +61,26 @@ pub async fn run(
         while let Some(frame) =
             take_frame(&mut buf, true, max).map_err(|e| Error::UpstreamProtocol(e.to_string()))?
         {
+            if direction.cut.is_some() {
+                // The rest of a result stopped at its limit: accounted
+                // for, never shown, up to the ReadyForQuery.
+                direction.observe(&frame)?;
+                if frame.tag == b'Z' {
+                    direction.cut = None;
+                    out.extend_from_slice(&frame.bytes);
+                }
+                release_replies(direction.tracker, &mut out);
+                continue;
+            }
+            if matches!(frame.tag, b'D' | b'd') && !direction.copy_header {
+                if let Some(message) = direction.count_row() {
+                    out.extend_from_slice(
+                        &PgError::new(Severity::Error, "42501", message).encode(),
+                    );
+                    direction.observe(&frame)?;
+                    continue;
+                }
+            }
             let rewritten = rewrite(
                 direction.tracker,
                 &mut direction.copy_header,
@@ -66,6 +94,14 @@ pub async fn run(
             }
             if frame.tag != b'D' {
                 release_replies(direction.tracker, &mut out);
+            }
+        }
+        if std::mem::take(&mut direction.cancel_due) {
+            // Stop the server-side query of a result cut at its limit.
+            if let Some((pid, secret)) = &server_key {
+                if let Err(e) = crate::upstream::cancel(ctx, *pid, secret).await {
+                    warn!(error = %e, "cannot cancel a query stopped at its limit");
+                }
             }
         }
         if !out.is_empty() {
@@ -118,6 +154,31 @@ struct Direction<'a> {
     waited: u64,
     /// A statement of a restricted role is among those waited for.
     restricted: bool,
+    /// Limit bookkeeping of the result streaming now.
+    result: Option<ResultLimit>,
+    /// A result was cut at its limit: what follows up to ReadyForQuery is
+    /// dropped.
+    cut: Option<Cut>,
+    /// A cancel must be sent for the cut result.
+    cancel_due: bool,
+}
+
+/// The cap of one result and its rows so far.
+struct ResultLimit {
+    /// The statement (by address) and result index it counts.
+    id: (usize, usize),
+    cap: Option<Cap>,
+    rows: u64,
+    alerted: bool,
+}
+
+/// A result stopped at its limit.
+struct Cut {
+    rows: u64,
+    rule: &'static str,
+    message: String,
+    /// Its completion was recorded.
+    recorded: bool,
 }
 
 impl Direction<'_> {
@@ -227,6 +288,71 @@ fn rewrite(
 }
 
 impl Direction<'_> {
+    /// Count one row (DataRow or CopyData) of the current result against
+    /// its cap; when it is one past a blocking cap, start cutting and
+    /// return the message the client gets.
+    fn count_row(&mut self) -> Option<String> {
+        let (st, index) = self.tracker.current_statement()?;
+        let id = (Arc::as_ptr(st) as usize, index);
+        if self.result.as_ref().is_none_or(|r| r.id != id) {
+            let cap = if st.classified(index) {
+                let policy = self.ctx.policy.current();
+                self.ctx
+                    .limiter
+                    .cap(policy.role_of(&self.info.user), &self.info.user)
+            } else {
+                None
+            };
+            self.result = Some(ResultLimit {
+                id,
+                cap,
+                rows: 0,
+                alerted: false,
+            });
+        }
+        let r = self.result.as_mut()?;
+        let cap = r.cap?;
+        r.rows += 1;
+        if r.rows <= cap.rows || (r.alerted && !cap.block) {
+            return None;
+        }
+        r.alerted = true;
+        let sql = st.sql.to_string();
+        let policy = self.ctx.policy.current();
+        let role = policy.role_of(&self.info.user);
+        let limit = match cap.rule {
+            "rows_per_query" => role.limits.rows_per_query,
+            _ => role.limits.classified_rows_per_hour,
+        }
+        .unwrap_or(cap.rows);
+        self.ctx.limiter.alerts.raise(Alert {
+            rule: cap.rule,
+            user: self.info.user.clone(),
+            role: role.name.clone(),
+            session: Some(self.info.id.to_string()),
+            client: Some(self.info.client.to_string()),
+            evidence: serde_json::json!({
+                "limit": limit, "rows_sent": cap.rows, "sql": sql,
+            }),
+            blocked: cap.block,
+        });
+        if !cap.block {
+            return None;
+        }
+        let message = format!(
+            "permission denied by pgwarden: result stopped after {} rows by the {} limit of role {} ({limit} rows carrying classified data)",
+            cap.rows, cap.rule, role.name
+        );
+        self.cut = Some(Cut {
+            rows: cap.rows,
+            rule: cap.rule,
+            message: message.clone(),
+            recorded: false,
+        });
+        self.cancel_due = true;
+        Some(message)
+    }
+
     /// Account for one server message; `true` when it answers a request of
     /// pgwarden's own and is not forwarded.
     fn observe(&mut self, frame: &Frame) -> Result<bool, Error> {
@@ -260,11 +386,40 @@ impl Direction<'_> {
         );
         if let Some(done) = seen.completed {
             self.completed(done);
+            // The next result counts from zero (even if its statement
+            // reuses this one's address).
+            self.result = None;
+        }
+        if seen.ready {
+            self.result = None;
         }
         Ok(seen.hidden)
     }
 
-    fn completed(&mut self, done: Completed) {
+    fn completed(&mut self, mut done: Completed) {
+        let mut cut_by = None;
+        if let Some(cut) = self.cut.as_mut().filter(|c| !c.recorded) {
+            // The result that was cut: what the client got.
+            cut.recorded = true;
+            done.rows = cut.rows;
+            done.tag = None;
+            done.sqlstate = Some("42501".into());
+            cut_by = Some((cut.rule, cut.message.clone()));
+        }
+        if done.statement.classified(done.index) && done.rows > 0 {
+            let policy = self.ctx.policy.current();
+            let session = self.info.id.to_string();
+            let client = self.info.client.to_string();
+            self.ctx.limiter.record(
+                policy.role_of(&self.info.user),
+                &Who {
+                    user: &self.info.user,
+                    session: &session,
+                    client: &client,
+                },
+                done.rows,
+            );
+        }
         let m = &self.ctx.metrics;
         let duration = if done.statement.extended {
             &m.hot.duration_extended
@@ -288,7 +443,12 @@ impl Direction<'_> {
         }
         if let Some(trail) = &self.ctx.audit {
             self.restricted |= done.statement.restricted_results();
-            self.need = trail.submit(trail::completed(self.ctx, self.info, &done));
+            let mut r = trail::completed(self.ctx, self.info, &done);
+            if let Some((rule, message)) = cut_by {
+                r.rule = Some(rule.to_string());
+                r.message = Some(message);
+            }
+            self.need = trail.submit(r);
         }
         if !self.ctx.events.wants_statements() {
             return;

@@ -11,13 +11,13 @@
 
 use super::SessionInfo;
 use super::state::SessionState;
-use crate::analysis::{self, Analysis, Env, Refusal};
+use crate::analysis::{self, Analysis, Env, Refusal, Source};
 use crate::context::ProxyContext;
 use crate::decision::RoleView;
 use crate::frame::{begin_message, end_message};
 use crate::policy::{Action, Policy, Role};
 use bytes::{BufMut, BytesMut};
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tracing::info;
@@ -205,24 +205,64 @@ fn run(
     sql: &str,
 ) -> Result<Arc<Analysis>, Refusal> {
     let real = view.policy.role_of(&info.user);
+    let env = Env {
+        policy: &view.policy,
+        role: real,
+        schema: &view.schema,
+        user: &info.user,
+        session: state,
+        observe: false,
+    };
     // Observing, every classified column is followed as if masked (an
-    // allowed one leaves no trace in the analysis); actions are put back
-    // when the columns are recorded.
-    let observer = view.observe.then(|| Role {
+    // allowed one leaves no trace in the analysis); the real actions are
+    // put back on the columns found.
+    let observer = Role {
         wildcard: Some(Action::Mask),
         access: Default::default(),
         lookup: crate::policy::Lookup::Equality,
         ..real.clone()
-    });
-    let env = Env {
-        policy: &view.policy,
-        role: observer.as_ref().unwrap_or(real),
-        schema: &view.schema,
-        user: &info.user,
-        session: state,
-        observe: view.observe,
     };
-    analysis::analyze(sql, &env).map(Arc::new)
+    let observe = Env {
+        role: &observer,
+        observe: true,
+        ..env
+    };
+    let with_real_actions = |set: &BTreeSet<Source>| -> BTreeSet<Source> {
+        set.iter()
+            .map(|s| Source {
+                action: real.action(&s.kind),
+                ..s.clone()
+            })
+            .collect()
+    };
+    if view.observe {
+        let mut a = analysis::analyze(sql, &observe)?;
+        for st in &mut a.statements {
+            st.touched = Arc::new(with_real_actions(&st.touched));
+        }
+        return Ok(Arc::new(a));
+    }
+    let mut a = analysis::analyze(sql, &env)?;
+    let allows_some =
+        real.wildcard == Some(Action::Allow) || real.access.values().any(|a| *a == Action::Allow);
+    if allows_some {
+        // Allowed classified columns count too (for the trail and the
+        // volume limits): found by a second, observing analysis.
+        if let Ok(o) = analysis::analyze(sql, &observe) {
+            for (st, seen) in a.statements.iter_mut().zip(&o.statements) {
+                let allowed: Vec<Source> = with_real_actions(&seen.touched)
+                    .into_iter()
+                    .filter(|s| s.action == Action::Allow)
+                    .collect();
+                if !allowed.is_empty() {
+                    let mut set = (*st.touched).clone();
+                    set.extend(allowed);
+                    st.touched = Arc::new(set);
+                }
+            }
+        }
+    }
+    Ok(Arc::new(a))
 }
 
 /// FETCH, EXECUTE and statements after a DECLARE or PREPARE in the same

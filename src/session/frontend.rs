@@ -295,6 +295,12 @@ impl Inspector<'_> {
                     .enforcer
                     .analyze(self.ctx, self.info, view, self.state, &sql)
                     .await;
+                let analysis = analysis.and_then(|a| {
+                    if a.sensitive() {
+                        self.admit()?;
+                    }
+                    Ok(a)
+                });
                 match analysis {
                     Err(r) => self.refuse_query(sql, &r, out),
                     Ok(a) => {
@@ -450,6 +456,14 @@ impl Inspector<'_> {
                         ),
                         None => ("".into(), None, Vec::new(), false, Arc::default(), None),
                     };
+                if !touched.is_empty() {
+                    if let Err(r) = self.admit() {
+                        // In place of the Execute: a refusal the server
+                        // raises, skipping to the next Sync.
+                        self.refuse_parse(sql, &r, out);
+                        return;
+                    }
+                }
                 self.count(plan.is_some(), true);
                 let d = self.decision(view, vec![plan], formats, sensitive, false, vec![touched]);
                 out.extend_from_slice(&frame.bytes);
@@ -479,28 +493,32 @@ impl Inspector<'_> {
             .analyze(self.ctx, self.info, &view, self.state, sql)
             .await
         {
-            Ok(a) => {
-                let role = view.policy.role_of(&self.info.user);
-                let real = |set: &Arc<BTreeSet<Source>>| -> Arc<BTreeSet<Source>> {
-                    if set.is_empty() {
-                        return set.clone();
-                    }
-                    Arc::new(
-                        set.iter()
-                            .map(|s| Source {
-                                action: role.action(&s.kind),
-                                ..s.clone()
-                            })
-                            .collect(),
-                    )
-                };
-                Some(a.statements.iter().map(|s| real(&s.touched)).collect())
-            }
+            Ok(a) => Some(a.statements.iter().map(|s| s.touched.clone()).collect()),
             Err(r) => {
                 debug!(user = %self.info.user, sql = %sql, reason = %r.message, "columns of a full-access statement not known");
                 None
             }
         }
+    }
+
+    /// Whether the hourly window of this login's role lets a classified
+    /// statement start.
+    fn admit(&self) -> Result<(), Refusal> {
+        let policy = self.ctx.policy.current();
+        let role = policy.role_of(&self.info.user);
+        let session = self.info.id.to_string();
+        let client = self.info.client.to_string();
+        self.ctx
+            .limiter
+            .admit(
+                role,
+                &crate::limits::Who {
+                    user: &self.info.user,
+                    session: &session,
+                    client: &client,
+                },
+            )
+            .map_err(Refusal::new)
     }
 
     /// Bind parameters for the audit trail, when there is one.

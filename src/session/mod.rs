@@ -251,9 +251,14 @@ async fn serve(
         client: info.client,
         tls: info.tls,
     });
-    let _cancel_key = greeting.cancel_key;
+    let cancel_key = greeting.cancel_key;
+    // The server's own key, to stop a query cut at a limit.
+    let server_key = cancel_key
+        .as_ref()
+        .and_then(|k| Some((k.pid, ctx.cancel.lookup(k.pid, &k.secret)?)));
     let info = Arc::new(info);
-    let result = relay::run(ctx, client, upstream, info.clone(), shutdown).await;
+    let result = relay::run(ctx, client, upstream, info.clone(), shutdown, server_key).await;
+    drop(cancel_key);
     if let Some(trail) = &ctx.audit {
         let mut r = trail::session_record(ctx, &info, "disconnect");
         r.statements = Some(info.statements.load(std::sync::atomic::Ordering::Relaxed));

@@ -23,6 +23,7 @@ pub async fn run(
     upstream: FramedIo<UpstreamStream>,
     info: Arc<SessionInfo>,
     shutdown: CancellationToken,
+    server_key: Option<(i32, bytes::Bytes)>,
 ) -> Result<(), Error> {
     let FramedIo {
         io: client_io,
@@ -52,6 +53,7 @@ pub async fn run(
             &mut client_wr,
             upstream_buf,
             &pending,
+            server_key,
         );
         tokio::select! {
             r = fe => r,

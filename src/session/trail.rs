@@ -42,13 +42,8 @@ fn statement_record(
     }
     r.params = st.params.as_ref().map(|p| p.to_vec());
     r.decision = Some(st.outcome(index).into());
-    let touched = match (&st.decision, &st.observed) {
-        (Some(d), _) => d.touched.get(index),
-        (None, Some(o)) => o.get(index),
-        (None, None) => None,
-    };
     {
-        if let Some(t) = touched {
+        if let Some(t) = st.touched(index) {
             r.columns = t
                 .iter()
                 .map(|s| ColumnUse {

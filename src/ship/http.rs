@@ -219,11 +219,18 @@ pub async fn run(
         let mut body = Vec::with_capacity(lines.iter().map(|l| l.len() + 1).sum());
         for l in &lines {
             body.extend_from_slice(l);
-            body.push(b'\n');
+            if batch > 1 {
+                body.push(b'\n');
+            }
         }
         let body = Bytes::from(body);
+        let content_type = if batch == 1 {
+            "application/json"
+        } else {
+            "application/x-ndjson"
+        };
         loop {
-            match poster.post(body.clone(), "application/x-ndjson").await {
+            match poster.post(body.clone(), content_type).await {
                 Ok(()) => {
                     sent.inc_by(lines.len() as u64);
                     backoff.reset();

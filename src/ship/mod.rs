@@ -21,6 +21,26 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::task::JoinHandle;
 
+/// Start a task per alert webhook; each alert is POSTed on its own as a
+/// JSON object.
+pub fn start_webhooks(
+    hooks: &[crate::config::HttpSinkConfig],
+    metrics: &Metrics,
+) -> anyhow::Result<Vec<Arc<Outbox>>> {
+    let mut out = Vec::new();
+    for h in hooks {
+        let endpoint = h.endpoint().map_err(anyhow::Error::msg)?;
+        let outbox = Arc::new(Outbox::new(
+            h.queue_records,
+            metrics.audit_ship_dropped.with_label_values(&["webhook"]),
+        ));
+        let sent = metrics.audit_shipped.with_label_values(&["webhook"]);
+        tokio::spawn(http::run(endpoint, outbox.clone(), 1, Duration::ZERO, sent));
+        out.push(outbox);
+    }
+    Ok(out)
+}
+
 /// The running sinks of the trail.
 pub struct Shipping {
     outboxes: Vec<Arc<Outbox>>,

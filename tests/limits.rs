@@ -1,0 +1,332 @@
+//! Bulk-export limits against the sample database: the courier case (a
+//! support account exporting the shipments table) is cut at
+//! `rows_per_query`, by SELECT and by COPY; the bank case (one-by-one
+//! lookups) is refused once `classified_rows_per_hour` is spent; each
+//! raises an alert in the trail, the metrics and a webhook.
+
+use pgwarden::Proxy;
+use pgwarden::audit::{Record, search};
+use pgwarden::config::Config;
+use pgwarden::demo::{DATABASE, postgres::PgCluster, start_sample_cluster};
+use std::path::Path;
+use std::sync::{Arc, Mutex, OnceLock};
+use tokio_postgres::{Client, NoTls, SimpleQueryMessage};
+
+static CLUSTER: OnceLock<PgCluster> = OnceLock::new();
+
+fn cluster() -> &'static PgCluster {
+    CLUSTER.get_or_init(|| start_sample_cluster().expect("sample cluster"))
+}
+
+const POLICY: &str = r#"
+classify:
+  public.customers:
+    name: person_name
+    phone: phone
+    id_number: id_card
+    address: address
+  public.shipments:
+    recipient_name: person_name
+    recipient_phone: phone
+    recipient_address: address
+  public.credit_reports:
+    report: credit_report
+roles:
+  support:
+    users: [agent_li, courier_zhao]
+    access: {person_name: mask, phone: mask, address: mask, "*": deny}
+    lookup: equality
+    limits:
+      rows_per_query: 200
+      on_exceed: block
+  analyst:
+    users: [analyst_wu]
+    access: {person_name: mask, phone: mask, address: mask, credit_report: allow, "*": deny}
+    lookup: equality
+    limits:
+      classified_rows_per_hour: 1000
+      on_exceed: block
+  dba:
+    users: [dba_zhang]
+    access: {"*": allow}
+"#;
+
+/// What the webhook receiver got.
+type Hooked = Arc<Mutex<Vec<serde_json::Value>>>;
+
+async fn webhook() -> (std::net::SocketAddr, Hooked) {
+    let got: Hooked = Arc::default();
+    let state = got.clone();
+    let app = axum::Router::new().route(
+        "/alert",
+        axum::routing::post(move |body: String| {
+            let state = state.clone();
+            async move {
+                state
+                    .lock()
+                    .unwrap()
+                    .push(serde_json::from_str(&body).unwrap());
+                axum::http::StatusCode::OK
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    (addr, got)
+}
+
+struct Env {
+    proxy: Proxy,
+    dir: tempfile::TempDir,
+    hooked: Hooked,
+}
+
+async fn start() -> Env {
+    let dir = tempfile::tempdir().unwrap();
+    let policies = dir.path().join("policies");
+    std::fs::create_dir_all(&policies).unwrap();
+    std::fs::write(policies.join("limits.yaml"), POLICY).unwrap();
+    std::fs::write(dir.path().join("audit.key"), "limits test key").unwrap();
+    let (hook, hooked) = webhook().await;
+    let text = format!(
+        "listen = \"127.0.0.1:0\"\nupstream = \"{}\"\npolicies = \"{}\"\n\
+         [catalog]\nuser = \"pgwarden\"\npassword = \"pgwarden-catalog\"\n\
+         [audit]\ndir = \"{}\"\nkey_file = \"{}\"\ndurability = \"async\"\n\
+         [[alerts.webhook]]\nurl = \"http://{hook}/alert\"\n",
+        cluster().addr(),
+        policies.display(),
+        dir.path().join("trail").display(),
+        dir.path().join("audit.key").display(),
+    );
+    let config = Config::parse(&text, Path::new("/tmp/limits.toml")).unwrap();
+    let proxy = Proxy::start(config).await.expect("proxy starts");
+    Env { proxy, dir, hooked }
+}
+
+impl Env {
+    async fn connect(&self, user: &str) -> Client {
+        let (client, conn) = tokio_postgres::Config::new()
+            .host("127.0.0.1")
+            .port(self.proxy.addr.port())
+            .user(user)
+            .password(user)
+            .dbname(DATABASE)
+            .connect(NoTls)
+            .await
+            .unwrap_or_else(|e| panic!("{user} connects: {e}"));
+        tokio::spawn(conn);
+        client
+    }
+
+    /// Wait until the webhook got an alert of `rule`.
+    async fn hooked(&self, rule: &str) -> serde_json::Value {
+        for _ in 0..200 {
+            if let Some(v) = self
+                .hooked
+                .lock()
+                .unwrap()
+                .iter()
+                .find(|v| v["rule"] == rule)
+            {
+                return v.clone();
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(25)).await;
+        }
+        panic!("no {rule} alert reached the webhook");
+    }
+}
+
+fn records(dir: &tempfile::TempDir) -> Vec<Record> {
+    let mut out = Vec::new();
+    search::scan(&dir.path().join("trail"), |r, _| {
+        out.push(r.clone());
+        Ok(())
+    })
+    .unwrap();
+    out
+}
+
+fn rows(msgs: &[SimpleQueryMessage]) -> usize {
+    msgs.iter()
+        .filter(|m| matches!(m, SimpleQueryMessage::Row(_)))
+        .count()
+}
+
+fn code(e: &tokio_postgres::Error) -> String {
+    e.code().map(|c| c.code().to_string()).unwrap_or_default()
+}
+
+fn message(e: &tokio_postgres::Error) -> String {
+    e.as_db_error()
+        .map(|d| d.message().to_string())
+        .unwrap_or_else(|| e.to_string())
+}
+
+/// The courier case: a support account selects the whole shipments table
+/// (20,000 rows). It gets 200 rows, then an error naming the rule; the
+/// server-side query is cancelled, the session stays usable, and the
+/// trail, the metrics and the webhook have the alert.
+#[tokio::test]
+async fn a_bulk_select_is_cut_at_rows_per_query() {
+    let env = start().await;
+    let c = env.connect("courier_zhao").await;
+    let sql = "SELECT recipient_name, recipient_phone, recipient_address FROM shipments";
+    let mut got = 0;
+    let mut failed = None;
+    let stream = c.simple_query_raw(sql).await.unwrap();
+    futures_util::pin_mut!(stream);
+    while let Some(m) = futures_util::StreamExt::next(&mut stream).await {
+        match m {
+            Ok(SimpleQueryMessage::Row(_)) => got += 1,
+            Ok(_) => {}
+            Err(e) => {
+                failed = Some(e);
+                break;
+            }
+        }
+    }
+    let e = failed.expect("the export was stopped");
+    assert_eq!(got, 200, "rows before the limit");
+    assert_eq!(code(&e), "42501");
+    assert!(message(&e).contains("rows_per_query"), "{}", message(&e));
+    // The session goes on, and a small classified query still works.
+    let ok = c
+        .simple_query("SELECT recipient_phone FROM shipments WHERE id = 7")
+        .await
+        .unwrap();
+    assert_eq!(rows(&ok), 1);
+    // Queries without classified columns are not limited.
+    let ids = c.simple_query("SELECT id FROM shipments").await.unwrap();
+    assert_eq!(rows(&ids), 20_000);
+    // The server-side query was cancelled, not left running.
+    let d = env.connect("dba_zhang").await;
+    let busy = d
+        .simple_query(
+            "SELECT count(*) FROM pg_stat_activity WHERE query LIKE 'SELECT recipient_name%' AND state = 'active'",
+        )
+        .await
+        .unwrap();
+    let SimpleQueryMessage::Row(r) = &busy[1] else {
+        panic!("{busy:?}")
+    };
+    assert_eq!(r.get(0), Some("0"));
+
+    let alert = env.hooked("rows_per_query").await;
+    assert_eq!(alert["event"], "alert");
+    assert_eq!(alert["user"], "courier_zhao");
+    assert_eq!(alert["detail"]["limit"], 200);
+    assert_eq!(alert["detail"]["blocked"], true);
+    drop(c);
+    drop(d);
+    let metrics = String::from_utf8(env.proxy.context.metrics.render()).unwrap();
+    assert!(
+        metrics.contains("pgwarden_alerts_total{rule=\"rows_per_query\"} 1"),
+        "{metrics}"
+    );
+    env.proxy.shutdown().await;
+    let all = records(&env.dir);
+    let alerts: Vec<_> = all.iter().filter(|r| r.event == "alert").collect();
+    assert_eq!(alerts.len(), 1, "{alerts:?}");
+    assert_eq!(alerts[0].rule.as_deref(), Some("rows_per_query"));
+    let q: Vec<_> = all
+        .iter()
+        .filter(|r| r.event == "query" && r.sql.as_deref() == Some(sql))
+        .collect();
+    assert_eq!(q.len(), 1);
+    assert_eq!(q[0].rows, Some(200));
+    assert_eq!(q[0].sqlstate.as_deref(), Some("42501"));
+    assert_eq!(q[0].rule.as_deref(), Some("rows_per_query"));
+}
+
+/// COPY TO STDOUT of the same table is cut the same way.
+#[tokio::test]
+async fn a_copy_out_is_cut_at_rows_per_query() {
+    let env = start().await;
+    let c = env.connect("courier_zhao").await;
+    let stream = c
+        .copy_out("COPY (SELECT recipient_name, recipient_phone FROM shipments) TO STDOUT")
+        .await
+        .unwrap();
+    futures_util::pin_mut!(stream);
+    let mut lines = 0;
+    let mut failed = None;
+    while let Some(chunk) = futures_util::StreamExt::next(&mut stream).await {
+        match chunk {
+            Ok(b) => lines += b.iter().filter(|&&c| c == b'\n').count(),
+            Err(e) => {
+                failed = Some(e);
+                break;
+            }
+        }
+    }
+    let e = failed.expect("the COPY was stopped");
+    assert_eq!(lines, 200);
+    assert_eq!(code(&e), "42501");
+    let ok = c
+        .simple_query("SELECT recipient_phone FROM shipments WHERE id = 9")
+        .await
+        .unwrap();
+    assert_eq!(rows(&ok), 1);
+    env.hooked("rows_per_query").await;
+    drop(c);
+    env.proxy.shutdown().await;
+}
+
+/// The bank case: 1,500 one-by-one lookups of credit reports with an
+/// hourly limit of 1,000 classified rows. The first 1,000 pass; from then
+/// on every classified lookup is refused with an error naming the rule,
+/// and one alert is raised (not one per query).
+#[tokio::test]
+async fn one_by_one_lookups_stop_at_the_hourly_limit() {
+    let env = start().await;
+    let c = env.connect("analyst_wu").await;
+    let lookup = c
+        .prepare("SELECT report FROM credit_reports WHERE id = $1")
+        .await
+        .unwrap();
+    let mut served = 0;
+    let mut refused = 0;
+    for i in 0..1_500i32 {
+        let id = i % 1_500 + 1;
+        match c.query(&lookup, &[&id]).await {
+            Ok(r) => {
+                assert_eq!(r.len(), 1);
+                served += 1;
+            }
+            Err(e) => {
+                assert_eq!(code(&e), "42501");
+                assert!(
+                    message(&e).contains("classified_rows_per_hour"),
+                    "{}",
+                    message(&e)
+                );
+                refused += 1;
+            }
+        }
+    }
+    assert_eq!(served, 1_000);
+    assert_eq!(refused, 500);
+    // Simple-protocol lookups are refused too, and so is a second session.
+    let c2 = env.connect("analyst_wu").await;
+    let e = c2
+        .simple_query("SELECT report FROM credit_reports WHERE id = 3")
+        .await
+        .unwrap_err();
+    assert_eq!(code(&e), "42501");
+    // Statements without classified columns still run.
+    c2.simple_query("SELECT count(*) FROM credit_reports")
+        .await
+        .unwrap();
+    let alert = env.hooked("classified_rows_per_hour").await;
+    assert_eq!(alert["user"], "analyst_wu");
+    drop(c);
+    drop(c2);
+    env.proxy.shutdown().await;
+    let alerts: Vec<_> = records(&env.dir)
+        .into_iter()
+        .filter(|r| r.event == "alert")
+        .collect();
+    assert_eq!(alerts.len(), 1, "one incident, one alert: {alerts:?}");
+    assert_eq!(alerts[0].rule.as_deref(), Some("classified_rows_per_hour"));
+}
