@@ -86,17 +86,12 @@ impl Limiter {
         let at = jiff::Timestamp::from_second((frees * 60) as i64)
             .map(|t| t.strftime("%H:%M UTC").to_string())
             .unwrap_or_default();
-        self.alerts.raise(Alert {
-            rule: "classified_rows_per_hour",
-            user: who.user.to_string(),
-            role: role.name.clone(),
-            session: Some(who.session.to_string()),
-            client: Some(who.client.to_string()),
-            evidence: serde_json::json!({
-                "limit": limit, "rows_last_hour": used, "refused_until": at,
-            }),
-            blocked: true,
-        });
+        self.hourly_alert(
+            role,
+            who,
+            serde_json::json!({ "limit": limit, "rows_last_hour": used, "refused_until": at }),
+            true,
+        );
         Err(format!(
             "permission denied by pgwarden: user {} has read {used} classified rows in the last hour, \
              the classified_rows_per_hour limit of role {} is {limit}; classified queries are refused until {at}",
@@ -153,15 +148,24 @@ impl Limiter {
             }
         };
         if let Some(used) = crossed {
-            self.alerts.raise(Alert {
-                rule: "classified_rows_per_hour",
-                user: who.user.to_string(),
-                role: role.name.clone(),
-                session: Some(who.session.to_string()),
-                client: Some(who.client.to_string()),
-                evidence: serde_json::json!({ "limit": limit, "rows_last_hour": used }),
-                blocked: role.limits.on_exceed == OnExceed::Block,
-            });
+            self.hourly_alert(
+                role,
+                who,
+                serde_json::json!({ "limit": limit, "rows_last_hour": used }),
+                role.limits.on_exceed == OnExceed::Block,
+            );
         }
+    }
+
+    fn hourly_alert(&self, role: &Role, who: &Who<'_>, evidence: serde_json::Value, blocked: bool) {
+        self.alerts.raise(Alert {
+            rule: "classified_rows_per_hour",
+            user: who.user.to_string(),
+            role: role.name.clone(),
+            session: Some(who.session.to_string()),
+            client: Some(who.client.to_string()),
+            evidence,
+            blocked,
+        });
     }
 }
