@@ -4,10 +4,9 @@
 //!
 //! Full-access sessions carry no decision: their results pass untouched.
 
-use crate::analysis::{ResultPlan, Source};
+use crate::analysis::ResultPlan;
 use crate::catalog::Schema;
 use crate::policy::{Action, Policy, QualifiedTable};
-use std::collections::BTreeSet;
 use std::sync::Arc;
 
 /// The view of one restricted session: its role and the schema and policy
@@ -60,9 +59,6 @@ pub struct Decision {
     /// The request was refused; the error raised on pgwarden's behalf is
     /// shown without its context line.
     pub refusal: bool,
-    /// Classified columns each statement touches (for the audit trail),
-    /// parallel to `results`.
-    pub touched: Vec<Arc<BTreeSet<Source>>>,
     pub view: Arc<RoleView>,
 }
 

@@ -11,6 +11,8 @@
 
 use crate::audit::{AuditTrail, Record};
 use crate::metrics::Metrics;
+use crate::policy::Role;
+use crate::session::SessionInfo;
 use crate::ship::outbox::Outbox;
 use bytes::Bytes;
 use dashmap::DashMap;
@@ -35,6 +37,27 @@ pub struct Alert {
     pub evidence: serde_json::Value,
     /// The statement was stopped or the connection refused.
     pub blocked: bool,
+}
+
+impl Alert {
+    /// An alert about `info`'s session under `role`.
+    pub fn of(
+        rule: &'static str,
+        info: &SessionInfo,
+        role: &Role,
+        evidence: serde_json::Value,
+        blocked: bool,
+    ) -> Alert {
+        Alert {
+            rule,
+            user: info.user.clone(),
+            role: role.name.clone(),
+            session: Some(info.id.to_string()),
+            client: Some(info.client.to_string()),
+            evidence,
+            blocked,
+        }
+    }
 }
 
 struct Seen {

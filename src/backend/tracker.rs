@@ -95,51 +95,43 @@ pub struct Statement {
     pub params: Option<Arc<[Option<String>]>>,
     /// Why pgwarden refused it, when it did.
     pub refusal: Option<Arc<str>>,
-    /// For full-access sessions with an audit trail: the classified
-    /// columns each statement touches, when the analysis could tell.
-    pub observed: Option<Touched>,
+    /// The classified columns each statement touches, as far as the
+    /// analysis could tell (restricted roles, and full-access roles with
+    /// an audit trail).
+    pub touched: Option<Touched>,
 }
 
 /// Classified columns touched, one set per statement of a request.
 pub type Touched = Arc<[Arc<std::collections::BTreeSet<crate::analysis::Source>>]>;
 
 impl Statement {
-    pub fn new(sql: Arc<str>, extended: bool) -> Arc<Statement> {
-        Self::decided(sql, extended, None)
-    }
-
-    pub fn decided(
-        sql: Arc<str>,
-        extended: bool,
-        decision: Option<Arc<Decision>>,
-    ) -> Arc<Statement> {
-        Arc::new(Statement {
-            sql,
-            extended,
-            started: Instant::now(),
-            decision,
-            params: None,
-            refusal: None,
-            observed: None,
-        })
-    }
-
-    /// A full-access statement, forwarded untouched, with the classified
-    /// columns it was seen to touch (for the trail).
-    pub fn observed(
-        sql: Arc<str>,
-        extended: bool,
-        params: Option<Arc<[Option<String>]>>,
-        observed: Option<Touched>,
-    ) -> Arc<Statement> {
-        Arc::new(Statement {
+    fn base(sql: Arc<str>, extended: bool) -> Statement {
+        Statement {
             sql,
             extended,
             started: Instant::now(),
             decision: None,
-            params,
+            params: None,
             refusal: None,
-            observed,
+            touched: None,
+        }
+    }
+
+    pub fn new(sql: Arc<str>, extended: bool) -> Arc<Statement> {
+        Arc::new(Self::base(sql, extended))
+    }
+
+    /// A statement forwarded under `decision` (none for full access).
+    pub fn decided(
+        sql: Arc<str>,
+        extended: bool,
+        decision: Option<Arc<Decision>>,
+        touched: Option<Touched>,
+    ) -> Arc<Statement> {
+        Arc::new(Statement {
+            decision,
+            touched,
+            ..Self::base(sql, extended)
         })
     }
 
@@ -148,15 +140,13 @@ impl Statement {
         sql: Arc<str>,
         decision: Option<Arc<Decision>>,
         params: Option<Arc<[Option<String>]>>,
+        touched: Option<Touched>,
     ) -> Arc<Statement> {
         Arc::new(Statement {
-            sql,
-            extended: true,
-            started: Instant::now(),
             decision,
             params,
-            refusal: None,
-            observed: None,
+            touched,
+            ..Self::base(sql, true)
         })
     }
 
@@ -168,13 +158,9 @@ impl Statement {
         message: &str,
     ) -> Arc<Statement> {
         Arc::new(Statement {
-            sql,
-            extended,
-            started: Instant::now(),
             decision,
-            params: None,
             refusal: Some(message.into()),
-            observed: None,
+            ..Self::base(sql, extended)
         })
     }
 
@@ -190,11 +176,7 @@ impl Statement {
         &self,
         index: usize,
     ) -> Option<&Arc<std::collections::BTreeSet<crate::analysis::Source>>> {
-        match (&self.decision, &self.observed) {
-            (Some(d), _) => d.touched.get(index),
-            (None, Some(o)) => o.get(index),
-            (None, None) => None,
-        }
+        self.touched.as_ref()?.get(index)
     }
 
     /// Whether its `index`-th statement touches classified columns.

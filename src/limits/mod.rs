@@ -13,16 +13,10 @@ pub mod window;
 
 use crate::alerts::{Alert, Alerts};
 use crate::policy::{OnExceed, Role};
+use crate::session::SessionInfo;
 use dashmap::DashMap;
 use std::sync::Arc;
 use window::{Window, minute_now};
-
-/// Who is asking: for alerts.
-pub struct Who<'a> {
-    pub user: &'a str,
-    pub session: &'a str,
-    pub client: &'a str,
-}
 
 /// How many classified rows a statement may return, and why.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -73,14 +67,14 @@ impl Limiter {
 
     /// Whether a statement touching classified columns may start. With
     /// `on_exceed: block` and the hourly window spent: the refusal.
-    pub fn admit(&self, role: &Role, who: &Who<'_>) -> Result<(), String> {
+    pub fn admit(&self, role: &Role, info: &SessionInfo) -> Result<(), String> {
         let Some(limit) = role.limits.classified_rows_per_hour else {
             return Ok(());
         };
         if role.limits.on_exceed != OnExceed::Block {
             return Ok(());
         }
-        let Some((used, frees)) = self.hour_spent(who.user, limit) else {
+        let Some((used, frees)) = self.hour_spent(&info.user, limit) else {
             return Ok(());
         };
         let at = jiff::Timestamp::from_second((frees * 60) as i64)
@@ -88,14 +82,14 @@ impl Limiter {
             .unwrap_or_default();
         self.hourly_alert(
             role,
-            who,
+            info,
             serde_json::json!({ "limit": limit, "rows_last_hour": used, "refused_until": at }),
             true,
         );
         Err(format!(
             "permission denied by pgwarden: user {} has read {used} classified rows in the last hour, \
              the classified_rows_per_hour limit of role {} is {limit}; classified queries are refused until {at}",
-            who.user, role.name
+            &info.user, role.name
         ))
     }
 
@@ -128,13 +122,13 @@ impl Limiter {
 
     /// Add the classified rows a statement returned; alert when this
     /// crosses the hourly limit (once per crossing).
-    pub fn record(&self, role: &Role, who: &Who<'_>, rows: u64) {
+    pub fn record(&self, role: &Role, info: &SessionInfo, rows: u64) {
         let Some(limit) = role.limits.classified_rows_per_hour else {
             return;
         };
         let now = minute_now();
         let crossed = {
-            let mut s = self.users.entry(who.user.to_string()).or_default();
+            let mut s = self.users.entry(info.user.clone()).or_default();
             s.window.add(now, rows);
             let used = s.window.sum(now);
             if used < limit {
@@ -150,22 +144,26 @@ impl Limiter {
         if let Some(used) = crossed {
             self.hourly_alert(
                 role,
-                who,
+                info,
                 serde_json::json!({ "limit": limit, "rows_last_hour": used }),
                 role.limits.on_exceed == OnExceed::Block,
             );
         }
     }
 
-    fn hourly_alert(&self, role: &Role, who: &Who<'_>, evidence: serde_json::Value, blocked: bool) {
-        self.alerts.raise(Alert {
-            rule: "classified_rows_per_hour",
-            user: who.user.to_string(),
-            role: role.name.clone(),
-            session: Some(who.session.to_string()),
-            client: Some(who.client.to_string()),
+    fn hourly_alert(
+        &self,
+        role: &Role,
+        info: &SessionInfo,
+        evidence: serde_json::Value,
+        blocked: bool,
+    ) {
+        self.alerts.raise(Alert::of(
+            "classified_rows_per_hour",
+            info,
+            role,
             evidence,
             blocked,
-        });
+        ));
     }
 }

@@ -16,7 +16,7 @@ use crate::context::ProxyContext;
 use crate::error::{PgError, Severity};
 use crate::events::Event;
 use crate::frame::{Frame, take_frame};
-use crate::limits::{Cap, Who};
+use crate::limits::Cap;
 use crate::masking::notices::{self, Redaction};
 use crate::masking::rows::{self, Mismatch};
 use crate::net::{ClientWrite, UpstreamRead};
@@ -325,17 +325,13 @@ impl Direction<'_> {
             _ => role.limits.classified_rows_per_hour,
         }
         .unwrap_or(cap.rows);
-        self.ctx.limiter.alerts.raise(Alert {
-            rule: cap.rule,
-            user: self.info.user.clone(),
-            role: role.name.clone(),
-            session: Some(self.info.id.to_string()),
-            client: Some(self.info.client.to_string()),
-            evidence: serde_json::json!({
-                "limit": limit, "rows_sent": cap.rows, "sql": sql,
-            }),
-            blocked: cap.block,
-        });
+        self.ctx.limiter.alerts.raise(Alert::of(
+            cap.rule,
+            self.info,
+            role,
+            serde_json::json!({ "limit": limit, "rows_sent": cap.rows, "sql": sql }),
+            cap.block,
+        ));
         if !cap.block {
             return None;
         }
@@ -408,17 +404,9 @@ impl Direction<'_> {
         }
         if done.statement.classified(done.index) && done.rows > 0 {
             let policy = self.ctx.policy.current();
-            let session = self.info.id.to_string();
-            let client = self.info.client.to_string();
-            self.ctx.limiter.record(
-                policy.role_of(&self.info.user),
-                &Who {
-                    user: &self.info.user,
-                    session: &session,
-                    client: &client,
-                },
-                done.rows,
-            );
+            self.ctx
+                .limiter
+                .record(policy.role_of(&self.info.user), self.info, done.rows);
         }
         let m = &self.ctx.metrics;
         let duration = if done.statement.extended {

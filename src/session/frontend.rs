@@ -11,7 +11,7 @@
 use super::enforce::{Enforcer, Standing, log_refusal, refusal_extended, refusal_query};
 use super::state::{Prepared, SessionState};
 use super::{Error, SessionInfo};
-use crate::analysis::{Effect, Refusal, ResultPlan, Source};
+use crate::analysis::{Effect, Refusal, ResultPlan};
 use crate::backend::tracker::{Pending, PendingQueue, Statement, Touched};
 use crate::codec::{self, DecodeError};
 use crate::context::ProxyContext;
@@ -21,7 +21,6 @@ use crate::frontend::FrontendMessage;
 use crate::net::{ClientRead, UpstreamWrite};
 use bytes::BytesMut;
 use pgwire::messages::PgWireFrontendMessage;
-use std::collections::BTreeSet;
 use std::sync::Arc;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tracing::{debug, warn};
@@ -159,7 +158,7 @@ impl Inspector<'_> {
                 self.track_cursors(&sql);
                 debug!(sql = %sql, "query");
                 let observed = self.observe(&sql).await;
-                self.expect(Pending::Query(Statement::observed(
+                self.expect(Pending::Query(Statement::decided(
                     sql, false, None, observed,
                 )));
             }
@@ -180,7 +179,7 @@ impl Inspector<'_> {
                         touched,
                     },
                 );
-                self.expect(Pending::Parse(Statement::observed(
+                self.expect(Pending::Parse(Statement::decided(
                     sql, true, None, observed,
                 )));
             }
@@ -211,8 +210,8 @@ impl Inspector<'_> {
                     .unwrap_or_else(|| ("".into(), None, Arc::default()));
                 debug!(sql = %sql, portal = e.name.as_deref().unwrap_or(""), "execute");
                 let observed = (!touched.is_empty()).then(|| Touched::from(vec![touched]));
-                self.expect(Pending::Execute(Statement::observed(
-                    sql, true, params, observed,
+                self.expect(Pending::Execute(Statement::with_params(
+                    sql, None, params, observed,
                 )));
             }
             FrontendMessage::Close(c) => {
@@ -240,21 +239,19 @@ impl Inspector<'_> {
         formats: Vec<i16>,
         sensitive: bool,
         refusal: bool,
-        touched: Vec<Arc<BTreeSet<Source>>>,
     ) -> Option<Arc<Decision>> {
         Some(Arc::new(Decision {
             results,
             formats,
             sensitive,
             refusal,
-            touched,
             view: view.clone(),
         }))
     }
 
     fn refusal_decision(&self) -> Option<Arc<Decision>> {
         let view = self.enforcer.current_view()?;
-        self.decision(&view, Vec::new(), Vec::new(), true, true, Vec::new())
+        self.decision(&view, Vec::new(), Vec::new(), true, true)
     }
 
     fn refuse_query(&mut self, sql: Arc<str>, r: &Refusal, out: &mut BytesMut) {
@@ -311,10 +308,14 @@ impl Inspector<'_> {
                             a.statements.iter().map(|s| s.result.clone()).collect();
                         self.count(results.iter().any(Option::is_some), false);
                         let touched = a.statements.iter().map(|s| s.touched.clone()).collect();
-                        let d =
-                            self.decision(view, results, Vec::new(), a.sensitive(), false, touched);
+                        let d = self.decision(view, results, Vec::new(), a.sensitive(), false);
                         out.extend_from_slice(&frame.bytes);
-                        self.expect(Pending::Query(Statement::decided(sql, false, d)));
+                        self.expect(Pending::Query(Statement::decided(
+                            sql,
+                            false,
+                            d,
+                            Some(touched),
+                        )));
                     }
                 }
             }
@@ -353,16 +354,14 @@ impl Inspector<'_> {
                                 touched: touched.clone(),
                             },
                         );
-                        let d = self.decision(
-                            view,
-                            vec![plan],
-                            Vec::new(),
-                            sensitive,
-                            false,
-                            vec![touched],
-                        );
+                        let d = self.decision(view, vec![plan], Vec::new(), sensitive, false);
                         out.extend_from_slice(&frame.bytes);
-                        self.expect(Pending::Parse(Statement::decided(sql, true, d)));
+                        self.expect(Pending::Parse(Statement::decided(
+                            sql,
+                            true,
+                            d,
+                            Some(Touched::from(vec![touched])),
+                        )));
                     }
                 }
             }
@@ -439,7 +438,7 @@ impl Inspector<'_> {
                         None => (None, Vec::new(), false),
                     }
                 };
-                let dec = self.decision(view, vec![plan], formats, sensitive, false, Vec::new());
+                let dec = self.decision(view, vec![plan], formats, sensitive, false);
                 out.extend_from_slice(&frame.bytes);
                 self.expect(Pending::Describe(dec));
             }
@@ -465,9 +464,14 @@ impl Inspector<'_> {
                     }
                 }
                 self.count(plan.is_some(), true);
-                let d = self.decision(view, vec![plan], formats, sensitive, false, vec![touched]);
+                let d = self.decision(view, vec![plan], formats, sensitive, false);
                 out.extend_from_slice(&frame.bytes);
-                self.expect(Pending::Execute(Statement::with_params(sql, d, params)));
+                self.expect(Pending::Execute(Statement::with_params(
+                    sql,
+                    d,
+                    params,
+                    Some(Touched::from(vec![touched])),
+                )));
             }
             FrontendMessage::FunctionCall { function_oid } => {
                 let r = Refusal::new(format!(
@@ -505,19 +509,9 @@ impl Inspector<'_> {
     /// statement start.
     fn admit(&self) -> Result<(), Refusal> {
         let policy = self.ctx.policy.current();
-        let role = policy.role_of(&self.info.user);
-        let session = self.info.id.to_string();
-        let client = self.info.client.to_string();
         self.ctx
             .limiter
-            .admit(
-                role,
-                &crate::limits::Who {
-                    user: &self.info.user,
-                    session: &session,
-                    client: &client,
-                },
-            )
+            .admit(policy.role_of(&self.info.user), self.info)
             .map_err(Refusal::new)
     }
 
