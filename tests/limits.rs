@@ -330,3 +330,75 @@ async fn one_by_one_lookups_stop_at_the_hourly_limit() {
     assert_eq!(alerts.len(), 1, "one incident, one alert: {alerts:?}");
     assert_eq!(alerts[0].rule.as_deref(), Some("classified_rows_per_hour"));
 }
+
+/// Rows read a slice at a time add up: FETCHes from one cursor, and
+/// Executes of one portal (`max_rows`), count towards one
+/// `rows_per_query`; SQL PREPARE/EXECUTE is limited like the SELECT.
+#[tokio::test]
+async fn cursors_portals_and_sql_execute_add_up_to_the_limit() {
+    let env = start().await;
+    let mut c = env.connect("courier_zhao").await;
+    c.batch_execute(
+        "BEGIN; DECLARE c CURSOR FOR SELECT recipient_name, recipient_phone FROM shipments",
+    )
+    .await
+    .unwrap();
+    let first = c.simple_query("FETCH 150 FROM c").await.unwrap();
+    assert_eq!(rows(&first), 150);
+    let e = c.simple_query("FETCH 150 FROM c").await.unwrap_err();
+    assert_eq!(code(&e), "42501");
+    assert!(message(&e).contains("rows_per_query"), "{}", message(&e));
+    c.batch_execute("ROLLBACK").await.unwrap();
+    // A fresh cursor starts from zero.
+    c.batch_execute("BEGIN; DECLARE d CURSOR FOR SELECT recipient_phone FROM shipments")
+        .await
+        .unwrap();
+    assert_eq!(rows(&c.simple_query("FETCH 120 FROM d").await.unwrap()), 120);
+    c.batch_execute("ROLLBACK").await.unwrap();
+
+    // Executes of one portal, 150 rows at a time.
+    let tx = c.transaction().await.unwrap();
+    let st = tx
+        .prepare("SELECT recipient_phone FROM shipments")
+        .await
+        .unwrap();
+    let portal = tx.bind(&st, &[]).await.unwrap();
+    assert_eq!(tx.query_portal(&portal, 150).await.unwrap().len(), 150);
+    let e = tx.query_portal(&portal, 150).await.unwrap_err();
+    assert_eq!(code(&e), "42501");
+    tx.rollback().await.unwrap();
+
+    // SQL-level PREPARE and EXECUTE.
+    c.batch_execute("PREPARE p AS SELECT recipient_address FROM shipments")
+        .await
+        .unwrap();
+    let mut got = 0;
+    let stream = c.simple_query_raw("EXECUTE p").await.unwrap();
+    futures_util::pin_mut!(stream);
+    let mut failed = None;
+    while let Some(m) = futures_util::StreamExt::next(&mut stream).await {
+        match m {
+            Ok(SimpleQueryMessage::Row(_)) => got += 1,
+            Ok(_) => {}
+            Err(e) => {
+                failed = Some(e);
+                break;
+            }
+        }
+    }
+    assert_eq!(got, 200);
+    assert_eq!(code(&failed.expect("EXECUTE was stopped")), "42501");
+    drop(c);
+    env.proxy.shutdown().await;
+    // The FETCH that was cut is recorded with what it delivered, and its
+    // classified columns.
+    let all = records(&env.dir);
+    let fetches: Vec<_> = all
+        .iter()
+        .filter(|r| r.event == "query" && r.sql.as_deref() == Some("FETCH 150 FROM c"))
+        .collect();
+    assert_eq!(fetches.len(), 2);
+    assert_eq!(fetches[1].rows, Some(50));
+    assert_eq!(fetches[1].rule.as_deref(), Some("rows_per_query"));
+    assert!(!fetches[0].columns.is_empty());
+}

@@ -37,6 +37,7 @@ use sqlparser::dialect::PostgreSqlDialect;
 use sqlparser::parser::Parser;
 use std::collections::BTreeSet;
 use std::sync::Arc;
+use std::sync::atomic::AtomicU64;
 
 /// Deepest nesting the parser accepts; deeper statements are refused.
 const RECURSION_LIMIT: usize = 64;
@@ -56,24 +57,50 @@ pub struct Env<'a> {
     pub observe: bool,
 }
 
-/// Plans the session remembers by name. `Some(None)`: known, results pass
-/// unchanged; `None`: unknown (refused).
+/// Cursors and SQL prepared statements the session remembers by name;
+/// `None`: unknown (refused).
 pub trait SessionLookup {
-    fn cursor(&self, name: &str) -> Option<Option<Arc<ResultPlan>>>;
-    fn prepared(&self, name: &str) -> Option<Option<Arc<ResultPlan>>>;
+    fn cursor(&self, name: &str) -> Option<Remembered>;
+    fn prepared(&self, name: &str) -> Option<Remembered>;
 }
 
 /// A session with no cursors or prepared statements.
 pub struct NoSession;
 
 impl SessionLookup for NoSession {
-    fn cursor(&self, _: &str) -> Option<Option<Arc<ResultPlan>>> {
+    fn cursor(&self, _: &str) -> Option<Remembered> {
         None
     }
-    fn prepared(&self, _: &str) -> Option<Option<Arc<ResultPlan>>> {
+    fn prepared(&self, _: &str) -> Option<Remembered> {
         None
     }
 }
+
+/// A cursor (DECLARE) or SQL prepared statement (PREPARE): what the
+/// FETCH or EXECUTE that reads it later returns.
+#[derive(Debug, Clone, Default)]
+pub struct Remembered {
+    /// How its rows are rewritten; `None` when they pass unchanged.
+    pub plan: Option<Arc<ResultPlan>>,
+    /// Classified columns its query reads.
+    pub touched: Arc<BTreeSet<Source>>,
+    /// Its query reads one table reference.
+    pub single_relation: bool,
+    /// Rows fetched from it so far (cursors): every FETCH of one cursor
+    /// counts towards the same per-statement limit.
+    pub fetched: Arc<AtomicU64>,
+}
+
+impl PartialEq for Remembered {
+    fn eq(&self, other: &Self) -> bool {
+        self.plan == other.plan
+            && self.touched == other.touched
+            && self.single_relation == other.single_relation
+            && Arc::ptr_eq(&self.fetched, &other.fetched)
+    }
+}
+
+impl Eq for Remembered {}
 
 /// Why a statement may not run, as the client is told.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -153,13 +180,13 @@ pub enum Effect {
     None,
     DeclareCursor {
         name: String,
-        plan: Option<Arc<ResultPlan>>,
+        cursor: Remembered,
     },
     /// `CLOSE name`, or `CLOSE ALL` (`None`).
     CloseCursor(Option<String>),
     Prepare {
         name: String,
-        plan: Option<Arc<ResultPlan>>,
+        statement: Remembered,
     },
     /// `DEALLOCATE name`, or `DEALLOCATE ALL` (`None`).
     Deallocate(Option<String>),
@@ -173,8 +200,13 @@ pub struct Analyzed {
     /// How its rows are rewritten; `None` when they pass unchanged.
     pub result: Option<Arc<ResultPlan>>,
     pub effect: Effect,
-    /// Classified columns (not allowed as stored) it reads or writes.
+    /// Classified columns it reads or writes (with the role's action).
     pub touched: Arc<BTreeSet<Source>>,
+    /// It reads one table reference, so a subject key column in its
+    /// result names the subject of each row.
+    pub single_relation: bool,
+    /// A FETCH: the row count of the cursor it reads.
+    pub fetched: Option<Arc<AtomicU64>>,
     /// The analysis depends on the value of a constant in the text (a
     /// column position, a setting, a COPY option): it may not be reused
     /// for other texts of the same [`shape`].
@@ -240,28 +272,32 @@ pub fn analyze(sql: &str, env: &Env) -> Result<Analysis, Refusal> {
 /// Session state as earlier statements of the same message leave it.
 struct Overlay<'a> {
     base: &'a dyn SessionLookup,
-    cursors: Vec<(String, Option<Arc<ResultPlan>>)>,
-    prepared: Vec<(String, Option<Arc<ResultPlan>>)>,
+    cursors: Vec<(String, Remembered)>,
+    prepared: Vec<(String, Remembered)>,
 }
 
 impl Overlay<'_> {
     fn apply(&mut self, e: &Effect) {
         match e {
-            Effect::DeclareCursor { name, plan } => self.cursors.push((name.clone(), plan.clone())),
-            Effect::Prepare { name, plan } => self.prepared.push((name.clone(), plan.clone())),
+            Effect::DeclareCursor { name, cursor } => {
+                self.cursors.push((name.clone(), cursor.clone()))
+            }
+            Effect::Prepare { name, statement } => {
+                self.prepared.push((name.clone(), statement.clone()))
+            }
             _ => {}
         }
     }
 }
 
 impl SessionLookup for Overlay<'_> {
-    fn cursor(&self, name: &str) -> Option<Option<Arc<ResultPlan>>> {
+    fn cursor(&self, name: &str) -> Option<Remembered> {
         match self.cursors.iter().rev().find(|(n, _)| n == name) {
             Some((_, p)) => Some(p.clone()),
             None => self.base.cursor(name),
         }
     }
-    fn prepared(&self, name: &str) -> Option<Option<Arc<ResultPlan>>> {
+    fn prepared(&self, name: &str) -> Option<Remembered> {
         match self.prepared.iter().rev().find(|(n, _)| n == name) {
             Some((_, p)) => Some(p.clone()),
             None => self.base.prepared(name),

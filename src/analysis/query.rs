@@ -17,7 +17,7 @@
 
 use super::flow::{Flow, Source};
 use super::scope::{Columns, Item, OutColumn, Scope};
-use super::{Env, Refusal, functions};
+use super::{Env, Refusal, Remembered, ResultPlan, functions};
 use crate::catalog::schema::{RelKind, Relation, fold_identifier};
 use crate::policy::{Action, Lookup, QualifiedTable};
 use sqlparser::ast::{
@@ -27,6 +27,8 @@ use sqlparser::ast::{
     TableFactor, TableWithJoins, Value, WindowSpec, WindowType,
 };
 use std::collections::BTreeSet;
+use std::sync::Arc;
+use std::sync::atomic::AtomicU64;
 
 /// Longest identifier PostgreSQL keeps (NAMEDATALEN - 1 bytes).
 const MAX_IDENT_BYTES: usize = 63;
@@ -102,6 +104,11 @@ pub struct Analyzer<'e, 'a> {
     /// The analysis looked at a constant's value (a column position), so
     /// it holds for this exact text only, not for its shape.
     pub reads_literals: bool,
+    /// Row sources read: table and view references, CTE references,
+    /// functions in FROM.
+    pub relations: u32,
+    /// A FETCH: the row count of its cursor.
+    pub fetched: Option<Arc<AtomicU64>>,
 }
 
 type R<T> = Result<T, Refusal>;
@@ -114,7 +121,31 @@ impl<'e, 'a> Analyzer<'e, 'a> {
             view_mode: false,
             view_depth: 0,
             reads_literals: false,
+            relations: 0,
+            fetched: None,
         }
+    }
+
+    /// What a cursor or SQL prepared statement over the query just
+    /// analysed remembers.
+    pub fn remembered(&self, plan: Option<Arc<ResultPlan>>) -> Remembered {
+        Remembered {
+            plan,
+            touched: Arc::new(self.touched.clone()),
+            single_relation: self.relations == 1,
+            fetched: Arc::default(),
+        }
+    }
+
+    /// A FETCH (`cursor`) or EXECUTE reads what was remembered: its
+    /// classified columns count as touched here; its result plan.
+    pub fn recall(&mut self, r: Remembered, cursor: bool) -> Option<Arc<ResultPlan>> {
+        self.touched.extend(r.touched.iter().cloned());
+        self.relations += if r.single_relation { 1 } else { 2 };
+        if cursor {
+            self.fetched = Some(r.fetched);
+        }
+        r.plan
     }
 
     fn role(&self) -> &str {
@@ -744,6 +775,7 @@ impl<'e, 'a> Analyzer<'e, 'a> {
                 for e in array_exprs {
                     f.merge(self.expr(e, scope)?);
                 }
+                self.relations += 1;
                 opaque_item("unnest", f.derive(), alias.as_ref())
             }
             TableFactor::Derived {
@@ -803,6 +835,7 @@ impl<'e, 'a> Analyzer<'e, 'a> {
             );
             self.rule(msg)?;
         }
+        self.relations += 1;
         scope.items.push(opaque_item(&fname, args.derive(), alias));
         Ok(())
     }
@@ -815,6 +848,7 @@ impl<'e, 'a> Analyzer<'e, 'a> {
         scope: &Scope,
     ) -> R<Item> {
         let parts = name_parts(name).ok_or_else(|| self.unsupported("this name"))?;
+        self.relations += 1;
         if let [n] = parts.as_slice() {
             if let Some(cte) = scope.cte(n) {
                 let cols = match alias {
@@ -979,8 +1013,12 @@ impl<'e, 'a> Analyzer<'e, 'a> {
             view_depth: self.view_depth + 1,
             // The view's text is the catalog's, not the client's.
             reads_literals: false,
+            relations: 0,
+            fetched: None,
         };
         let out = inner.query(q, &Scope::default()).map_err(|_| fail())?;
+        // A view of several relations may repeat the rows of each.
+        self.relations += inner.relations;
         if !out.exact {
             return Err(fail());
         }

@@ -65,6 +65,7 @@ const SETTABLE: &[&str] = &[
 pub fn analyze(st: &Statement, env: &Env) -> R<Analyzed> {
     let mut a = Analyzer::new(env);
     let (result, effect) = run(&mut a, st)?;
+    let fetched = a.fetched.take();
     // Settings, COPY options and the like are read by value.
     let by_value = !matches!(
         st,
@@ -73,7 +74,9 @@ pub fn analyze(st: &Statement, env: &Env) -> R<Analyzed> {
     Ok(Analyzed {
         result,
         effect,
+        single_relation: a.relations == 1,
         touched: Arc::new(a.touched),
+        fetched,
         reads_literals: a.reads_literals || by_value,
     })
 }
@@ -121,7 +124,7 @@ fn run(a: &mut Analyzer, st: &Statement) -> R<Outcome> {
                 None,
                 Effect::DeclareCursor {
                     name: fold(name),
-                    plan: p,
+                    cursor: a.remembered(p),
                 },
             ))
         }
@@ -130,7 +133,7 @@ fn run(a: &mut Analyzer, st: &Statement) -> R<Outcome> {
                 return Err(refuse(a, "FETCH INTO"));
             }
             match a.env.session.cursor(&fold(name)) {
-                Some(p) => Ok((p, Effect::None)),
+                Some(c) => Ok((a.recall(c, true), Effect::None)),
                 None => Err(Refusal::new(format!(
                     "permission denied by pgwarden: cursor {name} was not declared through \
                      pgwarden in this session"
@@ -161,7 +164,7 @@ fn run(a: &mut Analyzer, st: &Statement) -> R<Outcome> {
                 None,
                 Effect::Prepare {
                     name: fold(name),
-                    plan: p,
+                    statement: a.remembered(p),
                 },
             ))
         }
@@ -183,7 +186,7 @@ fn run(a: &mut Analyzer, st: &Statement) -> R<Outcome> {
                 .and_then(|p| p.into_iter().next())
                 .unwrap_or_default();
             match a.env.session.prepared(&n) {
-                Some(p) => Ok((p, Effect::None)),
+                Some(p) => Ok((a.recall(p, false), Effect::None)),
                 None => Err(Refusal::new(format!(
                     "permission denied by pgwarden: prepared statement {name} was not prepared \
                      through pgwarden in this session"

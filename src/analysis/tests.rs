@@ -120,14 +120,14 @@ fn schema(with_archive: bool) -> Schema {
 
 #[derive(Default)]
 struct Session {
-    cursors: HashMap<String, Option<Arc<ResultPlan>>>,
+    cursors: HashMap<String, Remembered>,
 }
 
 impl SessionLookup for Session {
-    fn cursor(&self, name: &str) -> Option<Option<Arc<ResultPlan>>> {
+    fn cursor(&self, name: &str) -> Option<Remembered> {
         self.cursors.get(name).cloned()
     }
-    fn prepared(&self, _: &str) -> Option<Option<Arc<ResultPlan>>> {
+    fn prepared(&self, _: &str) -> Option<Remembered> {
         None
     }
 }
@@ -566,14 +566,22 @@ fn cursors_and_multi_statement_messages() {
         "DECLARE c CURSOR FOR SELECT id, phone FROM public.customers",
     )
     .unwrap();
-    let Effect::DeclareCursor { name, plan } = &a.statements[0].effect else {
+    let Effect::DeclareCursor { name, cursor } = &a.statements[0].effect else {
         panic!("no effect");
     };
     assert_eq!(name, "c");
+    assert!(cursor.single_relation);
     let mut s = Session::default();
-    s.cursors.insert("c".into(), plan.clone());
+    s.cursors.insert("c".into(), cursor.clone());
     let f = run_with(SUPPORT, "FETCH 10 FROM c", &s).unwrap();
     assert_eq!(f.statements[0].result.as_ref().unwrap().columns.len(), 2);
+    // A FETCH reads the cursor's classified columns and counts its rows
+    // on the cursor.
+    assert_eq!(f.statements[0].touched.len(), 1);
+    assert!(Arc::ptr_eq(
+        f.statements[0].fetched.as_ref().unwrap(),
+        &cursor.fetched
+    ));
     run_with(SUPPORT, "FETCH 10 FROM other", &s).unwrap_err();
     run(
         SUPPORT,

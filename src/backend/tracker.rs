@@ -8,9 +8,11 @@
 //! row count. Entries pgwarden answers itself ([`Pending::Reply`]) are
 //! released in their turn, so replies never overtake earlier results.
 
+use crate::analysis::{Analyzed, Source};
 use crate::decision::Decision;
 use bytes::Bytes;
-use std::collections::VecDeque;
+use std::collections::{BTreeSet, VecDeque};
+use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio::sync::Notify;
@@ -95,14 +97,32 @@ pub struct Statement {
     pub params: Option<Arc<[Option<String>]>>,
     /// Why pgwarden refused it, when it did.
     pub refusal: Option<Arc<str>>,
-    /// The classified columns each statement touches, as far as the
-    /// analysis could tell (restricted roles, and full-access roles with
-    /// an audit trail).
-    pub touched: Option<Touched>,
+    /// What each statement reads, as far as the analysis could tell
+    /// (restricted roles, and full-access roles with an audit trail).
+    pub reads: Option<Arc<[Reads]>>,
 }
 
-/// Classified columns touched, one set per statement of a request.
-pub type Touched = Arc<[Arc<std::collections::BTreeSet<crate::analysis::Source>>]>;
+/// What one statement of a request reads.
+#[derive(Debug, Clone, Default)]
+pub struct Reads {
+    /// Classified columns touched, with the role's action.
+    pub touched: Arc<BTreeSet<Source>>,
+    /// It reads one table reference: a subject key column in its result
+    /// names each row's subject.
+    pub single_relation: bool,
+    /// Rows already returned by the cursor or portal it reads from.
+    pub fetched: Option<Arc<AtomicU64>>,
+}
+
+impl From<&Analyzed> for Reads {
+    fn from(a: &Analyzed) -> Reads {
+        Reads {
+            touched: a.touched.clone(),
+            single_relation: a.single_relation,
+            fetched: a.fetched.clone(),
+        }
+    }
+}
 
 impl Statement {
     fn base(sql: Arc<str>, extended: bool) -> Statement {
@@ -113,7 +133,7 @@ impl Statement {
             decision: None,
             params: None,
             refusal: None,
-            touched: None,
+            reads: None,
         }
     }
 
@@ -126,11 +146,11 @@ impl Statement {
         sql: Arc<str>,
         extended: bool,
         decision: Option<Arc<Decision>>,
-        touched: Option<Touched>,
+        reads: Option<Arc<[Reads]>>,
     ) -> Arc<Statement> {
         Arc::new(Statement {
             decision,
-            touched,
+            reads,
             ..Self::base(sql, extended)
         })
     }
@@ -140,12 +160,12 @@ impl Statement {
         sql: Arc<str>,
         decision: Option<Arc<Decision>>,
         params: Option<Arc<[Option<String>]>>,
-        touched: Option<Touched>,
+        reads: Reads,
     ) -> Arc<Statement> {
         Arc::new(Statement {
             decision,
             params,
-            touched,
+            reads: Some(Arc::new([reads])),
             ..Self::base(sql, true)
         })
     }
@@ -172,11 +192,13 @@ impl Statement {
 
     /// The classified columns its `index`-th statement touches, as far
     /// as pgwarden knows.
-    pub fn touched(
-        &self,
-        index: usize,
-    ) -> Option<&Arc<std::collections::BTreeSet<crate::analysis::Source>>> {
-        self.touched.as_ref()?.get(index)
+    pub fn touched(&self, index: usize) -> Option<&Arc<BTreeSet<Source>>> {
+        Some(&self.reads(index)?.touched)
+    }
+
+    /// What its `index`-th statement reads, as far as pgwarden knows.
+    pub fn reads(&self, index: usize) -> Option<&Reads> {
+        self.reads.as_ref()?.get(index)
     }
 
     /// Whether its `index`-th statement touches classified columns.

@@ -93,12 +93,14 @@ impl Limiter {
         ))
     }
 
-    /// The cap on the classified rows of one statement, if any.
-    pub fn cap(&self, role: &Role, user: &str) -> Option<Cap> {
+    /// The cap on the classified rows of one result, if any; `already`:
+    /// rows earlier FETCHes or Executes of the same cursor or portal
+    /// returned.
+    pub fn cap(&self, role: &Role, user: &str, already: u64) -> Option<Cap> {
         let l = &role.limits;
         let block = l.on_exceed == OnExceed::Block;
         let mut cap = l.rows_per_query.map(|rows| Cap {
-            rows,
+            rows: rows.saturating_sub(already),
             rule: "rows_per_query",
             block,
         });

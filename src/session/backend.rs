@@ -296,10 +296,14 @@ impl Direction<'_> {
         let id = (Arc::as_ptr(st) as usize, index);
         if self.result.as_ref().is_none_or(|r| r.id != id) {
             let cap = if st.classified(index) {
+                let already = st
+                    .reads(index)
+                    .and_then(|r| r.fetched.as_ref())
+                    .map_or(0, |f| f.load(Ordering::Relaxed));
                 let policy = self.ctx.policy.current();
                 self.ctx
                     .limiter
-                    .cap(policy.role_of(&self.info.user), &self.info.user)
+                    .cap(policy.role_of(&self.info.user), &self.info.user, already)
             } else {
                 None
             };
@@ -401,6 +405,13 @@ impl Direction<'_> {
             done.tag = None;
             done.sqlstate = Some("42501".into());
             cut_by = Some((cut.rule, cut.message.clone()));
+        }
+        if let Some(f) = done
+            .statement
+            .reads(done.index)
+            .and_then(|r| r.fetched.as_ref())
+        {
+            f.fetch_add(done.rows, Ordering::Relaxed);
         }
         if done.statement.classified(done.index) && done.rows > 0 {
             let policy = self.ctx.policy.current();

@@ -12,7 +12,7 @@ use super::enforce::{Enforcer, Standing, log_refusal, refusal_extended, refusal_
 use super::state::{Prepared, SessionState};
 use super::{Error, SessionInfo};
 use crate::analysis::{Effect, Refusal, ResultPlan};
-use crate::backend::tracker::{Pending, PendingQueue, Statement, Touched};
+use crate::backend::tracker::{Pending, PendingQueue, Reads, Statement};
 use crate::codec::{self, DecodeError};
 use crate::context::ProxyContext;
 use crate::decision::{Decision, RoleView};
@@ -165,7 +165,7 @@ impl Inspector<'_> {
             FrontendMessage::Parse(p) => {
                 let sql: Arc<str> = p.query.into();
                 let observed = self.observe(&sql).await;
-                let touched = observed
+                let reads = observed
                     .as_ref()
                     .and_then(|o| o.first().cloned())
                     .unwrap_or_default();
@@ -176,7 +176,7 @@ impl Inspector<'_> {
                         plan: None,
                         sensitive: false,
                         view: None,
-                        touched,
+                        reads,
                     },
                 );
                 self.expect(Pending::Parse(Statement::decided(
@@ -197,21 +197,14 @@ impl Inspector<'_> {
             FrontendMessage::Execute(e) => {
                 self.ctx.metrics.hot.statements_extended.inc();
                 self.ctx.metrics.hot.queries_forward.inc();
-                let (sql, params, touched) = self
+                let (sql, params, reads) = self
                     .state
                     .portal(e.name.as_deref())
-                    .map(|p| {
-                        (
-                            p.statement.sql.clone(),
-                            p.params.clone(),
-                            p.statement.touched.clone(),
-                        )
-                    })
-                    .unwrap_or_else(|| ("".into(), None, Arc::default()));
+                    .map(|p| (p.statement.sql.clone(), p.params.clone(), p.reads()))
+                    .unwrap_or_else(|| ("".into(), None, Reads::default()));
                 debug!(sql = %sql, portal = e.name.as_deref().unwrap_or(""), "execute");
-                let observed = (!touched.is_empty()).then(|| Touched::from(vec![touched]));
                 self.expect(Pending::Execute(Statement::with_params(
-                    sql, None, params, observed,
+                    sql, None, params, reads,
                 )));
             }
             FrontendMessage::Close(c) => {
@@ -307,14 +300,14 @@ impl Inspector<'_> {
                         let results: Vec<_> =
                             a.statements.iter().map(|s| s.result.clone()).collect();
                         self.count(results.iter().any(Option::is_some), false);
-                        let touched = a.statements.iter().map(|s| s.touched.clone()).collect();
+                        let reads = a.statements.iter().map(Reads::from).collect();
                         let d = self.decision(view, results, Vec::new(), a.sensitive(), false);
                         out.extend_from_slice(&frame.bytes);
                         self.expect(Pending::Query(Statement::decided(
                             sql,
                             false,
                             d,
-                            Some(touched),
+                            Some(reads),
                         )));
                     }
                 }
@@ -342,7 +335,7 @@ impl Inspector<'_> {
                             self.state.apply(&st.effect);
                         }
                         let plan = st.and_then(|s| s.result.clone());
-                        let touched = st.map(|s| s.touched.clone()).unwrap_or_default();
+                        let reads = st.map(Reads::from).unwrap_or_default();
                         let sensitive = a.sensitive();
                         self.state.parse(
                             p.name,
@@ -351,7 +344,7 @@ impl Inspector<'_> {
                                 plan: plan.clone(),
                                 sensitive,
                                 view: Some(view.clone()),
-                                touched: touched.clone(),
+                                reads: reads.clone(),
                             },
                         );
                         let d = self.decision(view, vec![plan], Vec::new(), sensitive, false);
@@ -360,7 +353,7 @@ impl Inspector<'_> {
                             sql,
                             true,
                             d,
-                            Some(Touched::from(vec![touched])),
+                            Some(Arc::new([reads])),
                         )));
                     }
                 }
@@ -443,19 +436,19 @@ impl Inspector<'_> {
                 self.expect(Pending::Describe(dec));
             }
             FrontendMessage::Execute(e) => {
-                let (sql, plan, formats, sensitive, touched, params) =
+                let (sql, plan, formats, sensitive, reads, params) =
                     match self.state.portal(e.name.as_deref()) {
                         Some(p) => (
                             p.statement.sql.clone(),
                             p.statement.plan.clone(),
                             p.formats.clone(),
                             p.statement.sensitive,
-                            p.statement.touched.clone(),
+                            p.reads(),
                             p.params.clone(),
                         ),
-                        None => ("".into(), None, Vec::new(), false, Arc::default(), None),
+                        None => ("".into(), None, Vec::new(), false, Reads::default(), None),
                     };
-                if !touched.is_empty() {
+                if !reads.touched.is_empty() {
                     if let Err(r) = self.admit() {
                         // In place of the Execute: a refusal the server
                         // raises, skipping to the next Sync.
@@ -467,10 +460,7 @@ impl Inspector<'_> {
                 let d = self.decision(view, vec![plan], formats, sensitive, false);
                 out.extend_from_slice(&frame.bytes);
                 self.expect(Pending::Execute(Statement::with_params(
-                    sql,
-                    d,
-                    params,
-                    Some(Touched::from(vec![touched])),
+                    sql, d, params, reads,
                 )));
             }
             FrontendMessage::FunctionCall { function_oid } => {
@@ -490,14 +480,14 @@ impl Inspector<'_> {
     /// The classified columns a full-access statement touches, for the
     /// trail; `None` when there is no trail or the analysis cannot tell
     /// (never a reason to stop a full-access statement).
-    async fn observe(&mut self, sql: &Arc<str>) -> Option<Touched> {
+    async fn observe(&mut self, sql: &Arc<str>) -> Option<Arc<[Reads]>> {
         let view = self.enforcer.audit_view(self.ctx, self.info).await?;
         match self
             .enforcer
             .analyze(self.ctx, self.info, &view, self.state, sql)
             .await
         {
-            Ok(a) => Some(a.statements.iter().map(|s| s.touched.clone()).collect()),
+            Ok(a) => Some(a.statements.iter().map(Reads::from).collect()),
             Err(r) => {
                 debug!(user = %self.info.user, sql = %sql, reason = %r.message, "columns of a full-access statement not known");
                 None
@@ -552,7 +542,7 @@ impl Inspector<'_> {
             plan: st.and_then(|s| s.result.clone()),
             sensitive: analysis.sensitive(),
             view: Some(view.clone()),
-            touched: st.map(|s| s.touched.clone()).unwrap_or_default(),
+            reads: st.map(Reads::from).unwrap_or_default(),
         };
         self.state.parse(Some(name.to_string()), refreshed);
         Ok(())
@@ -584,7 +574,7 @@ impl Inspector<'_> {
             if let Some(name) = head.split_whitespace().nth(1) {
                 self.state.apply(&Effect::DeclareCursor {
                     name: name.trim_matches('"').to_string(),
-                    plan: None,
+                    cursor: Default::default(),
                 });
             }
         } else if keyword.eq_ignore_ascii_case("close") {

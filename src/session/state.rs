@@ -5,9 +5,9 @@
 //! Analysis looks up what an Execute, FETCH or EXECUTE will return here.
 //! Maps are capped so a client cannot grow them without end.
 
-use crate::analysis::{Effect, ResultPlan, SessionLookup, Source};
+use crate::analysis::{Effect, Remembered, ResultPlan, SessionLookup};
+use crate::backend::tracker::Reads;
 use crate::decision::RoleView;
-use std::collections::BTreeSet;
 use std::collections::HashMap;
 use std::sync::Arc;
 
@@ -26,8 +26,8 @@ pub struct Prepared {
     /// The policy and schema it was analysed under (restricted sessions):
     /// after a policy reload or schema refresh it is analysed again.
     pub view: Option<Arc<RoleView>>,
-    /// Classified columns it touches (for the audit trail).
-    pub touched: Arc<BTreeSet<Source>>,
+    /// What it reads (for limits and the audit trail).
+    pub reads: Reads,
 }
 
 /// A portal created with Bind.
@@ -38,6 +38,20 @@ pub struct Portal {
     pub formats: Vec<i16>,
     /// Bind parameters as the audit trail records them.
     pub params: Option<Arc<[Option<String>]>>,
+    /// Rows its Executes returned so far: they count towards one
+    /// per-statement limit.
+    pub fetched: Arc<std::sync::atomic::AtomicU64>,
+}
+
+impl Portal {
+    /// What an Execute of this portal reads: its statement's reads,
+    /// counting rows on the portal.
+    pub fn reads(&self) -> Reads {
+        Reads {
+            fetched: Some(self.fetched.clone()),
+            ..self.statement.reads.clone()
+        }
+    }
 }
 
 #[derive(Debug, Default)]
@@ -46,10 +60,10 @@ pub struct SessionState {
     pub statements: HashMap<String, Prepared>,
     /// Portals (Bind), "" for the unnamed one.
     pub portals: HashMap<String, Portal>,
-    /// Cursors opened with DECLARE: name -> result plan.
-    pub cursors: HashMap<String, Option<Arc<ResultPlan>>>,
-    /// Statements prepared with SQL PREPARE: name -> result plan.
-    pub sql_prepared: HashMap<String, Option<Arc<ResultPlan>>>,
+    /// Cursors opened with DECLARE.
+    pub cursors: HashMap<String, Remembered>,
+    /// Statements prepared with SQL PREPARE.
+    pub sql_prepared: HashMap<String, Remembered>,
 }
 
 fn insert_capped<V>(map: &mut HashMap<String, V>, name: String, v: V) {
@@ -81,6 +95,7 @@ impl SessionState {
                 statement: p,
                 formats,
                 params,
+                fetched: Arc::default(),
             },
         );
         self.portals.get(&name)
@@ -104,15 +119,15 @@ impl SessionState {
     pub fn apply(&mut self, effect: &Effect) {
         match effect {
             Effect::None => {}
-            Effect::DeclareCursor { name, plan } => {
-                insert_capped(&mut self.cursors, name.clone(), plan.clone())
+            Effect::DeclareCursor { name, cursor } => {
+                insert_capped(&mut self.cursors, name.clone(), cursor.clone())
             }
             Effect::CloseCursor(Some(n)) => {
                 self.cursors.remove(n);
             }
             Effect::CloseCursor(None) => self.cursors.clear(),
-            Effect::Prepare { name, plan } => {
-                insert_capped(&mut self.sql_prepared, name.clone(), plan.clone())
+            Effect::Prepare { name, statement } => {
+                insert_capped(&mut self.sql_prepared, name.clone(), statement.clone())
             }
             Effect::Deallocate(Some(n)) => {
                 self.sql_prepared.remove(n);
@@ -129,11 +144,11 @@ impl SessionState {
 }
 
 impl SessionLookup for SessionState {
-    fn cursor(&self, name: &str) -> Option<Option<Arc<ResultPlan>>> {
+    fn cursor(&self, name: &str) -> Option<Remembered> {
         self.cursors.get(name).cloned()
     }
 
-    fn prepared(&self, name: &str) -> Option<Option<Arc<ResultPlan>>> {
+    fn prepared(&self, name: &str) -> Option<Remembered> {
         self.sql_prepared.get(name).cloned()
     }
 }
@@ -148,7 +163,7 @@ mod tests {
             plan: None,
             sensitive: false,
             view: None,
-            touched: Arc::default(),
+            reads: Reads::default(),
         }
     }
 
@@ -175,14 +190,14 @@ mod tests {
         let mut s = SessionState::default();
         s.apply(&Effect::DeclareCursor {
             name: "c".into(),
-            plan: None,
+            cursor: Remembered::default(),
         });
-        assert_eq!(s.cursor("c"), Some(None));
+        assert_eq!(s.cursor("c").map(|c| c.plan), Some(None));
         s.apply(&Effect::CloseCursor(None));
         assert_eq!(s.cursor("c"), None);
         s.apply(&Effect::Prepare {
             name: "p".into(),
-            plan: None,
+            statement: Remembered::default(),
         });
         assert!(s.prepared("p").is_some());
         s.apply(&Effect::DiscardAll);
