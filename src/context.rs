@@ -1,6 +1,7 @@
 //! What every session of one running proxy shares: configuration, TLS
 //! settings, the cancel-key registry and metrics.
 
+use crate::access::Gate;
 use crate::alerts::Alerts;
 use crate::audit::AuditTrail;
 use crate::cancel::CancelRegistry;
@@ -38,6 +39,8 @@ pub struct ProxyContext {
     pub audit: Option<Arc<AuditTrail>>,
     /// Volume limits and the alerts they raise.
     pub limiter: Arc<Limiter>,
+    /// Connect rules: networks, certificates, hours, second addresses.
+    pub gate: Gate,
 }
 
 impl ProxyContext {
@@ -53,6 +56,7 @@ impl ProxyContext {
         let webhooks = crate::ship::start_webhooks(&config.alerts.webhook, &metrics)?;
         let alerts = Arc::new(Alerts::new(audit.clone(), metrics.clone(), webhooks));
         Ok(Arc::new(ProxyContext {
+            gate: Gate::new(alerts.clone()),
             limiter: Arc::new(Limiter::new(alerts)),
             hash_key,
             audit,

@@ -34,6 +34,7 @@
 //! - [`demo`]: `pgwarden demo` and the throwaway PostgreSQL it (and the
 //!   tests) run.
 
+pub mod access;
 pub mod alerts;
 pub mod analysis;
 pub mod audit;

@@ -353,7 +353,10 @@ async fn cursors_portals_and_sql_execute_add_up_to_the_limit() {
     c.batch_execute("BEGIN; DECLARE d CURSOR FOR SELECT recipient_phone FROM shipments")
         .await
         .unwrap();
-    assert_eq!(rows(&c.simple_query("FETCH 120 FROM d").await.unwrap()), 120);
+    assert_eq!(
+        rows(&c.simple_query("FETCH 120 FROM d").await.unwrap()),
+        120
+    );
     c.batch_execute("ROLLBACK").await.unwrap();
 
     // Executes of one portal, 150 rows at a time.

@@ -25,6 +25,9 @@ pub struct TlsConfig {
     pub key: Option<PathBuf>,
     #[serde(default)]
     pub mode: Option<ClientTlsMode>,
+    /// CA of client certificates: clients may present one, and roles with
+    /// `connect.client_cert: required` must, with their login as CN.
+    pub client_ca: Option<PathBuf>,
 }
 
 impl TlsConfig {
@@ -43,7 +46,11 @@ impl TlsConfig {
         if mode != ClientTlsMode::Disable && (self.cert.is_none() || self.key.is_none()) {
             return Err(("cert", "TLS mode needs both tls.cert and tls.key".into()));
         }
-        for (k, p) in [("cert", &self.cert), ("key", &self.key)] {
+        for (k, p) in [
+            ("cert", &self.cert),
+            ("key", &self.key),
+            ("client_ca", &self.client_ca),
+        ] {
             if let Some(p) = p {
                 std::fs::metadata(p)
                     .map_err(|e| (k, format!("cannot read {}: {e}", p.display())))?;

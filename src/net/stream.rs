@@ -26,6 +26,16 @@ impl<T> Stream<T> {
     }
 }
 
+impl ClientStream {
+    /// The CN of the certificate the client presented (and pgwarden
+    /// verified against `[tls] client_ca`), if any.
+    pub fn client_certificate_name(&self) -> Option<String> {
+        let Stream::Tls(t) = self else { return None };
+        let cert = t.get_ref().1.peer_certificates()?.first()?;
+        super::tls::certificate_common_name(cert)
+    }
+}
+
 impl<T: AsyncRead + AsyncWrite> Stream<T> {
     /// Split into halves that can be used at once. Plain TCP splits without
     /// a lock; TLS needs tokio's shared split.

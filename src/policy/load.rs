@@ -5,7 +5,10 @@
 
 use super::error::{PolicyError, PolicyErrors};
 use super::kind::{Action, BUILTIN_KINDS, KindDef, MaskSpec};
-use super::{Limits, Lookup, OnExceed, Policy, QualifiedTable, Role};
+use super::{
+    ConnectRules, Hours, Limits, Lookup, OnExceed, Policy, QualifiedTable, Role, SecondAddress,
+    SubjectBudget,
+};
 use serde::Deserialize;
 use serde_saphyr::Spanned;
 use std::collections::HashMap;
@@ -18,6 +21,8 @@ type Key = Spanned<String>;
 struct RawFile {
     #[serde(default)]
     classify: HashMap<Key, HashMap<Key, Key>>,
+    #[serde(default)]
+    subjects: HashMap<Key, Key>,
     #[serde(default)]
     kinds: HashMap<Key, RawKind>,
     #[serde(default)]
@@ -49,6 +54,7 @@ struct RawRole {
     access: HashMap<Key, Key>,
     lookup: Option<Key>,
     limits: Option<RawLimits>,
+    connect: Option<RawConnect>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -58,6 +64,15 @@ struct RawDefault {
     access: HashMap<Key, Key>,
     lookup: Option<Key>,
     limits: Option<RawLimits>,
+    connect: Option<RawConnect>,
+}
+
+/// The rules a role and the default section share.
+struct RawRules<'a> {
+    access: &'a HashMap<Key, Key>,
+    lookup: Option<&'a Key>,
+    limits: Option<&'a RawLimits>,
+    connect: Option<&'a RawConnect>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -65,6 +80,42 @@ struct RawDefault {
 struct RawLimits {
     rows_per_query: Option<u64>,
     classified_rows_per_hour: Option<u64>,
+    distinct_subjects: Option<RawSubjects>,
+    on_exceed: Option<Key>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawSubjects {
+    window_minutes: Option<u32>,
+    alert: Option<u64>,
+    block: Option<u64>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawConnect {
+    #[serde(default)]
+    networks: Vec<Key>,
+    client_cert: Option<Key>,
+    hours: Option<RawHours>,
+    second_address: Option<RawSecondAddress>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawHours {
+    days: Option<Vec<Key>>,
+    from: Key,
+    to: Key,
+    time_zone: Option<Key>,
+    on_exceed: Option<Key>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawSecondAddress {
+    within_minutes: Option<u32>,
     on_exceed: Option<Key>,
 }
 
@@ -221,6 +272,7 @@ fn merge(files: Vec<(PathBuf, RawFile)>, errors: &mut Vec<PolicyError>) -> Polic
     let mut role_at: HashMap<String, Origin> = HashMap::new();
     let mut user_role: HashMap<String, (String, Origin)> = HashMap::new();
     let mut default: Option<(Role, Origin)> = None;
+    let mut subjects: HashMap<QualifiedTable, String> = HashMap::new();
 
     for (path, raw) in &files {
         let mut cx = Ctx { file: path, errors };
@@ -260,6 +312,29 @@ fn merge(files: Vec<(PathBuf, RawFile)>, errors: &mut Vec<PolicyError>) -> Polic
                     .insert(column.value.clone(), kind.value.clone());
             }
         }
+        for (table, column) in &raw.subjects {
+            let key = format!("subjects.{}", table.value);
+            let Some(qt) = QualifiedTable::parse(&table.value) else {
+                cx.err(
+                    line(table),
+                    key,
+                    "expected schema.table, such as public.customers",
+                );
+                continue;
+            };
+            if column.value.is_empty() {
+                cx.err(line(column), key, "expected the subject key column");
+                continue;
+            }
+            match subjects.entry(qt) {
+                std::collections::hash_map::Entry::Occupied(_) => {
+                    cx.err(line(table), key, "subject key given twice")
+                }
+                std::collections::hash_map::Entry::Vacant(v) => {
+                    v.insert(column.value.clone());
+                }
+            }
+        }
         for (name, raw_role) in &raw.roles {
             let rkey = format!("roles.{}", name.value);
             let here = Origin {
@@ -279,15 +354,13 @@ fn merge(files: Vec<(PathBuf, RawFile)>, errors: &mut Vec<PolicyError>) -> Polic
                 continue;
             }
             role_at.insert(name.value.clone(), here);
-            let mut role = build_role(
-                &mut cx,
-                &rkey,
-                &name.value,
-                &raw_role.access,
-                raw_role.lookup.as_ref(),
-                raw_role.limits.as_ref(),
-                &kinds,
-            );
+            let rules = RawRules {
+                access: &raw_role.access,
+                lookup: raw_role.lookup.as_ref(),
+                limits: raw_role.limits.as_ref(),
+                connect: raw_role.connect.as_ref(),
+            };
+            let mut role = build_role(&mut cx, &rkey, &name.value, rules, &kinds);
             for u in &raw_role.users {
                 let at = Origin {
                     file: path.clone(),
@@ -319,15 +392,13 @@ fn merge(files: Vec<(PathBuf, RawFile)>, errors: &mut Vec<PolicyError>) -> Polic
                     format!("default defined twice (first at {first})"),
                 );
             } else {
-                let role = build_role(
-                    &mut cx,
-                    "default",
-                    "default",
-                    &d.value.access,
-                    d.value.lookup.as_ref(),
-                    d.value.limits.as_ref(),
-                    &kinds,
-                );
+                let rules = RawRules {
+                    access: &d.value.access,
+                    lookup: d.value.lookup.as_ref(),
+                    limits: d.value.limits.as_ref(),
+                    connect: d.value.connect.as_ref(),
+                };
+                let role = build_role(&mut cx, "default", "default", rules, &kinds);
                 default = Some((role, here));
             }
         }
@@ -336,6 +407,7 @@ fn merge(files: Vec<(PathBuf, RawFile)>, errors: &mut Vec<PolicyError>) -> Polic
     let users = user_role.into_iter().map(|(u, (r, _))| (u, r)).collect();
     Policy {
         classify,
+        subjects,
         kinds,
         roles,
         users,
@@ -376,13 +448,11 @@ fn build_role(
     cx: &mut Ctx<'_>,
     key: &str,
     name: &str,
-    access: &HashMap<Key, Key>,
-    lookup: Option<&Key>,
-    limits: Option<&RawLimits>,
+    rules: RawRules<'_>,
     kinds: &HashMap<String, KindDef>,
 ) -> Role {
     let mut role = Role::named(name);
-    for (kind, action) in access {
+    for (kind, action) in rules.access {
         let akey = format!("{key}.access.{}", kind.value);
         let Some(a) = Action::parse(&action.value) else {
             cx.err(
@@ -403,7 +473,7 @@ fn build_role(
             cx.err(line(kind), akey, unknown_kind(&kind.value, kinds));
         }
     }
-    if let Some(l) = lookup {
+    if let Some(l) = rules.lookup {
         match l.value.as_str() {
             "equality" => role.lookup = Lookup::Equality,
             "none" => role.lookup = Lookup::None,
@@ -414,7 +484,10 @@ fn build_role(
             ),
         }
     }
-    if let Some(lim) = limits {
+    if let Some(c) = rules.connect {
+        role.connect = connect_rules(cx, key, c);
+    }
+    if let Some(lim) = rules.limits {
         for (n, v) in [
             ("rows_per_query", lim.rows_per_query),
             ("classified_rows_per_hour", lim.classified_rows_per_hour),
@@ -427,26 +500,211 @@ fn build_role(
                 );
             }
         }
-        let on_exceed = match &lim.on_exceed {
-            None => OnExceed::Block,
-            Some(o) => match o.value.as_str() {
-                "block" => OnExceed::Block,
-                "alert" => OnExceed::Alert,
-                other => {
-                    cx.err(
-                        line(o),
-                        format!("{key}.limits.on_exceed"),
-                        format!("unknown value `{other}` (block | alert)"),
-                    );
-                    OnExceed::Block
-                }
-            },
-        };
+        let on_exceed = on_exceed(
+            cx,
+            &format!("{key}.limits.on_exceed"),
+            lim.on_exceed.as_ref(),
+            OnExceed::Block,
+        );
+        let distinct_subjects = lim
+            .distinct_subjects
+            .as_ref()
+            .and_then(|d| subject_budget(cx, &format!("{key}.limits.distinct_subjects"), d));
         role.limits = Limits {
             rows_per_query: lim.rows_per_query,
             classified_rows_per_hour: lim.classified_rows_per_hour,
+            distinct_subjects,
             on_exceed,
         };
     }
     role
+}
+
+fn on_exceed(cx: &mut Ctx<'_>, key: &str, value: Option<&Key>, default: OnExceed) -> OnExceed {
+    let Some(o) = value else { return default };
+    match o.value.as_str() {
+        "block" => OnExceed::Block,
+        "alert" => OnExceed::Alert,
+        other => {
+            cx.err(
+                line(o),
+                key,
+                format!("unknown value `{other}` (block | alert)"),
+            );
+            default
+        }
+    }
+}
+
+/// Longest sliding window of a subject budget: one day.
+const MAX_WINDOW_MINUTES: u32 = 24 * 60;
+
+fn subject_budget(cx: &mut Ctx<'_>, key: &str, d: &RawSubjects) -> Option<SubjectBudget> {
+    let window_minutes = d.window_minutes.unwrap_or(60);
+    let mut ok = true;
+    if !(1..=MAX_WINDOW_MINUTES).contains(&window_minutes) {
+        cx.err(
+            0,
+            format!("{key}.window_minutes"),
+            format!("must be between 1 and {MAX_WINDOW_MINUTES}"),
+        );
+        ok = false;
+    }
+    if d.alert.is_none() && d.block.is_none() {
+        cx.err(0, key, "give `alert`, `block` or both");
+        ok = false;
+    }
+    for (n, v) in [("alert", d.alert), ("block", d.block)] {
+        if v == Some(0) {
+            cx.err(0, format!("{key}.{n}"), "must be at least 1");
+            ok = false;
+        }
+    }
+    if let (Some(a), Some(b)) = (d.alert, d.block) {
+        if a > b {
+            cx.err(0, format!("{key}.alert"), "must not be above `block`");
+            ok = false;
+        }
+    }
+    ok.then_some(SubjectBudget {
+        window_minutes,
+        alert: d.alert,
+        block: d.block,
+    })
+}
+
+fn connect_rules(cx: &mut Ctx<'_>, key: &str, c: &RawConnect) -> ConnectRules {
+    let mut rules = ConnectRules::default();
+    for n in &c.networks {
+        let text = n.value.trim();
+        let parsed = text
+            .parse::<ipnet::IpNet>()
+            .or_else(|_| text.parse::<std::net::IpAddr>().map(ipnet::IpNet::from));
+        match parsed {
+            Ok(net) => rules.networks.push(net.trunc()),
+            Err(_) => cx.err(
+                line(n),
+                format!("{key}.connect.networks"),
+                format!("`{text}` is not an address or network (such as 10.20.0.0/16)"),
+            ),
+        }
+    }
+    if let Some(cc) = &c.client_cert {
+        match cc.value.as_str() {
+            "required" => rules.client_cert = true,
+            "optional" => rules.client_cert = false,
+            other => cx.err(
+                line(cc),
+                format!("{key}.connect.client_cert"),
+                format!("unknown value `{other}` (required | optional)"),
+            ),
+        }
+    }
+    if let Some(h) = &c.hours {
+        rules.hours = hours(cx, &format!("{key}.connect.hours"), h);
+    }
+    if let Some(s) = &c.second_address {
+        rules.second_address = Some(SecondAddress {
+            within_minutes: s.within_minutes.unwrap_or(0).min(MAX_WINDOW_MINUTES),
+            on_exceed: on_exceed(
+                cx,
+                &format!("{key}.connect.second_address.on_exceed"),
+                s.on_exceed.as_ref(),
+                OnExceed::Alert,
+            ),
+        });
+    }
+    rules
+}
+
+const DAYS: [&str; 7] = ["mon", "tue", "wed", "thu", "fri", "sat", "sun"];
+
+fn day(name: &str) -> Option<usize> {
+    DAYS.iter().position(|d| name.eq_ignore_ascii_case(d))
+}
+
+/// `HH:MM` as minutes after midnight; `24:00` ends a day.
+fn clock(text: &str) -> Option<u16> {
+    let (h, m) = text.split_once(':')?;
+    let (h, m): (u16, u16) = (h.parse().ok()?, m.parse().ok()?);
+    (m < 60 && (h < 24 || (h == 24 && m == 0))).then_some(h * 60 + m)
+}
+
+fn hours(cx: &mut Ctx<'_>, key: &str, h: &RawHours) -> Option<Hours> {
+    let mut days = [true; 7];
+    let mut ok = true;
+    if let Some(list) = &h.days {
+        days = [false; 7];
+        for d in list {
+            let range = match d.value.split_once('-') {
+                Some((a, b)) => day(a).zip(day(b)),
+                None => day(&d.value).map(|x| (x, x)),
+            };
+            match range {
+                Some((a, b)) if a <= b => days[a..=b].iter_mut().for_each(|x| *x = true),
+                _ => {
+                    cx.err(
+                        line(d),
+                        format!("{key}.days"),
+                        format!(
+                            "`{}` is not a day or range of days (mon..sun, such as mon-fri)",
+                            d.value
+                        ),
+                    );
+                    ok = false;
+                }
+            }
+        }
+    }
+    let mut at = |k: &Key, name: &str| {
+        let v = clock(&k.value);
+        if v.is_none() {
+            cx.err(
+                line(k),
+                format!("{key}.{name}"),
+                format!("`{}` is not a time of day (HH:MM)", k.value),
+            );
+        }
+        v
+    };
+    let (from, to) = (at(&h.from, "from"), at(&h.to, "to"));
+    let tz_name = h
+        .time_zone
+        .as_ref()
+        .map(|t| t.value.clone())
+        .unwrap_or_else(|| "UTC".into());
+    let tz = match jiff::tz::TimeZone::get(&tz_name) {
+        Ok(tz) => Some(tz),
+        Err(_) => {
+            cx.err(
+                h.time_zone.as_ref().map(line).unwrap_or(0),
+                format!("{key}.time_zone"),
+                format!("unknown time zone `{tz_name}` (an IANA name such as Asia/Shanghai)"),
+            );
+            None
+        }
+    };
+    let on_exceed = on_exceed(
+        cx,
+        &format!("{key}.on_exceed"),
+        h.on_exceed.as_ref(),
+        OnExceed::Block,
+    );
+    let (from, to, time_zone) = (from?, to?, tz?);
+    if from == to {
+        cx.err(
+            line(&h.from),
+            format!("{key}.to"),
+            "`from` and `to` are the same time",
+        );
+        return None;
+    }
+    ok.then_some(Hours {
+        days,
+        from,
+        to,
+        time_zone,
+        time_zone_name: tz_name,
+        on_exceed,
+    })
 }

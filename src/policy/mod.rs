@@ -89,6 +89,67 @@ pub enum OnExceed {
 pub struct Limits {
     pub rows_per_query: Option<u64>,
     pub classified_rows_per_hour: Option<u64>,
+    pub distinct_subjects: Option<SubjectBudget>,
+    pub on_exceed: OnExceed,
+}
+
+/// How many distinct data subjects (customers, account holders) one user
+/// may see in a sliding window: alert at one count, block at another.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SubjectBudget {
+    pub window_minutes: u32,
+    pub alert: Option<u64>,
+    pub block: Option<u64>,
+}
+
+/// Where, how and when a role's users may connect.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ConnectRules {
+    /// Source networks logins must come from; empty: any.
+    pub networks: Vec<ipnet::IpNet>,
+    /// A TLS client certificate, verified against `[tls] client_ca`, whose
+    /// CN is the login.
+    pub client_cert: bool,
+    /// Allowed hours and days.
+    pub hours: Option<Hours>,
+    /// One login from two client addresses at once or within a time.
+    pub second_address: Option<SecondAddress>,
+}
+
+/// A role's working hours in a time zone.
+#[derive(Debug, Clone)]
+pub struct Hours {
+    /// Allowed days, Monday first.
+    pub days: [bool; 7],
+    /// Minutes after midnight; `from > to` spans midnight.
+    pub from: u16,
+    pub to: u16,
+    pub time_zone: jiff::tz::TimeZone,
+    pub time_zone_name: String,
+    pub on_exceed: OnExceed,
+}
+
+impl PartialEq for Hours {
+    fn eq(&self, o: &Self) -> bool {
+        (
+            self.days,
+            self.from,
+            self.to,
+            &self.time_zone_name,
+            self.on_exceed,
+        ) == (o.days, o.from, o.to, &o.time_zone_name, o.on_exceed)
+    }
+}
+
+impl Eq for Hours {}
+
+/// The second-address rule.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SecondAddress {
+    /// A login from another address this soon after the last session
+    /// from the first one ended also counts (0: only while it is open).
+    pub within_minutes: u32,
+    /// `block` refuses the newer connection; `alert` (default) lets it in.
     pub on_exceed: OnExceed,
 }
 
@@ -102,6 +163,7 @@ pub struct Role {
     pub wildcard: Option<Action>,
     pub lookup: Lookup,
     pub limits: Limits,
+    pub connect: ConnectRules,
 }
 
 impl Role {
@@ -113,6 +175,7 @@ impl Role {
             wildcard: None,
             lookup: Lookup::None,
             limits: Limits::default(),
+            connect: ConnectRules::default(),
         }
     }
 
@@ -144,6 +207,8 @@ impl Role {
 pub struct Policy {
     /// table -> column -> kind.
     pub classify: HashMap<QualifiedTable, HashMap<String, String>>,
+    /// table -> the column that names each row's data subject.
+    pub subjects: HashMap<QualifiedTable, String>,
     /// Built-in and declared kinds.
     pub kinds: HashMap<String, KindDef>,
     /// Roles, sorted by name.
@@ -162,6 +227,7 @@ impl Policy {
         default.wildcard = Some(Action::Allow);
         Policy {
             classify: HashMap::new(),
+            subjects: HashMap::new(),
             kinds: HashMap::new(),
             roles: Vec::new(),
             users: HashMap::new(),

@@ -68,6 +68,16 @@ impl SessionInfo {
         }
     }
 
+    /// The login as connect rules and alerts see it.
+    pub fn login(&self) -> crate::access::Login<'_> {
+        crate::access::Login {
+            user: &self.user,
+            client: self.client,
+            session: self.id,
+            certificate: None,
+        }
+    }
+
     pub fn tx_status(&self) -> u8 {
         self.tx_status.load(Ordering::Relaxed)
     }

@@ -495,13 +495,15 @@ impl Inspector<'_> {
         }
     }
 
-    /// Whether the hourly window of this login's role lets a classified
+    /// Whether the role's hours and hourly window let a classified
     /// statement start.
     fn admit(&self) -> Result<(), Refusal> {
         let policy = self.ctx.policy.current();
+        let role = policy.role_of(&self.info.user);
         self.ctx
-            .limiter
-            .admit(policy.role_of(&self.info.user), self.info)
+            .gate
+            .in_hours(role, self.info.login())
+            .and_then(|()| self.ctx.limiter.admit(role, self.info))
             .map_err(Refusal::new)
     }
 

@@ -51,6 +51,9 @@ pub enum Error {
     Refused(PgError),
     #[error("authentication failed ({sqlstate}): {message}")]
     AuthFailed { sqlstate: String, message: String },
+    /// The login passed the server but not its role's connect rules.
+    #[error("refused by the {rule} rule: {message}")]
+    ConnectRefused { rule: &'static str, message: String },
     #[error(transparent)]
     Upstream(#[from] upstream::Error),
     #[error("server closed the connection")]
@@ -92,6 +95,10 @@ impl Error {
     fn client_message(&self) -> Option<PgError> {
         match self {
             Error::Refused(e) => Some(e.clone()),
+            Error::ConnectRefused { message, .. } => Some(PgError::fatal(
+                sqlstate::INVALID_AUTHORIZATION,
+                message.clone(),
+            )),
             Error::Protocol(e) => Some(PgError::protocol(e)),
             Error::Upstream(_) => Some(PgError::upstream_unavailable()),
             Error::UpstreamClosed | Error::UpstreamRead(_) | Error::UpstreamProtocol(_) => {
@@ -189,16 +196,39 @@ async fn serve(
             auth::relay_authentication(&mut client, &mut upstream).await?;
             upstream
         };
+        let admitted = admit(ctx, &client, &params, peer, id)?;
         let greeting = auth::relay_greeting(ctx, &mut client, &mut upstream).await?;
-        Ok::<_, Error>((upstream, greeting))
+        Ok::<_, Error>((upstream, greeting, admitted))
     };
     let result = match tokio::time::timeout(ctx.config.startup_timeout(), startup).await {
         Ok(r) => r,
         Err(_) => Err(Error::StartupTimeout),
     };
-    let (upstream, greeting) = match result {
+    let (upstream, greeting, _presence) = match result {
         Ok(v) => v,
         Err(e) => {
+            if let Error::ConnectRefused { rule, message } = &e {
+                ctx.metrics
+                    .connections_rejected
+                    .with_label_values(&[rule])
+                    .inc();
+                warn!(
+                    user = params.user().unwrap_or_default(),
+                    rule, "login refused by a connect rule"
+                );
+                if let Some(trail) = &ctx.audit {
+                    let mut r = crate::audit::Record::new("connect_refused");
+                    r.user = params.user().map(str::to_string);
+                    r.database = params.database().map(str::to_string);
+                    r.client = Some(peer.to_string());
+                    r.session = Some(id.to_string());
+                    r.tls = Some(client.io.is_tls());
+                    r.rule = Some(rule.to_string());
+                    r.sqlstate = Some(sqlstate::INVALID_AUTHORIZATION.to_string());
+                    r.message = Some(message.clone());
+                    trail.submit(r);
+                }
+            }
             if let Error::AuthFailed { sqlstate, message } = &e {
                 if let Some(trail) = &ctx.audit {
                     let mut r = crate::audit::Record::new("auth_failed");
@@ -277,6 +307,34 @@ async fn serve(
         duration: info.started.elapsed(),
     });
     result
+}
+
+/// Check a login the server accepted against its role's connect rules;
+/// the presence it returns is held for the session's life.
+fn admit(
+    ctx: &ProxyContext,
+    client: &crate::net::FramedIo<crate::net::ClientStream>,
+    params: &crate::frontend::startup::StartupParams,
+    peer: SocketAddr,
+    id: SessionId,
+) -> Result<Option<crate::access::addresses::Presence>, Error> {
+    let policy = ctx.policy.current();
+    let user = params.user().unwrap_or_default();
+    let role = policy.role_of(user);
+    let certificate = client.io.client_certificate_name();
+    let login = crate::access::Login {
+        user,
+        client: peer,
+        session: id,
+        certificate: certificate.as_deref(),
+    };
+    match ctx.gate.admit(role, login) {
+        Ok(a) => Ok(a.presence),
+        Err(r) => Err(Error::ConnectRefused {
+            rule: r.rule,
+            message: r.message,
+        }),
+    }
 }
 
 /// Connect to the server (counting failures) and send the client's

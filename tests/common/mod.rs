@@ -78,15 +78,11 @@ pub fn fixture() -> &'static Fixture {
 }
 
 fn make_certs() -> Certs {
-    use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair};
+    use rcgen::{CertificateParams, Issuer, KeyPair};
     let dir = std::env::temp_dir().join(format!("pgwarden-certs-{:016x}", rand::random::<u64>()));
     std::fs::create_dir_all(&dir).unwrap();
     let ca_key = KeyPair::generate().unwrap();
-    let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
-    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    ca_params
-        .distinguished_name
-        .push(rcgen::DnType::CommonName, "pgwarden test CA");
+    let ca_params = ca_params();
     let ca_cert = ca_params.self_signed(&ca_key).unwrap();
     let issuer = Issuer::new(ca_params, ca_key);
     let key = KeyPair::generate().unwrap();
@@ -102,7 +98,34 @@ fn make_certs() -> Certs {
     std::fs::write(&certs.ca, ca_cert.pem()).unwrap();
     std::fs::write(&certs.cert, cert.pem()).unwrap();
     std::fs::write(&certs.key, key.serialize_pem()).unwrap();
+    std::fs::write(certs.dir.join("ca.key"), issuer.key().serialize_pem()).unwrap();
     certs
+}
+
+fn ca_params() -> rcgen::CertificateParams {
+    let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    ca_params
+        .distinguished_name
+        .push(rcgen::DnType::CommonName, "pgwarden test CA");
+    ca_params
+}
+
+/// A client certificate and key issued by the test CA to `cn`, as PEM.
+pub fn client_cert(cn: &str) -> (String, String) {
+    let certs = &fixture().certs;
+    let ca_key =
+        rcgen::KeyPair::from_pem(&std::fs::read_to_string(certs.dir.join("ca.key")).unwrap())
+            .unwrap();
+    let issuer = rcgen::Issuer::new(ca_params(), ca_key);
+    let key = rcgen::KeyPair::generate().unwrap();
+    let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+    params
+        .distinguished_name
+        .push(rcgen::DnType::CommonName, cn);
+    params.extended_key_usages = vec![rcgen::ExtendedKeyUsagePurpose::ClientAuth];
+    let cert = params.signed_by(&key, &issuer).unwrap();
+    (cert.pem(), key.serialize_pem())
 }
 
 /// A proxy configuration in front of the shared cluster; `extra` is
@@ -201,6 +224,14 @@ pub fn error_text(e: &tokio_postgres::Error) -> String {
 
 /// A rustls connector for tokio-postgres that trusts the test CA.
 pub fn tls_connector() -> tokio_postgres_rustls::MakeRustlsConnect {
+    tls_connector_with(None)
+}
+
+/// A rustls connector that trusts the test CA and, given a PEM
+/// certificate and key, presents them.
+pub fn tls_connector_with(
+    client: Option<(&str, &str)>,
+) -> tokio_postgres_rustls::MakeRustlsConnect {
     use rustls_pki_types::pem::PemObject;
     let mut roots = rustls::RootCertStore::empty();
     for c in rustls_pki_types::CertificateDer::pem_file_iter(&fixture().certs.ca).unwrap() {
@@ -211,7 +242,16 @@ pub fn tls_connector() -> tokio_postgres_rustls::MakeRustlsConnect {
     ))
     .with_safe_default_protocol_versions()
     .unwrap()
-    .with_root_certificates(roots)
-    .with_no_client_auth();
+    .with_root_certificates(roots);
+    let config = match client {
+        None => config.with_no_client_auth(),
+        Some((cert, key)) => {
+            let chain = rustls_pki_types::CertificateDer::pem_slice_iter(cert.as_bytes())
+                .map(Result::unwrap)
+                .collect();
+            let key = rustls_pki_types::PrivateKeyDer::from_pem_slice(key.as_bytes()).unwrap();
+            config.with_client_auth_cert(chain, key).unwrap()
+        }
+    };
     tokio_postgres_rustls::MakeRustlsConnect::new(config)
 }
