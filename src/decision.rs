@@ -24,6 +24,17 @@ pub struct RoleView {
 impl RoleView {
     /// The classified column a result field comes from, when the role may
     /// not see it as stored: its table and column name.
+    /// The result field that holds a data subject's key (`subjects:` in
+    /// the policy), from the RowDescription's table and column numbers.
+    pub fn is_subject_column(&self, table_oid: u32, attnum: i16) -> bool {
+        if table_oid == 0 || self.policy.subjects.is_empty() {
+            return false;
+        }
+        self.schema
+            .column_by_oid(table_oid, attnum)
+            .is_some_and(|(rel, col)| self.policy.subjects.get(&rel.name) == Some(&col.name))
+    }
+
     pub fn restricted_column(
         &self,
         table_oid: u32,
@@ -60,6 +71,9 @@ pub struct Decision {
     /// shown without its context line.
     pub refusal: bool,
     pub view: Arc<RoleView>,
+    /// A Describe of a prepared statement or portal: where to note the
+    /// subject key column its RowDescription shows.
+    pub subject: Option<crate::backend::tracker::SubjectSlot>,
 }
 
 impl Decision {

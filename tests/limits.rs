@@ -31,7 +31,16 @@ classify:
     recipient_address: address
   public.credit_reports:
     report: credit_report
+subjects:
+  public.customers: id
+  public.credit_reports: customer_id
 roles:
+  contractor:
+    users: [intern_sun]
+    access: {person_name: mask, credit_report: allow, "*": deny}
+    lookup: equality
+    limits:
+      distinct_subjects: {window_minutes: 60, alert: 50, block: 100}
   support:
     users: [agent_li, courier_zhao]
     access: {person_name: mask, phone: mask, address: mask, "*": deny}
@@ -404,4 +413,98 @@ async fn cursors_portals_and_sql_execute_add_up_to_the_limit() {
     assert_eq!(fetches[1].rows, Some(50));
     assert_eq!(fetches[1].rule.as_deref(), Some("rows_per_query"));
     assert!(!fetches[0].columns.is_empty());
+}
+
+/// The bank case counted by customers: looking up the same customer again
+/// and again counts once; different customers count one each, one-row
+/// lookup or not. An alert at 50 customers, a block at 100: rows of the
+/// 101st customer are refused (known ones stay visible), and a result
+/// whose rows cannot be tied to a customer counts every row as a new one.
+#[tokio::test]
+async fn distinct_customers_are_counted_alerted_and_blocked() {
+    let env = start().await;
+    let dba = env.connect("dba_zhang").await;
+    let ids: Vec<i32> = dba
+        .query(
+            "SELECT DISTINCT customer_id FROM credit_reports ORDER BY 1 LIMIT 150",
+            &[],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert_eq!(ids.len(), 150);
+    let c = env.connect("intern_sun").await;
+    let lookup = c
+        .prepare("SELECT customer_id, report FROM credit_reports WHERE customer_id = $1")
+        .await
+        .unwrap();
+    // The same customer 300 times: one subject.
+    for _ in 0..300 {
+        assert!(!c.query(&lookup, &[&ids[0]]).await.unwrap().is_empty());
+    }
+    let mut served = 1;
+    let mut refused = 0;
+    for id in &ids[1..] {
+        match c.query(&lookup, &[id]).await {
+            Ok(r) => {
+                assert!(!r.is_empty());
+                served += 1;
+            }
+            Err(e) => {
+                assert_eq!(code(&e), "42501");
+                assert!(message(&e).contains("distinct_subjects"), "{}", message(&e));
+                refused += 1;
+            }
+        }
+    }
+    assert_eq!((served, refused), (100, 50));
+    // A customer already seen is still shown, by simple query too.
+    let known = c
+        .simple_query(&format!(
+            "SELECT customer_id, report FROM credit_reports WHERE customer_id = {}",
+            ids[7]
+        ))
+        .await
+        .unwrap();
+    assert!(rows(&known) >= 1);
+    // Without the subject key in the result, each row counts as new.
+    let e = c
+        .simple_query(&format!(
+            "SELECT report FROM credit_reports WHERE customer_id = {}",
+            ids[7]
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(code(&e), "42501");
+    // Pairing a known key with other rows does not help either.
+    let e = c
+        .simple_query(&format!(
+            "SELECT k.customer_id, r.report FROM credit_reports r, credit_reports k \
+             WHERE k.customer_id = {} AND r.id = k.id",
+            ids[7]
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(code(&e), "42501");
+    let blocks = env.proxy.context.limiter.blocks();
+    assert!(
+        blocks
+            .iter()
+            .any(|b| b.user == "intern_sun" && b.rule == "distinct_subjects" && b.count == 100),
+        "{blocks:?}"
+    );
+    drop(c);
+    drop(dba);
+    env.proxy.shutdown().await;
+    let alerts: Vec<_> = records(&env.dir)
+        .into_iter()
+        .filter(|r| r.event == "alert" && r.rule.as_deref() == Some("distinct_subjects"))
+        .collect();
+    assert_eq!(alerts.len(), 2, "one at 50, one at the block: {alerts:?}");
+    let first = alerts[0].detail.as_ref().unwrap();
+    assert_eq!(first["subjects"], 50);
+    assert_eq!(first["blocked"], false);
+    assert_eq!(alerts[1].detail.as_ref().unwrap()["blocked"], true);
 }

@@ -5,8 +5,8 @@
 //! Prometheus (`pgwarden_alerts_total{rule}`), the structured log (a
 //! `warn` line) and configured webhooks (JSON POSTs through a bounded
 //! outbox, retried with backoff, never blocking a query). Alerts are
-//! deduplicated per rule and user: within [`DEDUP`] of an alert, more of
-//! the same only count, and the next alert carries that count
+//! deduplicated per rule, user and outcome (alerted or blocked): within
+//! [`DEDUP`] of an alert, more of the same only count, and the next alert carries that count
 //! (`detail.suppressed`), so one incident pages once.
 
 use crate::audit::{AuditTrail, Record};
@@ -70,7 +70,9 @@ pub struct Alerts {
     audit: Option<Arc<AuditTrail>>,
     metrics: Arc<Metrics>,
     webhooks: Vec<Arc<Outbox>>,
-    seen: DashMap<(&'static str, String), Seen>,
+    /// By rule, user and whether it blocked: a block after an alert of
+    /// the same rule is news.
+    seen: DashMap<(&'static str, String, bool), Seen>,
 }
 
 impl std::fmt::Debug for Alerts {
@@ -99,7 +101,7 @@ impl Alerts {
     /// user within [`DEDUP`] (then it is only counted). Returns whether it
     /// was sent.
     pub fn raise(&self, alert: Alert) -> bool {
-        let key = (alert.rule, alert.user.clone());
+        let key = (alert.rule, alert.user.clone(), alert.blocked);
         let suppressed = {
             let mut e = self.seen.entry(key).or_insert(Seen {
                 at: Instant::now() - DEDUP - Duration::from_secs(1),

@@ -607,3 +607,23 @@ fn analyses_that_read_constants_say_so() {
     assert!(!free("SET statement_timeout = 5"));
     assert!(!free("SELECT 1; SET statement_timeout = 5"));
 }
+
+#[test]
+fn single_relation_reads_are_told_apart() {
+    let single = |sql: &str| run(SUPPORT, sql).unwrap().statements[0].single_relation;
+    assert!(single("SELECT id, phone FROM customers WHERE id = 5"));
+    assert!(single(
+        "SELECT id, phone FROM (SELECT id, phone FROM customers) s"
+    ));
+    // Two references to one table can pair any key with any row.
+    assert!(!single(
+        "SELECT c2.id, c.phone FROM customers c, customers c2 WHERE c2.id = 1"
+    ));
+    assert!(!single(
+        "SELECT id, phone FROM customers, generate_series(1, 3) g"
+    ));
+    assert!(!single(
+        "SELECT id, phone FROM customers WHERE id IN (SELECT id FROM customers WHERE city = 'x')"
+    ));
+    assert!(!single("SELECT 1"));
+}

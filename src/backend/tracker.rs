@@ -112,6 +112,35 @@ pub struct Reads {
     pub single_relation: bool,
     /// Rows already returned by the cursor or portal it reads from.
     pub fetched: Option<Arc<AtomicU64>>,
+    /// The result column holding each row's subject key, once a
+    /// RowDescription of this statement showed it (shared by the
+    /// Describe and the Executes of one prepared statement).
+    pub subject: SubjectSlot,
+    /// An Execute: the result format codes its Bind asked the server for.
+    pub formats: Option<Arc<[i16]>>,
+}
+
+/// Which result column names each row's data subject: learned from the
+/// server's RowDescription, `None` inside when no column does.
+pub type SubjectSlot = Arc<std::sync::OnceLock<Option<SubjectColumn>>>;
+
+/// The result column holding a subject key, and its type.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SubjectColumn {
+    pub index: usize,
+    pub type_oid: u32,
+}
+
+impl Reads {
+    /// Whether the server sends column `index` of an Execute's result in
+    /// binary (text for simple queries).
+    pub fn binary(&self, index: usize) -> bool {
+        match self.formats.as_deref() {
+            None | Some([]) => false,
+            Some([one]) => *one == 1,
+            Some(many) => many.get(index) == Some(&1),
+        }
+    }
 }
 
 impl From<&Analyzed> for Reads {
@@ -120,6 +149,8 @@ impl From<&Analyzed> for Reads {
             touched: a.touched.clone(),
             single_relation: a.single_relation,
             fetched: a.fetched.clone(),
+            subject: SubjectSlot::default(),
+            formats: None,
         }
     }
 }

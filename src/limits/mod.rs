@@ -9,6 +9,7 @@
 //! has left. Completed statements add their classified rows with
 //! [`Limiter::record`]. Every crossing raises an alert once.
 
+pub mod subjects;
 pub mod window;
 
 use crate::alerts::{Alert, Alerts};
@@ -16,6 +17,7 @@ use crate::policy::{OnExceed, Role};
 use crate::session::SessionInfo;
 use dashmap::DashMap;
 use std::sync::Arc;
+use subjects::{Seen, SubjectWindow};
 use window::{Window, minute_now};
 
 /// How many classified rows a statement may return, and why.
@@ -32,11 +34,42 @@ struct UserState {
     window: Window,
     /// An alert was raised for this crossing of the hourly limit.
     alerted: bool,
+    /// The role and limit the window was last checked against.
+    role: String,
+    limit: u64,
+}
+
+/// The distinct subjects of one user, with the budget last applied.
+#[derive(Default)]
+struct SubjectState {
+    window: SubjectWindow,
+    role: String,
+    budget: Option<crate::policy::SubjectBudget>,
 }
 
 pub struct Limiter {
     users: DashMap<String, UserState>,
+    subjects: DashMap<String, SubjectState>,
     pub alerts: Arc<Alerts>,
+}
+
+/// A user refused by a spent window, as `pgwarden admin blocks` lists it.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Block {
+    pub user: String,
+    pub role: String,
+    pub rule: &'static str,
+    /// Rows or distinct subjects in the window, and the limit.
+    pub count: u64,
+    pub limit: u64,
+    /// When the window has room again (RFC 3339).
+    pub until: String,
+}
+
+fn minute_text(minute: u64, format: &str) -> String {
+    jiff::Timestamp::from_second((minute * 60) as i64)
+        .map(|t| t.strftime(format).to_string())
+        .unwrap_or_default()
 }
 
 impl std::fmt::Debug for Limiter {
@@ -51,6 +84,7 @@ impl Limiter {
     pub fn new(alerts: Arc<Alerts>) -> Limiter {
         Limiter {
             users: DashMap::new(),
+            subjects: DashMap::new(),
             alerts,
         }
     }
@@ -77,9 +111,7 @@ impl Limiter {
         let Some((used, frees)) = self.hour_spent(&info.user, limit) else {
             return Ok(());
         };
-        let at = jiff::Timestamp::from_second((frees * 60) as i64)
-            .map(|t| t.strftime("%H:%M UTC").to_string())
-            .unwrap_or_default();
+        let at = minute_text(frees, "%H:%M UTC");
         self.hourly_alert(
             role,
             info,
@@ -132,6 +164,15 @@ impl Limiter {
         let crossed = {
             let mut s = self.users.entry(info.user.clone()).or_default();
             s.window.add(now, rows);
+            if s.role != role.name {
+                s.role = role.name.clone();
+            }
+            // Only a blocking window shows up as a block.
+            s.limit = if role.limits.on_exceed == OnExceed::Block {
+                limit
+            } else {
+                0
+            };
             let used = s.window.sum(now);
             if used < limit {
                 s.alerted = false;
@@ -151,6 +192,148 @@ impl Limiter {
                 role.limits.on_exceed == OnExceed::Block,
             );
         }
+    }
+
+    /// Whether a result of this role counts distinct subjects.
+    pub fn counts_subjects(role: &Role) -> bool {
+        role.limits.distinct_subjects.is_some()
+    }
+
+    /// A row of a classified result showed `subject` to the user: count
+    /// it, alert at the role's alert threshold (once per crossing), and
+    /// past its block threshold refuse rows of new subjects.
+    pub fn see_subject(&self, role: &Role, info: &SessionInfo, subject: u64) -> Result<(), String> {
+        let Some(budget) = role.limits.distinct_subjects else {
+            return Ok(());
+        };
+        let now = minute_now();
+        let window = u64::from(budget.window_minutes);
+        let (seen, alert_now, frees) = {
+            let mut s = self.subjects.entry(info.user.clone()).or_default();
+            if s.role != role.name {
+                s.role = role.name.clone();
+            }
+            s.budget = Some(budget);
+            s.window.expire(now, window);
+            let seen = s.window.see(subject, now, budget.block);
+            let mut alert_now = false;
+            if let Seen::New(n) = seen {
+                match budget.alert {
+                    Some(a) if n as u64 >= a && !s.window.alerted => {
+                        s.window.alerted = true;
+                        alert_now = true;
+                    }
+                    Some(a) if (n as u64) < a => s.window.alerted = false,
+                    _ => {}
+                }
+            }
+            (seen, alert_now, s.window.frees_at(window))
+        };
+        let evidence = |n: usize| {
+            serde_json::json!({
+                "subjects": n,
+                "window_minutes": budget.window_minutes,
+                "alert": budget.alert,
+                "block": budget.block,
+            })
+        };
+        match seen {
+            Seen::Again => Ok(()),
+            Seen::New(n) => {
+                if alert_now {
+                    self.alerts.raise(Alert::of(
+                        "distinct_subjects",
+                        info,
+                        role,
+                        evidence(n),
+                        false,
+                    ));
+                }
+                Ok(())
+            }
+            Seen::Refused(n) => {
+                self.alerts.raise(Alert::of(
+                    "distinct_subjects",
+                    info,
+                    role,
+                    evidence(n),
+                    true,
+                ));
+                let until = frees
+                    .map(|m| minute_text(m, "%H:%M UTC"))
+                    .unwrap_or_default();
+                Err(format!(
+                    "permission denied by pgwarden: user {} has seen {n} distinct data subjects in the last {} minutes, \
+                     the distinct_subjects block limit of role {}; rows of other subjects are refused until {until}",
+                    info.user, budget.window_minutes, role.name
+                ))
+            }
+        }
+    }
+
+    /// Users whose hourly window or subject budget is spent now.
+    pub fn blocks(&self) -> Vec<Block> {
+        let now = minute_now();
+        let mut out = Vec::new();
+        for e in self.users.iter() {
+            let used = e.window.sum(now);
+            if e.limit > 0 && used >= e.limit {
+                let frees = e
+                    .window
+                    .frees_at(now, used + 1 - e.limit)
+                    .unwrap_or(now + 60);
+                out.push(Block {
+                    user: e.key().clone(),
+                    role: e.role.clone(),
+                    rule: "classified_rows_per_hour",
+                    count: used,
+                    limit: e.limit,
+                    until: minute_text(frees, "%Y-%m-%dT%H:%M:00Z"),
+                });
+            }
+        }
+        for mut e in self.subjects.iter_mut() {
+            let Some(b) = e.budget else { continue };
+            let Some(limit) = b.block else { continue };
+            e.window.expire(now, u64::from(b.window_minutes));
+            let n = e.window.len() as u64;
+            if n >= limit {
+                let frees = e
+                    .window
+                    .frees_at(u64::from(b.window_minutes))
+                    .unwrap_or(now);
+                out.push(Block {
+                    user: e.key().clone(),
+                    role: e.role.clone(),
+                    rule: "distinct_subjects",
+                    count: n,
+                    limit,
+                    until: minute_text(frees, "%Y-%m-%dT%H:%M:00Z"),
+                });
+            }
+        }
+        out.sort_by(|a, b| (&a.user, a.rule).cmp(&(&b.user, b.rule)));
+        out
+    }
+
+    /// Lift the blocks of `user` (one rule, or all): their windows start
+    /// afresh. Returns the rules lifted.
+    pub fn lift(&self, user: &str, rule: Option<&str>) -> Vec<&'static str> {
+        let mut lifted = Vec::new();
+        if rule.is_none_or(|r| r == "classified_rows_per_hour") {
+            if let Some(mut s) = self.users.get_mut(user) {
+                s.window = Window::default();
+                s.alerted = false;
+                lifted.push("classified_rows_per_hour");
+            }
+        }
+        if rule.is_none_or(|r| r == "distinct_subjects") {
+            if let Some(mut s) = self.subjects.get_mut(user) {
+                s.window.clear();
+                lifted.push("distinct_subjects");
+            }
+        }
+        lifted
     }
 
     fn hourly_alert(

@@ -40,6 +40,13 @@ impl HashKey {
         HashKey(hmac(audit_key, DERIVE_LABEL))
     }
 
+    /// A data subject's identity in memory: 64 bits of the keyed hash of
+    /// its key (the key itself is never kept).
+    pub fn subject_id(&self, value: &[u8]) -> u64 {
+        let mac = hmac(&self.0, value);
+        u64::from_le_bytes(mac[..8].try_into().expect("8 bytes"))
+    }
+
     /// The pseudonym of `value`: `h:` and 20 hex digits (80 bits).
     pub fn pseudonym(&self, value: &[u8]) -> String {
         let mac = hmac(&self.0, value);

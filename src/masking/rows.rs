@@ -96,6 +96,79 @@ pub fn row_description(
 }
 
 /// Rewrite a DataRow; returns how many values were rewritten.
+/// The first field of a RowDescription whose table OID and column number
+/// satisfy `pred`: its position and type OID.
+pub fn find_field(frame: &Frame, mut pred: impl FnMut(u32, i16) -> bool) -> Option<(usize, u32)> {
+    let mut r = BodyReader::new(frame.body());
+    let count = r.i16()?;
+    for i in 0..count.max(0) as usize {
+        r.cstr()?;
+        let table_oid = r.i32()? as u32;
+        let attnum = r.i16()?;
+        let type_oid = r.i32()? as u32;
+        // Length, modifier, format.
+        r.bytes(2 + 4 + 2)?;
+        if pred(table_oid, attnum) {
+            return Some((i, type_oid));
+        }
+    }
+    None
+}
+
+/// A key value in the form PostgreSQL prints it, whether it came in text
+/// or binary, so one subject is one subject over either protocol; `None`
+/// for binary values of types pgwarden does not decode.
+pub fn canonical_text(
+    value: &[u8],
+    type_oid: u32,
+    binary: bool,
+) -> Option<std::borrow::Cow<'_, [u8]>> {
+    use std::borrow::Cow;
+    if !binary {
+        return Some(Cow::Borrowed(value));
+    }
+    let int = |s: String| Some(Cow::Owned(s.into_bytes()));
+    match (type_oid, value.len()) {
+        (21, 2) => int(i16::from_be_bytes(value.try_into().ok()?).to_string()),
+        (23, 4) => int(i32::from_be_bytes(value.try_into().ok()?).to_string()),
+        (20, 8) => int(i64::from_be_bytes(value.try_into().ok()?).to_string()),
+        // text, varchar, bpchar, name: the same bytes either way.
+        (25 | 1043 | 1042 | 19, _) => Some(Cow::Borrowed(value)),
+        (2950, 16) => {
+            let mut s = String::with_capacity(36);
+            for (i, b) in value.iter().enumerate() {
+                if matches!(i, 4 | 6 | 8 | 10) {
+                    s.push('-');
+                }
+                crate::hex::push(&mut s, &[*b]);
+            }
+            int(s)
+        }
+        _ => None,
+    }
+}
+
+/// The value of field `index` of a DataRow (`None` for NULL or a
+/// malformed row).
+pub fn field(frame: &Frame, index: usize) -> Option<&[u8]> {
+    let mut r = BodyReader::new(frame.body());
+    let count = r.i16()?;
+    if index >= count.max(0) as usize {
+        return None;
+    }
+    for _ in 0..index {
+        let len = r.i32()?;
+        if len > 0 {
+            r.bytes(len as usize)?;
+        }
+    }
+    let len = r.i32()?;
+    if len < 0 {
+        return None;
+    }
+    r.bytes(len as usize)
+}
+
 pub fn data_row(
     frame: &Frame,
     plan: &ResultPlan,

@@ -10,13 +10,13 @@
 use super::{Error, SessionInfo, trail};
 use crate::alerts::Alert;
 use crate::analysis::CopyFormat;
-use crate::backend::tracker::{Completed, PendingQueue, Tracker};
+use crate::backend::tracker::{Completed, PendingQueue, SubjectColumn, Tracker};
 use crate::backend::{self as msg};
 use crate::context::ProxyContext;
 use crate::error::{PgError, Severity};
 use crate::events::Event;
 use crate::frame::{Frame, take_frame};
-use crate::limits::Cap;
+use crate::limits::{Cap, Limiter};
 use crate::masking::notices::{self, Redaction};
 use crate::masking::rows::{self, Mismatch};
 use crate::net::{ClientWrite, UpstreamRead};
@@ -53,6 +53,7 @@ pub async fn run(
         result: None,
         cut: None,
         cancel_due: false,
+        described: None,
     };
     loop {
         // Every response in `buf` answers a request whose expectation was
@@ -73,7 +74,7 @@ pub async fn run(
                 continue;
             }
             if matches!(frame.tag, b'D' | b'd') && !direction.copy_header {
-                if let Some(message) = direction.count_row() {
+                if let Some(message) = direction.count_row(&frame) {
                     out.extend_from_slice(
                         &PgError::new(Severity::Error, "42501", message).encode(),
                     );
@@ -96,8 +97,10 @@ pub async fn run(
                 release_replies(direction.tracker, &mut out);
             }
         }
-        if std::mem::take(&mut direction.cancel_due) {
-            // Stop the server-side query of a result cut at its limit.
+        // Stop the server-side query of a result cut at its limit, unless
+        // the server has already finished (then a cancel could only hit
+        // a later statement).
+        if std::mem::take(&mut direction.cancel_due) && direction.cut.is_some() {
             if let Some((pid, secret)) = &server_key {
                 if let Err(e) = crate::upstream::cancel(ctx, *pid, secret).await {
                     warn!(error = %e, "cannot cancel a query stopped at its limit");
@@ -161,6 +164,9 @@ struct Direction<'a> {
     cut: Option<Cut>,
     /// A cancel must be sent for the cut result.
     cancel_due: bool,
+    /// The subject key column the RowDescription of the simple-Query
+    /// result now streaming showed (`Some(None)`: none).
+    described: Option<Option<SubjectColumn>>,
 }
 
 /// The cap of one result and its rows so far.
@@ -170,6 +176,11 @@ struct ResultLimit {
     cap: Option<Cap>,
     rows: u64,
     alerted: bool,
+    /// Its rows count distinct subjects, by this column when known.
+    subjects: bool,
+    subject_field: Option<SubjectColumn>,
+    /// The server sends that column in binary.
+    subject_binary: bool,
 }
 
 /// A result stopped at its limit.
@@ -289,38 +300,70 @@ fn rewrite(
 
 impl Direction<'_> {
     /// Count one row (DataRow or CopyData) of the current result against
-    /// its cap; when it is one past a blocking cap, start cutting and
-    /// return the message the client gets.
-    fn count_row(&mut self) -> Option<String> {
+    /// its cap and its role's subject budget; when it is one past a
+    /// blocking limit, start cutting and return the message the client
+    /// gets.
+    fn count_row(&mut self, frame: &Frame) -> Option<String> {
         let (st, index) = self.tracker.current_statement()?;
         let id = (Arc::as_ptr(st) as usize, index);
         if self.result.as_ref().is_none_or(|r| r.id != id) {
-            let cap = if st.classified(index) {
-                let already = st
-                    .reads(index)
+            let classified = st.classified(index);
+            let policy = self.ctx.policy.current();
+            let role = policy.role_of(&self.info.user);
+            let reads = st.reads(index);
+            let cap = if classified {
+                let already = reads
                     .and_then(|r| r.fetched.as_ref())
                     .map_or(0, |f| f.load(Ordering::Relaxed));
-                let policy = self.ctx.policy.current();
-                self.ctx
-                    .limiter
-                    .cap(policy.role_of(&self.info.user), &self.info.user, already)
+                self.ctx.limiter.cap(role, &self.info.user, already)
             } else {
                 None
+            };
+            // The subject column is trusted only for a statement reading
+            // one table reference, and only as described for this very
+            // statement: the RowDescription just before a simple Query's
+            // rows, or a Describe of the prepared statement executed.
+            let subject_field = match reads {
+                Some(r) if r.single_relation => {
+                    if st.extended {
+                        r.subject.get().copied().flatten()
+                    } else {
+                        self.described.flatten()
+                    }
+                }
+                _ => None,
+            };
+            let subject_binary = match (reads, subject_field) {
+                (Some(r), Some(f)) => r.binary(f.index),
+                _ => false,
             };
             self.result = Some(ResultLimit {
                 id,
                 cap,
                 rows: 0,
                 alerted: false,
+                subjects: classified && Limiter::counts_subjects(role),
+                subject_field,
+                subject_binary,
             });
         }
         let r = self.result.as_mut()?;
-        let cap = r.cap?;
         r.rows += 1;
+        if let Some(message) = self.over_cap() {
+            return Some(message);
+        }
+        self.new_subject(frame)
+    }
+
+    /// The rows cap of the current result, one row further.
+    fn over_cap(&mut self) -> Option<String> {
+        let r = self.result.as_mut()?;
+        let cap = r.cap?;
         if r.rows <= cap.rows || (r.alerted && !cap.block) {
             return None;
         }
         r.alerted = true;
+        let (st, _) = self.tracker.current_statement()?;
         let sql = st.sql.to_string();
         let policy = self.ctx.policy.current();
         let role = policy.role_of(&self.info.user);
@@ -340,17 +383,55 @@ impl Direction<'_> {
             return None;
         }
         let message = format!(
-            "permission denied by pgwarden: result stopped after {} rows by the {} limit of role {} ({limit} rows carrying classified data)",
-            cap.rows, cap.rule, role.name
+            "permission denied by pgwarden: result stopped after {} rows by the {} limit of role {} ({limit} rows carrying classified data{})",
+            cap.rows,
+            cap.rule,
+            role.name,
+            if cap.rule == "rows_per_query" {
+                " per statement, cursor or portal"
+            } else {
+                " an hour"
+            }
         );
+        Some(self.start_cut(cap.rows, cap.rule, message))
+    }
+
+    /// Count the subject of the current row; the message when its role's
+    /// budget refuses a new subject.
+    fn new_subject(&mut self, frame: &Frame) -> Option<String> {
+        let r = self.result.as_ref()?;
+        if !r.subjects {
+            return None;
+        }
+        // Without a known subject column (COPY, or a result the key is
+        // not in), every row counts as a subject of its own.
+        let subject = match (frame.tag, r.subject_field) {
+            (b'D', Some(f)) => rows::field(frame, f.index)
+                .and_then(|v| rows::canonical_text(v, f.type_oid, r.subject_binary))
+                .map(|v| self.ctx.hash_key.subject_id(&v)),
+            _ => None,
+        }
+        .unwrap_or_else(rand::random);
+        let delivered = r.rows - 1;
+        let policy = self.ctx.policy.current();
+        let role = policy.role_of(&self.info.user);
+        let message = self
+            .ctx
+            .limiter
+            .see_subject(role, self.info, subject)
+            .err()?;
+        Some(self.start_cut(delivered, "distinct_subjects", message))
+    }
+
+    fn start_cut(&mut self, rows: u64, rule: &'static str, message: String) -> String {
         self.cut = Some(Cut {
-            rows: cap.rows,
-            rule: cap.rule,
+            rows,
+            rule,
             message: message.clone(),
             recorded: false,
         });
         self.cancel_due = true;
-        Some(message)
+        message
     }
 
     /// Account for one server message; `true` when it answers a request of
@@ -366,6 +447,7 @@ impl Direction<'_> {
                 sqlstate = msg::error_field(&fields, b'C').map(str::to_string);
             }
             b'C' => tag = msg::command_tag(frame),
+            b'T' => self.described(frame),
             b'Z' => {
                 if let Some(s) = msg::ready_status(frame) {
                     self.info.set_tx_status(s);
@@ -389,11 +471,35 @@ impl Direction<'_> {
             // The next result counts from zero (even if its statement
             // reuses this one's address).
             self.result = None;
+            self.described = None;
         }
         if seen.ready {
             self.result = None;
+            self.described = None;
         }
         Ok(seen.hidden)
+    }
+
+    /// Note which column of a result holds its rows' subject key, for
+    /// roles with a subject budget.
+    fn described(&mut self, frame: &Frame) {
+        let Some((d, _)) = self.tracker.current() else {
+            return;
+        };
+        if d.view.policy.subjects.is_empty() {
+            return;
+        }
+        let found = rows::find_field(frame, |oid, attnum| d.view.is_subject_column(oid, attnum))
+            .map(|(index, type_oid)| SubjectColumn { index, type_oid });
+        if let Some(slot) = &d.subject {
+            let _ = slot.set(found);
+        } else if self
+            .tracker
+            .current_statement()
+            .is_some_and(|(st, _)| !st.extended)
+        {
+            self.described = Some(found);
+        }
     }
 
     fn completed(&mut self, mut done: Completed) {

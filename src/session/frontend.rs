@@ -189,6 +189,7 @@ impl Inspector<'_> {
                     b.portal_name,
                     b.statement_name.as_deref(),
                     Vec::new(),
+                    b.result_column_format_codes.into(),
                     params,
                 );
                 self.expect(Pending::Bind);
@@ -239,6 +240,7 @@ impl Inspector<'_> {
             sensitive,
             refusal,
             view: view.clone(),
+            subject: None,
         }))
     }
 
@@ -394,16 +396,22 @@ impl Inspector<'_> {
                         .collect();
                     let portal = b.portal_name.clone();
                     let statement = b.statement_name.clone();
+                    let sent: Arc<[i16]> = b.result_column_format_codes.clone().into();
                     let msg = PgWireFrontendMessage::Bind(b);
                     if msg.encode(out).is_err() {
                         out.extend_from_slice(&frame.bytes);
                     }
                     self.state
-                        .bind(portal, statement.as_deref(), formats, params);
+                        .bind(portal, statement.as_deref(), formats, sent, params);
                 } else {
                     out.extend_from_slice(&frame.bytes);
-                    self.state
-                        .bind(b.portal_name, b.statement_name.as_deref(), formats, params);
+                    self.state.bind(
+                        b.portal_name,
+                        b.statement_name.as_deref(),
+                        formats,
+                        b.result_column_format_codes.into(),
+                        params,
+                    );
                 }
                 self.expect(Pending::Bind);
             }
@@ -416,10 +424,15 @@ impl Inspector<'_> {
                         return;
                     }
                 }
-                let (plan, formats, sensitive) = if d.target_type == b'S' {
+                let (plan, formats, sensitive, subject) = if d.target_type == b'S' {
                     match self.state.statements.get(d.name.as_deref().unwrap_or("")) {
-                        Some(p) => (p.plan.clone(), Vec::new(), p.sensitive),
-                        None => (None, Vec::new(), false),
+                        Some(p) => (
+                            p.plan.clone(),
+                            Vec::new(),
+                            p.sensitive,
+                            Some(p.reads.subject.clone()),
+                        ),
+                        None => (None, Vec::new(), false, None),
                     }
                 } else {
                     match self.state.portal(d.name.as_deref()) {
@@ -427,11 +440,19 @@ impl Inspector<'_> {
                             p.statement.plan.clone(),
                             p.formats.clone(),
                             p.statement.sensitive,
+                            Some(p.statement.reads.subject.clone()),
                         ),
-                        None => (None, Vec::new(), false),
+                        None => (None, Vec::new(), false, None),
                     }
                 };
-                let dec = self.decision(view, vec![plan], formats, sensitive, false);
+                let dec = Some(Arc::new(Decision {
+                    results: vec![plan],
+                    formats,
+                    sensitive,
+                    refusal: false,
+                    view: view.clone(),
+                    subject,
+                }));
                 out.extend_from_slice(&frame.bytes);
                 self.expect(Pending::Describe(dec));
             }

@@ -38,6 +38,9 @@ pub struct Portal {
     pub formats: Vec<i16>,
     /// Bind parameters as the audit trail records them.
     pub params: Option<Arc<[Option<String>]>>,
+    /// The result format codes sent to the server with the Bind (the
+    /// protocol's form: none, one for all, or one per column).
+    pub sent_formats: Arc<[i16]>,
     /// Rows its Executes returned so far: they count towards one
     /// per-statement limit.
     pub fetched: Arc<std::sync::atomic::AtomicU64>,
@@ -49,6 +52,7 @@ impl Portal {
     pub fn reads(&self) -> Reads {
         Reads {
             fetched: Some(self.fetched.clone()),
+            formats: Some(self.sent_formats.clone()),
             ..self.statement.reads.clone()
         }
     }
@@ -84,6 +88,7 @@ impl SessionState {
         portal: Option<String>,
         statement: Option<&str>,
         formats: Vec<i16>,
+        sent_formats: Arc<[i16]>,
         params: Option<Arc<[Option<String>]>>,
     ) -> Option<&Portal> {
         let p = self.statements.get(statement.unwrap_or(""))?.clone();
@@ -94,6 +99,7 @@ impl SessionState {
             Portal {
                 statement: p,
                 formats,
+                sent_formats,
                 params,
                 fetched: Arc::default(),
             },
@@ -172,13 +178,16 @@ mod tests {
         let mut s = SessionState::default();
         s.parse(Some("s1".into()), prepared("select 1"));
         assert_eq!(
-            s.bind(Some("p1".into()), Some("s1"), vec![], None)
+            s.bind(Some("p1".into()), Some("s1"), vec![], Arc::default(), None)
                 .map(|p| p.statement.sql.clone())
                 .as_deref(),
             Some("select 1")
         );
         assert!(s.portal(Some("p1")).is_some());
-        assert!(s.bind(None, Some("nope"), vec![], None).is_none());
+        assert!(
+            s.bind(None, Some("nope"), vec![], Arc::default(), None)
+                .is_none()
+        );
         s.close(b'S', Some("s1"));
         assert!(s.statements.is_empty());
         s.close(b'P', Some("p1"));

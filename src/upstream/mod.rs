@@ -90,9 +90,20 @@ async fn negotiate_tls(
 /// Send a CancelRequest for server backend `pid` with the server's secret.
 pub async fn cancel(ctx: &ProxyContext, pid: i32, secret: &[u8]) -> Result<(), Error> {
     let mut conn = connect(ctx).await?;
-    // Written and flushed is forwarded: the server reads the request even
-    // after we close, and answers nothing.
     conn.send(&encode_cancel_request(pid, secret))
         .await
-        .map_err(Error::Connect)
+        .map_err(Error::Connect)?;
+    // The server answers nothing and closes the connection once it has
+    // signalled the backend: wait for that (briefly), so that whoever
+    // asked for the cancel can tell the signal went out before the
+    // session's next statement does.
+    let mut sink = [0u8; 64];
+    let _ = tokio::time::timeout(CANCEL_CONFIRM, async {
+        while matches!(conn.io.read(&mut sink).await, Ok(n) if n > 0) {}
+    })
+    .await;
+    Ok(())
 }
+
+/// How long a cancel waits for the server to close its connection.
+const CANCEL_CONFIRM: std::time::Duration = std::time::Duration::from_secs(2);
