@@ -46,6 +46,34 @@ pub enum Command {
         #[command(subcommand)]
         command: Box<AuditCommand>,
     },
+    /// Ask a running proxy (its `[admin]` endpoint) about blocks.
+    Admin {
+        #[command(subcommand)]
+        command: AdminCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum AdminCommand {
+    /// List users a spent limit refuses now.
+    Blocks {
+        #[arg(long, short)]
+        config: PathBuf,
+        /// JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Lift a user's blocks: their windows start afresh (recorded in the
+    /// audit trail).
+    Lift {
+        #[arg(long, short)]
+        config: PathBuf,
+        #[arg(long)]
+        user: String,
+        /// Only this rule (classified_rows_per_hour or distinct_subjects).
+        #[arg(long)]
+        rule: Option<String>,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -152,6 +180,7 @@ pub fn main(cli: Cli) -> ExitCode {
             command: PolicyCommand::Check { config },
         } => policy_check(&config),
         Command::Audit { command } => audit(*command),
+        Command::Admin { command } => admin(command),
         Command::Run { config } => {
             let config = match Config::load(&config) {
                 Ok(c) => c,
@@ -174,6 +203,51 @@ pub fn main(cli: Cli) -> ExitCode {
             }))
         }
     }
+}
+
+fn admin(command: AdminCommand) -> ExitCode {
+    let (AdminCommand::Blocks { config, .. } | AdminCommand::Lift { config, .. }) = &command;
+    let config = match Config::load(config) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("pgwarden: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    runtime_run(async move {
+        match command {
+            AdminCommand::Blocks { json, .. } => {
+                let body = crate::admin::request(&config, "GET", "/blocks", None).await?;
+                if json {
+                    println!("{}", body.trim());
+                    return Ok(());
+                }
+                let blocks: Vec<serde_json::Value> = serde_json::from_str(&body)?;
+                if blocks.is_empty() {
+                    println!("no active blocks");
+                }
+                for b in blocks {
+                    println!(
+                        "{:<20} {:<12} {:<26} {:>8} / {:<8} until {}",
+                        b["user"].as_str().unwrap_or(""),
+                        b["role"].as_str().unwrap_or(""),
+                        b["rule"].as_str().unwrap_or(""),
+                        b["count"],
+                        b["limit"],
+                        b["until"].as_str().unwrap_or("")
+                    );
+                }
+                Ok(())
+            }
+            AdminCommand::Lift { user, rule, .. } => {
+                let body = serde_json::to_string(&crate::admin::Lift { user, rule })?;
+                let out =
+                    crate::admin::request(&config, "POST", "/blocks/lift", Some(body)).await?;
+                println!("{}", out.trim());
+                Ok(())
+            }
+        }
+    })
 }
 
 fn runtime_run(fut: impl std::future::Future<Output = anyhow::Result<()>>) -> ExitCode {

@@ -28,13 +28,17 @@
 //! - [`error`]: errors as the client sees them (SQLSTATE).
 //! - [`audit`]: the tamper-evident trail; [`ship`]: its copies to syslog
 //!   and HTTP collectors.
-//! - [`limits`], [`alerts`]: volume limits per role and the alerts they
-//!   raise (trail, metrics, log, webhooks).
+//! - [`access`]: connect rules per role (networks, client certificates,
+//!   hours, one login from two addresses).
+//! - [`limits`], [`alerts`]: volume limits per role (rows, distinct
+//!   subjects) and the alerts they raise (trail, metrics, log, webhooks);
+//!   [`admin`]: the endpoint that lists and lifts blocks.
 //! - [`events`]: session events for logs and the audit trail (side path).
 //! - [`demo`]: `pgwarden demo` and the throwaway PostgreSQL it (and the
 //!   tests) run.
 
 pub mod access;
+pub mod admin;
 pub mod alerts;
 pub mod analysis;
 pub mod audit;

@@ -32,6 +32,8 @@ pub struct Proxy {
     pub addr: SocketAddr,
     /// The metrics endpoint, when configured.
     pub metrics_addr: Option<SocketAddr>,
+    /// Where the admin endpoint listens, when configured.
+    pub admin_addr: Option<SocketAddr>,
     pub context: Arc<ProxyContext>,
     shutdown: CancellationToken,
     task: JoinHandle<()>,
@@ -77,12 +79,30 @@ impl Proxy {
             }
             None => None,
         };
-        info!(%addr, upstream = %config.upstream, metrics = ?metrics_addr, "pgwarden listening");
+        let admin_addr = match &config.admin.listen {
+            Some(m) => {
+                let token = config.admin.token().map_err(anyhow::Error::msg)?;
+                let l = TcpListener::bind(parse_listen(m).map_err(anyhow::Error::msg)?)
+                    .await
+                    .with_context(|| format!("cannot listen on {m} for the admin endpoint"))?;
+                let a = l.local_addr()?;
+                let (ctx, stop) = (context.clone(), shutdown.clone());
+                tokio::spawn(async move {
+                    if let Err(e) = crate::admin::serve(l, ctx, token, stop).await {
+                        error!(error = %e, "admin endpoint stopped");
+                    }
+                });
+                Some(a)
+            }
+            None => None,
+        };
+        info!(%addr, upstream = %config.upstream, metrics = ?metrics_addr, admin = ?admin_addr, "pgwarden listening");
         tokio::spawn(refresh_schemas(context.clone(), shutdown.clone()));
         let task = tokio::spawn(accept_loop(listener, context.clone(), shutdown.clone()));
         Ok(Proxy {
             addr,
             metrics_addr,
+            admin_addr,
             context,
             shutdown,
             task,
@@ -99,6 +119,8 @@ impl Proxy {
             let _ = tokio::task::spawn_blocking(move || t.close()).await;
             trail.close_sinks(Duration::from_secs(5)).await;
         }
+        // Alerts still queued for webhooks get the same grace.
+        self.context.limiter.alerts.close();
     }
 
     /// Re-read the policies; on errors the ones in force stay (logged and

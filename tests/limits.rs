@@ -60,6 +60,27 @@ roles:
     access: {"*": allow}
 "#;
 
+const ADMIN_TOKEN: &str = "on-call-token-0123456789";
+
+/// One HTTP request to the admin endpoint: status and body.
+async fn admin(proxy: &Proxy, method: &str, path: &str, token: &str, body: &str) -> (u16, String) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(proxy.admin_addr.unwrap())
+        .await
+        .unwrap();
+    let req = format!(
+        "{method} {path} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {token}\r\n\
+         Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    s.write_all(req.as_bytes()).await.unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).await.unwrap();
+    let (head, body) = out.split_once("\r\n\r\n").unwrap();
+    let status = head.split_whitespace().nth(1).unwrap().parse().unwrap();
+    (status, body.to_string())
+}
+
 /// What the webhook receiver got.
 type Hooked = Arc<Mutex<Vec<serde_json::Value>>>;
 
@@ -102,12 +123,15 @@ async fn start() -> Env {
         "listen = \"127.0.0.1:0\"\nupstream = \"{}\"\npolicies = \"{}\"\n\
          [catalog]\nuser = \"pgwarden\"\npassword = \"pgwarden-catalog\"\n\
          [audit]\ndir = \"{}\"\nkey_file = \"{}\"\ndurability = \"async\"\n\
-         [[alerts.webhook]]\nurl = \"http://{hook}/alert\"\n",
+         [[alerts.webhook]]\nurl = \"http://{hook}/alert\"\n\
+         [admin]\nlisten = \"127.0.0.1:0\"\ntoken_file = \"{}\"\n",
         cluster().addr(),
         policies.display(),
         dir.path().join("trail").display(),
         dir.path().join("audit.key").display(),
+        dir.path().join("admin.token").display(),
     );
+    std::fs::write(dir.path().join("admin.token"), ADMIN_TOKEN).unwrap();
     let config = Config::parse(&text, Path::new("/tmp/limits.toml")).unwrap();
     let proxy = Proxy::start(config).await.expect("proxy starts");
     Env { proxy, dir, hooked }
@@ -488,13 +512,33 @@ async fn distinct_customers_are_counted_alerted_and_blocked() {
         .await
         .unwrap_err();
     assert_eq!(code(&e), "42501");
-    let blocks = env.proxy.context.limiter.blocks();
+    // On call: the block is listed (only with the token), and lifted.
+    let (status, _) = admin(&env.proxy, "GET", "/blocks", "wrong-token", "").await;
+    assert_eq!(status, 401);
+    let (status, body) = admin(&env.proxy, "GET", "/blocks", ADMIN_TOKEN, "").await;
+    assert_eq!(status, 200);
+    let blocks: Vec<serde_json::Value> = serde_json::from_str(&body).unwrap();
     assert!(
-        blocks
-            .iter()
-            .any(|b| b.user == "intern_sun" && b.rule == "distinct_subjects" && b.count == 100),
+        blocks.iter().any(|b| b["user"] == "intern_sun"
+            && b["rule"] == "distinct_subjects"
+            && b["count"] == 100
+            && b["limit"] == 100),
         "{blocks:?}"
     );
+    let (status, body) = admin(
+        &env.proxy,
+        "POST",
+        "/blocks/lift",
+        ADMIN_TOKEN,
+        r#"{"user": "intern_sun", "rule": "distinct_subjects"}"#,
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    assert!(body.contains("distinct_subjects"), "{body}");
+    let (_, body) = admin(&env.proxy, "GET", "/blocks", ADMIN_TOKEN, "").await;
+    assert_eq!(body, "[]");
+    // A new customer is shown again.
+    assert!(!c.query(&lookup, &[&ids[149]]).await.unwrap().is_empty());
     drop(c);
     drop(dba);
     env.proxy.shutdown().await;
@@ -507,4 +551,10 @@ async fn distinct_customers_are_counted_alerted_and_blocked() {
     assert_eq!(first["subjects"], 50);
     assert_eq!(first["blocked"], false);
     assert_eq!(alerts[1].detail.as_ref().unwrap()["blocked"], true);
+    let lifted: Vec<_> = records(&env.dir)
+        .into_iter()
+        .filter(|r| r.event == "block_lifted")
+        .collect();
+    assert_eq!(lifted.len(), 1);
+    assert_eq!(lifted[0].user.as_deref(), Some("intern_sun"));
 }

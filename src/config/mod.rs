@@ -62,6 +62,8 @@ pub struct Config {
     pub log: LogConfig,
     #[serde(default)]
     pub alerts: AlertsConfig,
+    #[serde(default)]
+    pub admin: AdminConfig,
     /// The file this configuration was read from (not a key of the file).
     #[serde(skip)]
     pub source: PathBuf,
@@ -277,6 +279,33 @@ pub struct AlertsConfig {
     pub webhook: Vec<HttpSinkConfig>,
 }
 
+/// The admin endpoint: list and lift blocks.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AdminConfig {
+    pub listen: Option<String>,
+    /// A file holding the bearer token callers must present.
+    pub token_file: Option<PathBuf>,
+}
+
+impl AdminConfig {
+    /// The token, trimmed; errors name what is wrong.
+    pub fn token(&self) -> Result<String, String> {
+        let p = self
+            .token_file
+            .as_ref()
+            .ok_or("the admin endpoint needs admin.token_file")?;
+        let t = read_secret(p)?.trim().to_string();
+        if t.len() < 16 {
+            return Err(format!(
+                "{}: the token must be at least 16 characters",
+                p.display()
+            ));
+        }
+        Ok(t)
+    }
+}
+
 /// Prometheus endpoint.
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -380,6 +409,12 @@ impl Config {
         split_host_port(&self.upstream).map_err(|m| self.invalid("upstream", m))?;
         if let Some(m) = &self.metrics.listen {
             parse_listen(m).map_err(|e| self.invalid("metrics.listen", e))?;
+        }
+        if let Some(m) = &self.admin.listen {
+            parse_listen(m).map_err(|e| self.invalid("admin.listen", e))?;
+            self.admin
+                .token()
+                .map_err(|e| self.invalid("admin.token_file", e))?;
         }
         if self.max_connections == 0 {
             return Err(self.invalid("max_connections", "must be at least 1"));

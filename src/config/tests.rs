@@ -112,3 +112,21 @@ fn audit_sinks_and_retention_are_checked() {
         "/nonexistent.pem",
     );
 }
+
+#[test]
+fn the_admin_endpoint_needs_a_real_token() {
+    let base = "listen = \"127.0.0.1:6432\"\nupstream = \"127.0.0.1:5432\"\n[admin]\nlisten = \"127.0.0.1:9189\"\n";
+    let e = parse(base).unwrap_err().to_string();
+    assert!(e.contains("admin.token_file"), "{e}");
+    let dir = tempfile::tempdir().unwrap();
+    let short = dir.path().join("short");
+    std::fs::write(&short, "abc\n").unwrap();
+    let e = parse(&format!("{base}token_file = \"{}\"\n", short.display()))
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("at least 16"), "{e}");
+    let good = dir.path().join("good");
+    std::fs::write(&good, "0123456789abcdef0123\n").unwrap();
+    let c = parse(&format!("{base}token_file = \"{}\"\n", good.display())).unwrap();
+    assert_eq!(c.admin.token().unwrap(), "0123456789abcdef0123");
+}
