@@ -35,6 +35,10 @@ pub struct Lift {
     pub rule: Option<String>,
 }
 
+fn unauthorized() -> Response {
+    (StatusCode::UNAUTHORIZED, "a valid bearer token is required\n").into_response()
+}
+
 fn json(value: &impl serde::Serialize) -> Response {
     match serde_json::to_vec(value) {
         Ok(body) => (
@@ -52,7 +56,7 @@ fn same(a: &[u8], b: &[u8]) -> bool {
 }
 
 impl Admin {
-    fn authorized(&self, headers: &HeaderMap, peer: SocketAddr) -> Result<(), Response> {
+    fn authorized(&self, headers: &HeaderMap, peer: SocketAddr) -> bool {
         let given = headers
             .get(axum::http::header::AUTHORIZATION)
             .and_then(|v| v.to_str().ok())
@@ -75,8 +79,8 @@ async fn blocks(
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     headers: HeaderMap,
 ) -> Response {
-    if let Err(r) = a.authorized(&headers, peer) {
-        return r;
+    if !a.authorized(&headers, peer) {
+        return unauthorized();
     }
     json(&a.ctx.limiter.blocks())
 }
@@ -87,8 +91,8 @@ async fn lift(
     headers: HeaderMap,
     body: String,
 ) -> Response {
-    if let Err(r) = a.authorized(&headers, peer) {
-        return r;
+    if !a.authorized(&headers, peer) {
+        return unauthorized();
     }
     let req: Lift = match serde_json::from_str(&body) {
         Ok(r) => r,
