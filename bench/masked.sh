@@ -110,6 +110,25 @@ run() {
     -h 127.0.0.1 -p "$port" -U "$user" postgres 2>/dev/null | awk '/^tps = / {print $3}'
 }
 
+# CPU_PER_QUERY=N: instead of throughput, pgwarden's own CPU time per
+# lookup (utime + stime from /proc) over N lookups per target, 1 client,
+# simple and prepared: the cost of each path without scheduling noise.
+if [ -n "${CPU_PER_QUERY:-}" ]; then
+  cpu() { awk '{print $14 + $15}' "/proc/$WARDEN_PID/stat"; }
+  tick=$(getconf CLK_TCK)
+  for mode in $MODES; do
+    for t in masked limited fullaccess; do
+      case $t in masked) user=agent;; limited) user=limited;; fullaccess) user=dba;; esac
+      before=$(cpu)
+      pgbench -n -f "$WORK/lookup.sql" -M "$mode" -c 1 -t "$CPU_PER_QUERY" \
+        -h 127.0.0.1 -p "$WARDEN_PORT" -U "$user" postgres >/dev/null 2>&1
+      after=$(cpu)
+      python3 -c "print(f'$mode $t: {($after - $before) / $tick / $CPU_PER_QUERY * 1e6:.1f} µs of pgwarden CPU per lookup')"
+    done
+  done
+  exit 0
+fi
+
 RESULTS="$WORK/results.tsv"
 : > "$RESULTS"
 for round in $(seq 1 "$ROUNDS"); do
