@@ -186,6 +186,23 @@ fn rows(msgs: &[SimpleQueryMessage]) -> usize {
         .count()
 }
 
+/// Read a simple query's rows as they stream, up to its end or its first
+/// error: the rows received, and the error.
+async fn stream_rows(c: &Client, sql: &str) -> (usize, Option<tokio_postgres::Error>) {
+    let stream = c.simple_query_raw(sql).await.unwrap();
+    futures_util::pin_mut!(stream);
+    let mut got = 0;
+    while let Some(m) = futures_util::StreamExt::next(&mut stream).await {
+        match m {
+            Ok(SimpleQueryMessage::Row(_)) => got += 1,
+            Ok(_) => {}
+            // The stream yields errors forever after the first.
+            Err(e) => return (got, Some(e)),
+        }
+    }
+    (got, None)
+}
+
 fn code(e: &tokio_postgres::Error) -> String {
     e.code().map(|c| c.code().to_string()).unwrap_or_default()
 }
@@ -205,20 +222,7 @@ async fn a_bulk_select_is_cut_at_rows_per_query() {
     let env = start().await;
     let c = env.connect("courier_zhao").await;
     let sql = "SELECT recipient_name, recipient_phone, recipient_address FROM shipments";
-    let mut got = 0;
-    let mut failed = None;
-    let stream = c.simple_query_raw(sql).await.unwrap();
-    futures_util::pin_mut!(stream);
-    while let Some(m) = futures_util::StreamExt::next(&mut stream).await {
-        match m {
-            Ok(SimpleQueryMessage::Row(_)) => got += 1,
-            Ok(_) => {}
-            Err(e) => {
-                failed = Some(e);
-                break;
-            }
-        }
-    }
+    let (got, failed) = stream_rows(&c, sql).await;
     let e = failed.expect("the export was stopped");
     assert_eq!(got, 200, "rows before the limit");
     assert_eq!(code(&e), "42501");
@@ -408,20 +412,7 @@ async fn cursors_portals_and_sql_execute_add_up_to_the_limit() {
     c.batch_execute("PREPARE p AS SELECT recipient_address FROM shipments")
         .await
         .unwrap();
-    let mut got = 0;
-    let stream = c.simple_query_raw("EXECUTE p").await.unwrap();
-    futures_util::pin_mut!(stream);
-    let mut failed = None;
-    while let Some(m) = futures_util::StreamExt::next(&mut stream).await {
-        match m {
-            Ok(SimpleQueryMessage::Row(_)) => got += 1,
-            Ok(_) => {}
-            Err(e) => {
-                failed = Some(e);
-                break;
-            }
-        }
-    }
+    let (got, failed) = stream_rows(&c, "EXECUTE p").await;
     assert_eq!(got, 200);
     assert_eq!(code(&failed.expect("EXECUTE was stopped")), "42501");
     drop(c);

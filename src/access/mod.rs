@@ -77,15 +77,8 @@ impl Gate {
         evidence: serde_json::Value,
         blocked: bool,
     ) {
-        self.alerts.raise(Alert {
-            rule,
-            user: login.user.to_string(),
-            role: role.name.clone(),
-            session: Some(login.session.to_string()),
-            client: Some(login.client.to_string()),
-            evidence,
-            blocked,
-        });
+        self.alerts
+            .raise(Alert::of(rule, *login, role, evidence, blocked));
     }
 
     fn refuse(

@@ -9,10 +9,10 @@
 //! [`DEDUP`] of an alert, more of the same only count, and the next alert carries that count
 //! (`detail.suppressed`), so one incident pages once.
 
+use crate::access::Login;
 use crate::audit::{AuditTrail, Record};
 use crate::metrics::Metrics;
 use crate::policy::Role;
-use crate::session::SessionInfo;
 use crate::ship::outbox::Outbox;
 use bytes::Bytes;
 use dashmap::DashMap;
@@ -40,20 +40,20 @@ pub struct Alert {
 }
 
 impl Alert {
-    /// An alert about `info`'s session under `role`.
+    /// An alert about `login`'s session under `role`.
     pub fn of(
         rule: &'static str,
-        info: &SessionInfo,
+        login: Login<'_>,
         role: &Role,
         evidence: serde_json::Value,
         blocked: bool,
     ) -> Alert {
         Alert {
             rule,
-            user: info.user.clone(),
+            user: login.user.to_string(),
             role: role.name.clone(),
-            session: Some(info.id.to_string()),
-            client: Some(info.client.to_string()),
+            session: Some(login.session.to_string()),
+            client: Some(login.client.to_string()),
             evidence,
             blocked,
         }

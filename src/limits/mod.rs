@@ -243,7 +243,7 @@ impl Limiter {
                 if alert_now {
                     self.alerts.raise(Alert::of(
                         "distinct_subjects",
-                        info,
+                        info.login(),
                         role,
                         evidence(n),
                         false,
@@ -254,7 +254,7 @@ impl Limiter {
             Seen::Refused(n) => {
                 self.alerts.raise(Alert::of(
                     "distinct_subjects",
-                    info,
+                    info.login(),
                     role,
                     evidence(n),
                     true,
@@ -345,7 +345,7 @@ impl Limiter {
     ) {
         self.alerts.raise(Alert::of(
             "classified_rows_per_hour",
-            info,
+            info.login(),
             role,
             evidence,
             blocked,

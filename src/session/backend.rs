@@ -20,6 +20,7 @@ use crate::limits::{Cap, Limiter};
 use crate::masking::notices::{self, Redaction};
 use crate::masking::rows::{self, Mismatch};
 use crate::net::{ClientWrite, UpstreamRead};
+use crate::policy::Policy;
 use bytes::BytesMut;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -176,8 +177,9 @@ struct ResultLimit {
     cap: Option<Cap>,
     rows: u64,
     alerted: bool,
-    /// Its rows count distinct subjects, by this column when known.
-    subjects: bool,
+    /// Its rows count distinct subjects (under this policy), by this
+    /// column when known.
+    subjects: Option<Arc<Policy>>,
     subject_field: Option<SubjectColumn>,
     /// The server sends that column in binary.
     subject_binary: bool,
@@ -342,7 +344,7 @@ impl Direction<'_> {
                 cap,
                 rows: 0,
                 alerted: false,
-                subjects: classified && Limiter::counts_subjects(role),
+                subjects: (classified && Limiter::counts_subjects(role)).then(|| policy.clone()),
                 subject_field,
                 subject_binary,
             });
@@ -374,7 +376,7 @@ impl Direction<'_> {
         .unwrap_or(cap.rows);
         self.ctx.limiter.alerts.raise(Alert::of(
             cap.rule,
-            self.info,
+            self.info.login(),
             role,
             serde_json::json!({ "limit": limit, "rows_sent": cap.rows, "sql": sql }),
             cap.block,
@@ -400,9 +402,7 @@ impl Direction<'_> {
     /// budget refuses a new subject.
     fn new_subject(&mut self, frame: &Frame) -> Option<String> {
         let r = self.result.as_ref()?;
-        if !r.subjects {
-            return None;
-        }
+        let policy = r.subjects.clone()?;
         // Without a known subject column (COPY, or a result the key is
         // not in), every row counts as a subject of its own.
         let subject = match (frame.tag, r.subject_field) {
@@ -413,7 +413,6 @@ impl Direction<'_> {
         }
         .unwrap_or_else(rand::random);
         let delivered = r.rows - 1;
-        let policy = self.ctx.policy.current();
         let role = policy.role_of(&self.info.user);
         let message = self
             .ctx
