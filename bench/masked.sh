@@ -9,6 +9,8 @@
 # Interleaved rounds, median TPS.
 #
 #   BENCH_SECONDS=15 ROUNDS=3 bench/masked.sh
+#   CPU_PER_QUERY=20000 ROUNDS=5 bench/masked.sh        # CPU µs per lookup
+#   CPU_PER_QUERY=2000 ROWS=100 ROUNDS=5 bench/masked.sh # per 100-row read
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -73,10 +75,20 @@ roles:
     users: [dba]
     access: {"*": allow}
 YAML
-cat > "$WORK/lookup.sql" <<'SQL'
+# ROWS=N reads N consecutive customers per lookup instead of one, to
+# show the per-row share of each path.
+ROWS=${ROWS:-1}
+if [ "$ROWS" = 1 ]; then
+  cat > "$WORK/lookup.sql" <<'SQL'
 \set id random(1, 100000)
 SELECT id, name, phone, city FROM customers WHERE id = :id;
 SQL
+else
+  cat > "$WORK/lookup.sql" <<SQL
+\\set id random(1, $(( 100001 - ROWS )))
+SELECT id, name, phone, city FROM customers WHERE id BETWEEN :id AND :id + $(( ROWS - 1 ));
+SQL
+fi
 start_relay "$RELAY_PORT" "$PG_PORT"
 cat > "$WORK/pgwarden.toml" <<CFG
 listen = "127.0.0.1:$WARDEN_PORT"
@@ -111,21 +123,44 @@ run() {
 }
 
 # CPU_PER_QUERY=N: instead of throughput, pgwarden's own CPU time per
-# lookup (utime + stime from /proc) over N lookups per target, 1 client,
-# simple and prepared: the cost of each path without scheduling noise.
+# lookup (utime + stime from /proc) over N lookups per client and target
+# (CPU_CLIENTS clients, 1 by default), simple and prepared: the cost of
+# each path without scheduling noise.
+# ROUNDS rounds, targets in a rotating order, median per target.
 if [ -n "${CPU_PER_QUERY:-}" ]; then
+  CPU_CLIENTS=${CPU_CLIENTS:-1}
   cpu() { awk '{print $14 + $15}' "/proc/$WARDEN_PID/stat"; }
   tick=$(getconf CLK_TCK)
-  for mode in $MODES; do
-    for t in masked limited fullaccess; do
-      case $t in masked) user=agent;; limited) user=limited;; fullaccess) user=dba;; esac
-      before=$(cpu)
-      pgbench -n -f "$WORK/lookup.sql" -M "$mode" -c 1 -t "$CPU_PER_QUERY" \
-        -h 127.0.0.1 -p "$WARDEN_PORT" -U "$user" postgres >/dev/null 2>&1
-      after=$(cpu)
-      python3 -c "print(f'$mode $t: {($after - $before) / $tick / $CPU_PER_QUERY * 1e6:.1f} µs of pgwarden CPU per lookup')"
+  CPU_RESULTS="$WORK/cpu.tsv"
+  : > "$CPU_RESULTS"
+  targets=(masked limited fullaccess)
+  for round in $(seq 1 "$ROUNDS"); do
+    for mode in $MODES; do
+      for ((k = 0; k < 3; k++)); do
+        t=${targets[$(( (k + round) % 3 ))]}
+        case $t in masked) user=agent;; limited) user=limited;; fullaccess) user=dba;; esac
+        before=$(cpu)
+        pgbench -n -f "$WORK/lookup.sql" -M "$mode" -c "$CPU_CLIENTS" -j "$(( CPU_CLIENTS < 2 ? CPU_CLIENTS : 2 ))" \
+          -t "$CPU_PER_QUERY" -h 127.0.0.1 -p "$WARDEN_PORT" -U "$user" postgres >/dev/null 2>&1
+        after=$(cpu)
+        us=$(python3 -c "print(f'{($after - $before) / $tick / ($CPU_PER_QUERY * $CPU_CLIENTS) * 1e6:.1f}')")
+        printf '%s\t%s\t%s\n' "$mode" "$t" "$us" >> "$CPU_RESULTS"
+        printf 'round %s  %-8s %-10s %6s µs of pgwarden CPU per lookup\n' "$round" "$mode" "$t" "$us" >&2
+      done
     done
   done
+  python3 - "$CPU_RESULTS" <<'PY'
+import sys, statistics, collections
+rows = [l.split('\t') for l in open(sys.argv[1]).read().strip().split('\n')]
+by = collections.defaultdict(list)
+for mode, t, us in rows:
+    by[(mode, t)].append(float(us))
+print("| mode | masked | masked + limits | limits cost | full access |")
+print("|---|---|---|---|---|")
+for mode in dict.fromkeys(k[0] for k in by):
+    m = {t: statistics.median(by[(mode, t)]) for t in ("masked", "limited", "fullaccess")}
+    print(f"| {mode} | {m['masked']:.1f} µs | {m['limited']:.1f} µs | {m['limited'] - m['masked']:+.1f} µs | {m['fullaccess']:.1f} µs |")
+PY
   exit 0
 fi
 

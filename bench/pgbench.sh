@@ -5,6 +5,7 @@
 # each setting, ROUNDS times) and the median TPS of each is reported.
 #
 #   BENCH_SECONDS=15 ROUNDS=3 SCALE=10 bench/pgbench.sh
+#   CPU_PER_TX=10000 ROUNDS=2 bench/pgbench.sh   # proxy CPU per transaction
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -76,6 +77,34 @@ WARDEN_PID=$!
 sleep 1
 
 port_of() { case $1 in direct) echo "$PG_PORT";; relay) echo "$RELAY_PORT";; pgbouncer) echo "$BOUNCER_PORT";; pgwarden) echo "$WARDEN_PORT";; esac; }
+
+# CPU_PER_TX=N: instead of throughput, each proxy's own CPU time and
+# context switches per transaction over N transactions per client (utime +
+# stime and voluntary + involuntary switches of all its threads, from
+# /proc), for every mode and client count, ROUNDS times in rotating order.
+if [ -n "${CPU_PER_TX:-}" ]; then
+  pid_of() { case $1 in relay) echo "$HAPROXY_PID";; pgbouncer) cat "$WORK/pgbouncer.pid";; pgwarden) echo "$WARDEN_PID";; esac; }
+  cpu() { awk '{print $14 + $15}' "/proc/$1/stat"; }
+  switches() { cat /proc/"$1"/task/*/status | awk '/ctxt_switches/ {n += $2} END {print n}'; }
+  tick=$(getconf CLK_TCK)
+  proxies=(relay pgbouncer pgwarden)
+  for round in $(seq 1 "$ROUNDS"); do
+    for mode in $MODES; do
+      for c in $CLIENTS; do
+        for ((k = 0; k < 3; k++)); do
+          t=${proxies[$(( (k + round) % 3 ))]}
+          pid=$(pid_of "$t")
+          c0=$(cpu "$pid"); s0=$(switches "$pid")
+          pgbench -n -S -M "$mode" -c "$c" -j "$(( c < 2 ? c : 2 ))" -t "$CPU_PER_TX" \
+            -h 127.0.0.1 -p "$(port_of "$t")" -U postgres postgres >/dev/null 2>&1
+          c1=$(cpu "$pid"); s1=$(switches "$pid")
+          python3 -c "n = $CPU_PER_TX * $c; print(f'round $round  $mode c=$c  $t: {($c1 - $c0) / $tick / n * 1e6:.1f} µs CPU, {($s1 - $s0) / n:.2f} context switches per transaction')"
+        done
+      done
+    done
+  done
+  exit 0
+fi
 
 RESULTS="$WORK/results.tsv"
 : > "$RESULTS"

@@ -209,7 +209,12 @@ impl Limiter {
         let now = minute_now();
         let window = u64::from(budget.window_minutes);
         let (seen, alert_now, frees) = {
-            let mut s = self.subjects.entry(info.user.clone()).or_default();
+            // Looked up before inserting: the user's name is copied only
+            // for their first subject, not for every row.
+            let mut s = match self.subjects.get_mut(info.user.as_str()) {
+                Some(s) => s,
+                None => self.subjects.entry(info.user.clone()).or_default(),
+            };
             if s.role != role.name {
                 s.role = role.name.clone();
             }
@@ -227,7 +232,11 @@ impl Limiter {
                     _ => {}
                 }
             }
-            (seen, alert_now, s.window.frees_at(window))
+            let frees = match seen {
+                Seen::Refused(_) => s.window.frees_at(window),
+                _ => None,
+            };
+            (seen, alert_now, frees)
         };
         let evidence = |n: usize| {
             serde_json::json!({

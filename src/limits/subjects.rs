@@ -7,15 +7,38 @@
 //! lookups of different customers count like one thousand-row export.
 
 use std::collections::{HashMap, VecDeque};
+use std::hash::{BuildHasherDefault, Hasher};
 
 /// Most subjects remembered per user, whatever the thresholds: bounds
 /// memory when a role only alerts.
 pub const MAX_REMEMBERED: usize = 200_000;
 
+/// Subject ids are already the output of a keyed hash: the map uses them
+/// as they are instead of hashing them again.
+#[derive(Debug, Default)]
+struct SubjectIdHasher(u64);
+
+impl Hasher for SubjectIdHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        // Only u64 keys are hashed here; fold anything else in case.
+        for &b in bytes {
+            self.0 = self.0.rotate_left(8) ^ u64::from(b);
+        }
+    }
+
+    fn write_u64(&mut self, n: u64) {
+        self.0 = n;
+    }
+}
+
 /// The subjects of one user, each with the minute it was last seen.
 #[derive(Debug, Default)]
 pub struct SubjectWindow {
-    last_seen: HashMap<u64, u64>,
+    last_seen: HashMap<u64, u64, BuildHasherDefault<SubjectIdHasher>>,
     /// (minute, subject) in the order seen; stale pairs are skipped.
     order: VecDeque<(u64, u64)>,
     /// An alert was raised for this crossing of the alert threshold.
@@ -62,6 +85,7 @@ impl SubjectWindow {
             if *m != now {
                 *m = now;
                 self.order.push_back((now, subject));
+                self.compact();
             }
             return Seen::Again;
         }
@@ -75,6 +99,16 @@ impl SubjectWindow {
         self.last_seen.insert(subject, now);
         self.order.push_back((now, subject));
         Seen::New(n + 1)
+    }
+
+    /// Drop stale (minute, subject) pairs once they outnumber the live
+    /// ones: subjects seen again every minute would otherwise grow the
+    /// order queue by one pair each per minute of the window.
+    fn compact(&mut self) {
+        if self.order.len() > 2 * self.last_seen.len() + 1024 {
+            let last_seen = &self.last_seen;
+            self.order.retain(|(m, s)| last_seen.get(s) == Some(m));
+        }
     }
 
     /// The minute from which the window has room for one more subject.
@@ -118,5 +152,20 @@ mod tests {
         assert_eq!(w.len(), 2);
         w.expire(163, 60);
         assert_eq!(w.len(), 1);
+    }
+
+    #[test]
+    fn subjects_seen_every_minute_do_not_grow_the_queue() {
+        let mut w = SubjectWindow::default();
+        for minute in 0..600 {
+            for subject in 0..100 {
+                assert_ne!(w.see(subject, minute, None), Seen::Refused(100));
+            }
+            w.expire(minute, 60);
+        }
+        assert_eq!(w.len(), 100);
+        assert!(w.order.len() <= 2 * 100 + 1024 + 1, "{}", w.order.len());
+        // The oldest live pair is still found after compaction.
+        assert_eq!(w.frees_at(60), Some(599 + 60));
     }
 }
