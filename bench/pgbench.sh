@@ -86,6 +86,11 @@ if [ -n "${CPU_PER_TX:-}" ]; then
   pid_of() { case $1 in relay) echo "$HAPROXY_PID";; pgbouncer) cat "$WORK/pgbouncer.pid";; pgwarden) echo "$WARDEN_PID";; esac; }
   cpu() { awk '{print $14 + $15}' "/proc/$1/stat"; }
   switches() { cat /proc/"$1"/task/*/status | awk '/ctxt_switches/ {n += $2} END {print n}'; }
+  # Busy and idle ticks of the whole machine (all CPUs), and the CPU of
+  # the server's exited backends (the postmaster's reaped children).
+  machine() { awk '/^cpu / {print $2 + $3 + $4 + $7 + $8, $5 + $6}' /proc/stat; }
+  children() { awk '{print $16 + $17}' "/proc/$1/stat"; }
+  pg=$(head -1 "$WORK/data/postmaster.pid")
   tick=$(getconf CLK_TCK)
   proxies=(relay pgbouncer pgwarden)
   for round in $(seq 1 "$ROUNDS"); do
@@ -94,11 +99,17 @@ if [ -n "${CPU_PER_TX:-}" ]; then
         for ((k = 0; k < 3; k++)); do
           t=${proxies[$(( (k + round) % 3 ))]}
           pid=$(pid_of "$t")
-          c0=$(cpu "$pid"); s0=$(switches "$pid")
+          [ -n "${STRACE:-}" ] && { strace -c -f -o "/tmp/strace-$t-$mode.txt" -p "$pid" 2>/dev/null & STRACE_PID=$!; sleep 1; }
+          c0=$(cpu "$pid"); s0=$(switches "$pid"); read -r -a m0 <<< "$(machine)"; p0=$(children "$pg")
           pgbench -n -S -M "$mode" -c "$c" -j "$(( c < 2 ? c : 2 ))" -t "$CPU_PER_TX" \
             -h 127.0.0.1 -p "$(port_of "$t")" -U postgres postgres >/dev/null 2>&1
-          c1=$(cpu "$pid"); s1=$(switches "$pid")
-          python3 -c "n = $CPU_PER_TX * $c; print(f'round $round  $mode c=$c  $t: {($c1 - $c0) / $tick / n * 1e6:.1f} µs CPU, {($s1 - $s0) / n:.2f} context switches per transaction')"
+          c1=$(cpu "$pid"); s1=$(switches "$pid"); read -r -a m1 <<< "$(machine)"; p1=$(children "$pg")
+          [ -n "${STRACE:-}" ] && { kill -INT "$STRACE_PID"; wait "$STRACE_PID" || true; }
+          python3 -c "
+n = $CPU_PER_TX * $c
+us = lambda ticks: ticks / $tick / n * 1e6
+print(f'round $round  $mode c=$c  $t: proxy {us($c1 - $c0):.1f} µs CPU and {($s1 - $s0) / n:.2f} context switches, '
+      f'server backends {us($p1 - $p0):.1f} µs, machine busy {us(${m1[0]} - ${m0[0]}):.1f} µs, idle {us(${m1[1]} - ${m0[1]}):.1f} µs per transaction')"
         done
       done
     done
