@@ -6,6 +6,7 @@
 #
 #   BENCH_SECONDS=15 ROUNDS=3 SCALE=10 bench/pgbench.sh
 #   CPU_PER_TX=10000 ROUNDS=2 bench/pgbench.sh   # proxy CPU per transaction
+#   STRACE=1 CPU_PER_TX=5000 ROUNDS=1 bench/pgbench.sh  # + syscall counts in /tmp/strace-*.txt
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
