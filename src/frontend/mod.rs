@@ -55,7 +55,23 @@ impl FrontendMessage {
                 })
             }
             b'p' => Ok(FrontendMessage::Password),
-            b'P' | b'B' | b'D' | b'E' | b'C' | b'S' | b'H' | b'X' | b'c' | b'f' => {
+            // Messages that are only a type and a length: nothing to
+            // decode beyond checking that the body is empty.
+            b'S' | b'H' | b'X' | b'c' => {
+                if !frame.body().is_empty() {
+                    return Err(DecodeError::new(
+                        frame.tag,
+                        "trailing bytes after the message",
+                    ));
+                }
+                Ok(match frame.tag {
+                    b'S' => FrontendMessage::Sync,
+                    b'H' => FrontendMessage::Flush,
+                    b'X' => FrontendMessage::Terminate,
+                    _ => FrontendMessage::CopyDone,
+                })
+            }
+            b'P' | b'B' | b'D' | b'E' | b'C' | b'f' => {
                 let msg = decode_frame(frame, ctx, PgWireFrontendMessage::decode)?;
                 Ok(match msg {
                     PgWireFrontendMessage::Parse(p) => FrontendMessage::Parse(p),

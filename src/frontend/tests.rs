@@ -52,6 +52,23 @@ fn decodes_extended_messages() {
 }
 
 #[test]
+fn bodyless_messages_decode_and_refuse_a_body() {
+    for (raw, want) in [
+        (&b"S\0\0\0\x04"[..], "Sync"),
+        (b"H\0\0\0\x04", "Flush"),
+        (b"X\0\0\0\x04", "Terminate"),
+        (b"c\0\0\0\x04", "CopyDone"),
+    ] {
+        let m = FrontendMessage::decode(&frame(raw), &context()).unwrap();
+        assert_eq!(format!("{m:?}"), want);
+        let mut with_body = raw.to_vec();
+        with_body[4] = 5;
+        with_body.push(0);
+        assert!(FrontendMessage::decode(&frame(&with_body), &context()).is_err());
+    }
+}
+
+#[test]
 fn unknown_type_is_refused() {
     assert!(FrontendMessage::decode(&frame(b"z\0\0\0\x04"), &context()).is_err());
 }

@@ -56,6 +56,8 @@ pub async fn run(
         cancel_due: false,
         described: None,
     };
+    // Registered once and renewed only after it fires, not once per read.
+    let mut reply_pushed = std::pin::pin!(pending.reply_pushed());
     loop {
         // Every response in `buf` answers a request whose expectation was
         // queued before the request was written: one drain per read suffices.
@@ -131,7 +133,8 @@ pub async fn run(
                     return Err(Error::UpstreamClosed);
                 }
             }
-            _ = pending.reply_pushed() => {
+            _ = reply_pushed.as_mut() => {
+                reply_pushed.set(pending.reply_pushed());
                 pending.drain_into(direction.tracker);
                 release_replies(direction.tracker, &mut out);
             }
