@@ -34,3 +34,6 @@ CFG
   haproxy -f "$WORK/haproxy.cfg" >/dev/null 2>&1 &
   HAPROXY_PID=$!
 }
+
+# cpu_ticks PID: user + system CPU time of a process so far, in clock ticks.
+cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }

@@ -129,7 +129,6 @@ run() {
 # ROUNDS rounds, targets in a rotating order, median per target.
 if [ -n "${CPU_PER_QUERY:-}" ]; then
   CPU_CLIENTS=${CPU_CLIENTS:-1}
-  cpu() { awk '{print $14 + $15}' "/proc/$WARDEN_PID/stat"; }
   tick=$(getconf CLK_TCK)
   CPU_RESULTS="$WORK/cpu.tsv"
   : > "$CPU_RESULTS"
@@ -139,10 +138,10 @@ if [ -n "${CPU_PER_QUERY:-}" ]; then
       for ((k = 0; k < 3; k++)); do
         t=${targets[$(( (k + round) % 3 ))]}
         case $t in masked) user=agent;; limited) user=limited;; fullaccess) user=dba;; esac
-        before=$(cpu)
+        before=$(cpu_ticks "$WARDEN_PID")
         pgbench -n -f "$WORK/lookup.sql" -M "$mode" -c "$CPU_CLIENTS" -j "$(( CPU_CLIENTS < 2 ? CPU_CLIENTS : 2 ))" \
           -t "$CPU_PER_QUERY" -h 127.0.0.1 -p "$WARDEN_PORT" -U "$user" postgres >/dev/null 2>&1
-        after=$(cpu)
+        after=$(cpu_ticks "$WARDEN_PID")
         us=$(python3 -c "print(f'{($after - $before) / $tick / ($CPU_PER_QUERY * $CPU_CLIENTS) * 1e6:.1f}')")
         printf '%s\t%s\t%s\n' "$mode" "$t" "$us" >> "$CPU_RESULTS"
         printf 'round %s  %-8s %-10s %6s µs of pgwarden CPU per lookup\n' "$round" "$mode" "$t" "$us" >&2

@@ -85,7 +85,6 @@ port_of() { case $1 in direct) echo "$PG_PORT";; relay) echo "$RELAY_PORT";; pgb
 # /proc), for every mode and client count, ROUNDS times in rotating order.
 if [ -n "${CPU_PER_TX:-}" ]; then
   pid_of() { case $1 in relay) echo "$HAPROXY_PID";; pgbouncer) cat "$WORK/pgbouncer.pid";; pgwarden) echo "$WARDEN_PID";; esac; }
-  cpu() { awk '{print $14 + $15}' "/proc/$1/stat"; }
   switches() { cat /proc/"$1"/task/*/status | awk '/ctxt_switches/ {n += $2} END {print n}'; }
   # Busy and idle ticks of the whole machine (all CPUs), and the CPU of
   # the server's exited backends (the postmaster's reaped children).
@@ -101,10 +100,10 @@ if [ -n "${CPU_PER_TX:-}" ]; then
           t=${proxies[$(( (k + round) % 3 ))]}
           pid=$(pid_of "$t")
           [ -n "${STRACE:-}" ] && { strace -c -f -o "/tmp/strace-$t-$mode.txt" -p "$pid" 2>/dev/null & STRACE_PID=$!; sleep 1; }
-          c0=$(cpu "$pid"); s0=$(switches "$pid"); read -r -a m0 <<< "$(machine)"; p0=$(children "$pg")
+          c0=$(cpu_ticks "$pid"); s0=$(switches "$pid"); read -r -a m0 <<< "$(machine)"; p0=$(children "$pg")
           pgbench -n -S -M "$mode" -c "$c" -j "$(( c < 2 ? c : 2 ))" -t "$CPU_PER_TX" \
             -h 127.0.0.1 -p "$(port_of "$t")" -U postgres postgres >/dev/null 2>&1
-          c1=$(cpu "$pid"); s1=$(switches "$pid"); read -r -a m1 <<< "$(machine)"; p1=$(children "$pg")
+          c1=$(cpu_ticks "$pid"); s1=$(switches "$pid"); read -r -a m1 <<< "$(machine)"; p1=$(children "$pg")
           [ -n "${STRACE:-}" ] && { kill -INT "$STRACE_PID"; wait "$STRACE_PID" || true; }
           python3 -c "
 n = $CPU_PER_TX * $c

@@ -366,13 +366,16 @@ async fn forward_cancel(ctx: &ProxyContext, pid: i32, secret: &bytes::Bytes) {
         debug!(pid, "cancel request with an unknown key ignored");
         return;
     };
-    match upstream::cancel(ctx, pid, &server_secret).await {
-        Ok(()) => {
+    match upstream::send_cancel(ctx, pid, &server_secret).await {
+        Ok(sent) => {
+            // Counted once written: the client may see its statement
+            // cancelled before the server's confirmation reaches here.
             ctx.metrics
                 .cancel_requests
                 .with_label_values(&["forwarded"])
                 .inc();
             info!(pid, "cancel request forwarded");
+            sent.confirmed().await;
         }
         Err(e) => {
             ctx.metrics

@@ -87,22 +87,38 @@ async fn negotiate_tls(
     }
 }
 
-/// Send a CancelRequest for server backend `pid` with the server's secret.
+/// Send a CancelRequest for server backend `pid` with the server's secret,
+/// then wait (briefly) for the server to confirm it.
 pub async fn cancel(ctx: &ProxyContext, pid: i32, secret: &[u8]) -> Result<(), Error> {
+    let sent = send_cancel(ctx, pid, secret).await?;
+    sent.confirmed().await;
+    Ok(())
+}
+
+/// A CancelRequest written to the server, not yet confirmed.
+pub struct SentCancel(FramedIo<UpstreamStream>);
+
+/// Write a CancelRequest for server backend `pid` with the server's secret.
+pub async fn send_cancel(ctx: &ProxyContext, pid: i32, secret: &[u8]) -> Result<SentCancel, Error> {
     let mut conn = connect(ctx).await?;
     conn.send(&encode_cancel_request(pid, secret))
         .await
         .map_err(Error::Connect)?;
-    // The server answers nothing and closes the connection once it has
-    // signalled the backend: wait for that (briefly), so that whoever
-    // asked for the cancel can tell the signal went out before the
-    // session's next statement does.
-    let mut sink = [0u8; 64];
-    let _ = tokio::time::timeout(CANCEL_CONFIRM, async {
-        while matches!(conn.io.read(&mut sink).await, Ok(n) if n > 0) {}
-    })
-    .await;
-    Ok(())
+    Ok(SentCancel(conn))
+}
+
+impl SentCancel {
+    /// The server answers nothing and closes the connection once it has
+    /// signalled the backend: wait for that (briefly), so that whoever
+    /// asked for the cancel can tell the signal went out before the
+    /// session's next statement does.
+    pub async fn confirmed(mut self) {
+        let mut sink = [0u8; 64];
+        let _ = tokio::time::timeout(CANCEL_CONFIRM, async {
+            while matches!(self.0.io.read(&mut sink).await, Ok(n) if n > 0) {}
+        })
+        .await;
+    }
 }
 
 /// How long a cancel waits for the server to close its connection.
