@@ -39,23 +39,15 @@ async fn scram_md5_and_cleartext_logins_relay() {
 #[tokio::test]
 async fn psql_logs_in_with_scram_at_default_settings() {
     let proxy = start_proxy("").await;
-    let out = tokio::process::Command::new("psql")
-        .args(["-X", "-A", "-t", "-c", "select current_user, 6 * 7"])
-        .arg(format!(
-            "postgresql://{}@127.0.0.1:{}/app",
-            SCRAM_USER.0,
-            proxy.addr.port()
-        ))
-        .env("PGPASSWORD", SCRAM_USER.1)
-        .output()
-        .await
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    let url = format!(
+        "postgresql://{}@127.0.0.1:{}/app",
+        SCRAM_USER.0,
+        proxy.addr.port()
     );
-    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "alice|42");
+    assert_eq!(
+        psql_ok(&url, SCRAM_USER.1, "select current_user, 6 * 7").await,
+        "alice|42"
+    );
     let out = tokio::process::Command::new("psql")
         .args(["-X", "-c", "select 1"])
         .arg(format!(
@@ -99,24 +91,16 @@ async fn client_tls_with_rustls_and_psql() {
     assert!(error_text(&err).contains("requires TLS"), "{err:?}");
 
     // psql with sslmode=verify-full against the test CA.
-    let out = tokio::process::Command::new("psql")
-        .args(["-X", "-A", "-t", "-c", "select 'tls ok'"])
-        .arg(format!(
-            "postgresql://{}@localhost:{}/app?sslmode=verify-full&sslrootcert={}",
-            SCRAM_USER.0,
-            proxy.addr.port(),
-            fixture().certs.ca.display()
-        ))
-        .env("PGPASSWORD", SCRAM_USER.1)
-        .output()
-        .await
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    let url = format!(
+        "postgresql://{}@localhost:{}/app?sslmode=verify-full&sslrootcert={}",
+        SCRAM_USER.0,
+        proxy.addr.port(),
+        fixture().certs.ca.display()
     );
-    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "tls ok");
+    assert_eq!(
+        psql_ok(&url, SCRAM_USER.1, "select 'tls ok'").await,
+        "tls ok"
+    );
 }
 
 #[tokio::test]

@@ -242,6 +242,17 @@ async fn reqwest_lite(port: u16) -> String {
     out
 }
 
+/// Run `pgwarden <args> --config <config>` to completion.
+async fn pgwarden(args: &[&str], config: &Path) -> std::process::Output {
+    Command::new(pgwarden_bin())
+        .args(args)
+        .arg("--config")
+        .arg(config)
+        .output()
+        .await
+        .unwrap()
+}
+
 #[tokio::test]
 async fn policy_check_names_file_line_and_key() {
     let dir = tempfile::tempdir().unwrap();
@@ -249,12 +260,7 @@ async fn policy_check_names_file_line_and_key() {
         dir.path(),
         "listen = \"127.0.0.1:6432\"\nupstream = \"127.0.0.1:5432\"\n",
     );
-    let out = Command::new(pgwarden_bin())
-        .args(["policy", "check", "--config"])
-        .arg(&good)
-        .output()
-        .await
-        .unwrap();
+    let out = pgwarden(&["policy", "check"], &good).await;
     assert!(
         out.status.success(),
         "{}",
@@ -265,12 +271,7 @@ async fn policy_check_names_file_line_and_key() {
         dir.path(),
         "listen = \"127.0.0.1:6432\"\nupstream = \"127.0.0.1:5432\"\n\n[audit]\nfsync = true\n",
     );
-    let out = Command::new(pgwarden_bin())
-        .args(["policy", "check", "--config"])
-        .arg(&bad)
-        .output()
-        .await
-        .unwrap();
+    let out = pgwarden(&["policy", "check"], &bad).await;
     assert_eq!(out.status.code(), Some(2));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
@@ -279,12 +280,7 @@ async fn policy_check_names_file_line_and_key() {
     );
 
     let missing = dir.path().join("absent.toml");
-    let out = Command::new(pgwarden_bin())
-        .args(["run", "--config"])
-        .arg(&missing)
-        .output()
-        .await
-        .unwrap();
+    let out = pgwarden(&["run"], &missing).await;
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("absent.toml"));
 
@@ -292,12 +288,7 @@ async fn policy_check_names_file_line_and_key() {
         dir.path(),
         "listen = \"127.0.0.1:6432\"\nupstream = \"127.0.0.1:5432\"\n[masking]\nhash_key_file = \"/nonexistent/hash.key\"\n",
     );
-    let out = Command::new(pgwarden_bin())
-        .args(["run", "--config"])
-        .arg(&bad_key)
-        .output()
-        .await
-        .unwrap();
+    let out = pgwarden(&["run"], &bad_key).await;
     assert_eq!(out.status.code(), Some(2));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
@@ -320,12 +311,7 @@ async fn policy_check_reports_every_policy_error() {
         dir.path(),
         "listen = \"127.0.0.1:6432\"\nupstream = \"127.0.0.1:5432\"\npolicies = \"policies\"\n",
     );
-    let out = Command::new(pgwarden_bin())
-        .args(["policy", "check", "--config"])
-        .arg(&cfg)
-        .output()
-        .await
-        .unwrap();
+    let out = pgwarden(&["policy", "check"], &cfg).await;
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(
         out.status.success(),
@@ -342,12 +328,7 @@ async fn policy_check_reports_every_policy_error() {
         "classify:\n  public.customers:\n    phone: email\nroles:\n  auditors:\n    users: [agent_li]\n    access:\n      phone: peek\n",
     )
     .unwrap();
-    let out = Command::new(pgwarden_bin())
-        .args(["policy", "check", "--config"])
-        .arg(&cfg)
-        .output()
-        .await
-        .unwrap();
+    let out = pgwarden(&["policy", "check"], &cfg).await;
     assert_eq!(out.status.code(), Some(2));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(

@@ -65,23 +65,15 @@ async fn md5_and_scram_users_with_psql_and_wrong_passwords() {
             .get(0);
         assert_eq!(who, user.0);
     }
-    let out = tokio::process::Command::new("psql")
-        .args(["-X", "-A", "-t", "-c", "select current_user"])
-        .arg(format!(
-            "postgresql://{}@127.0.0.1:{}/app",
-            SCRAM_USER.0,
-            proxy.addr.port()
-        ))
-        .env("PGPASSWORD", SCRAM_USER.1)
-        .output()
-        .await
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    let url = format!(
+        "postgresql://{}@127.0.0.1:{}/app",
+        SCRAM_USER.0,
+        proxy.addr.port()
     );
-    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), SCRAM_USER.0);
+    assert_eq!(
+        psql_ok(&url, SCRAM_USER.1, "select current_user").await,
+        SCRAM_USER.0
+    );
 
     // Wrong password and unknown login get the same answer.
     let wrong = pg_config(&proxy, (SCRAM_USER.0, "nope"), "app")

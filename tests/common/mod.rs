@@ -210,6 +210,23 @@ pub fn metric(text: &str, name: &str) -> f64 {
         .unwrap_or(0.0)
 }
 
+/// Run `psql -X -A -t -c <sql> <url>` with `password`, assert that it
+/// succeeded, and return its trimmed output.
+pub async fn psql_ok(url: &str, password: &str, sql: &str) -> String {
+    let out = tokio::process::Command::new("psql")
+        .args(["-X", "-A", "-t", "-c", sql, url])
+        .env("PGPASSWORD", password)
+        .output()
+        .await
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
 /// Path of the pgwarden binary built for the tests.
 pub fn pgwarden_bin() -> &'static str {
     env!("CARGO_BIN_EXE_pgwarden")
