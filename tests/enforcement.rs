@@ -4,6 +4,9 @@
 //! scans it for classified values (phones, ID numbers, bank cards, emails,
 //! addresses, credit reports) the role may not see as stored.
 
+mod common;
+
+use common::connect_employee;
 use pgwarden::Proxy;
 use pgwarden::config::Config;
 use pgwarden::demo::{DATABASE, postgres::PgCluster, start_sample_cluster};
@@ -12,7 +15,7 @@ use std::path::Path;
 use std::sync::{Arc, Mutex, OnceLock};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
-use tokio_postgres::{Client, NoTls, SimpleQueryMessage};
+use tokio_postgres::{Client, SimpleQueryMessage};
 
 struct Setup {
     cluster: PgCluster,
@@ -189,7 +192,7 @@ async fn start_config(policies: &Path, extra: &str) -> Env {
 impl Env {
     /// Connect through the tap (and so through the proxy).
     async fn connect(&self, user: &str) -> Client {
-        connect_port(self.port, user).await
+        connect_employee(self.port, user).await
     }
 
     /// Assert that nothing the role may not see came back.
@@ -203,21 +206,6 @@ impl Env {
             &found[..found.len().min(5)]
         );
     }
-}
-
-/// A sample employee (password = login) on 127.0.0.1:`port`.
-async fn connect_port(port: u16, user: &str) -> Client {
-    let (client, conn) = tokio_postgres::Config::new()
-        .host("127.0.0.1")
-        .port(port)
-        .user(user)
-        .password(user)
-        .dbname(DATABASE)
-        .connect(NoTls)
-        .await
-        .unwrap_or_else(|e| panic!("{user} connects: {e}"));
-    tokio::spawn(conn);
-    client
 }
 
 fn code(e: &tokio_postgres::Error) -> String {
@@ -611,7 +599,7 @@ async fn lookup_by_equality_works_and_other_predicates_do_not() {
         .unwrap()
         .parse()
         .unwrap();
-    let direct = connect_port(server_port, "dba_zhang").await;
+    let direct = connect_employee(server_port, "dba_zhang").await;
     let phone: String = direct
         .query_one("SELECT phone FROM customers WHERE id = 42", &[])
         .await

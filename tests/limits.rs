@@ -4,13 +4,16 @@
 //! lookups) is refused once `classified_rows_per_hour` is spent; each
 //! raises an alert in the trail, the metrics and a webhook.
 
+mod common;
+
+use common::connect_employee;
 use pgwarden::Proxy;
 use pgwarden::audit::{Record, search};
 use pgwarden::config::Config;
-use pgwarden::demo::{DATABASE, postgres::PgCluster, start_sample_cluster};
+use pgwarden::demo::{postgres::PgCluster, start_sample_cluster};
 use std::path::Path;
 use std::sync::{Arc, Mutex, OnceLock};
-use tokio_postgres::{Client, NoTls, SimpleQueryMessage};
+use tokio_postgres::{Client, SimpleQueryMessage};
 
 static CLUSTER: OnceLock<PgCluster> = OnceLock::new();
 
@@ -139,17 +142,7 @@ async fn start() -> Env {
 
 impl Env {
     async fn connect(&self, user: &str) -> Client {
-        let (client, conn) = tokio_postgres::Config::new()
-            .host("127.0.0.1")
-            .port(self.proxy.addr.port())
-            .user(user)
-            .password(user)
-            .dbname(DATABASE)
-            .connect(NoTls)
-            .await
-            .unwrap_or_else(|e| panic!("{user} connects: {e}"));
-        tokio::spawn(conn);
-        client
+        connect_employee(self.proxy.addr.port(), user).await
     }
 
     /// Wait until the webhook got an alert of `rule`.

@@ -93,6 +93,29 @@ impl Gate {
         Err(Refused { rule, message })
     }
 
+    /// A rule with an `on_exceed` was broken: alert, and with `block`
+    /// refuse with `message`.
+    fn exceeded(
+        &self,
+        rule: &'static str,
+        on_exceed: OnExceed,
+        role: &Role,
+        login: &Login,
+        evidence: serde_json::Value,
+        message: impl FnOnce() -> String,
+    ) -> Result<(), Refused> {
+        let block = on_exceed == OnExceed::Block;
+        self.alert(rule, role, login, evidence, block);
+        if block {
+            Err(Refused {
+                rule,
+                message: message(),
+            })
+        } else {
+            Ok(())
+        }
+    }
+
     /// Check a login the server accepted against its role's rules.
     pub fn admit(&self, role: &Role, login: Login) -> Result<Admitted, Refused> {
         let rules = &role.connect;
@@ -130,17 +153,14 @@ impl Gate {
         if let Some(h) = &rules.hours {
             if !hours::allows(h, jiff::Timestamp::now()) {
                 let allowed = hours::describe(h);
-                let evidence = serde_json::json!({ "allowed": allowed, "at": "connect" });
-                if h.on_exceed == OnExceed::Block {
-                    return self.refuse(
-                        "off_hours",
-                        role,
-                        &login,
-                        evidence,
-                        format!("pgwarden: role {} may connect only {allowed}", role.name),
-                    );
-                }
-                self.alert("off_hours", role, &login, evidence, false);
+                self.exceeded(
+                    "off_hours",
+                    h.on_exceed,
+                    role,
+                    &login,
+                    serde_json::json!({ "allowed": allowed, "at": "connect" }),
+                    || format!("pgwarden: role {} may connect only {allowed}", role.name),
+                )?;
             }
         }
         let Some(rule) = rules.second_address else {
@@ -160,19 +180,19 @@ impl Gate {
             } else {
                 format!("was connected {} s ago", other.ago_secs)
             };
-            if rule.on_exceed == OnExceed::Block {
-                return self.refuse(
-                    "second_address",
-                    role,
-                    &login,
-                    evidence,
+            self.exceeded(
+                "second_address",
+                rule.on_exceed,
+                role,
+                &login,
+                evidence,
+                || {
                     format!(
                         "pgwarden: user {} {when} from {}; a second address ({ip}) is refused for role {}",
                         login.user, other.ip, role.name
-                    ),
-                );
-            }
-            self.alert("second_address", role, &login, evidence, false);
+                    )
+                },
+            )?;
         }
         Ok(Admitted {
             presence: Some(self.addresses.arrive(login.user, ip)),
@@ -189,21 +209,19 @@ impl Gate {
             return Ok(());
         }
         let allowed = hours::describe(h);
-        let block = h.on_exceed == OnExceed::Block;
-        self.alert(
+        self.exceeded(
             "off_hours",
+            h.on_exceed,
             role,
             &login,
             serde_json::json!({ "allowed": allowed, "at": "statement" }),
-            block,
-        );
-        if block {
-            Err(format!(
-                "permission denied by pgwarden: role {} may read classified data only {allowed}",
-                role.name
-            ))
-        } else {
-            Ok(())
-        }
+            || {
+                format!(
+                    "permission denied by pgwarden: role {} may read classified data only {allowed}",
+                    role.name
+                )
+            },
+        )
+        .map_err(|r| r.message)
     }
 }

@@ -72,6 +72,19 @@ fn minute_text(minute: u64, format: &str) -> String {
         .unwrap_or_default()
 }
 
+/// The state of `user`, created empty on first use. Looked up before
+/// inserting, so the name is copied only the first time, not on every row
+/// or statement.
+fn user_entry<'a, V: Default>(
+    map: &'a DashMap<String, V>,
+    user: &str,
+) -> dashmap::mapref::one::RefMut<'a, String, V> {
+    match map.get_mut(user) {
+        Some(s) => s,
+        None => map.entry(user.to_string()).or_default(),
+    }
+}
+
 impl std::fmt::Debug for Limiter {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Limiter")
@@ -162,7 +175,7 @@ impl Limiter {
         };
         let now = minute_now();
         let crossed = {
-            let mut s = self.users.entry(info.user.clone()).or_default();
+            let mut s = user_entry(&self.users, &info.user);
             s.window.add(now, rows);
             if s.role != role.name {
                 s.role = role.name.clone();
@@ -209,12 +222,7 @@ impl Limiter {
         let now = minute_now();
         let window = u64::from(budget.window_minutes);
         let (seen, alert_now, frees) = {
-            // Looked up before inserting: the user's name is copied only
-            // for their first subject, not for every row.
-            let mut s = match self.subjects.get_mut(info.user.as_str()) {
-                Some(s) => s,
-                None => self.subjects.entry(info.user.clone()).or_default(),
-            };
+            let mut s = user_entry(&self.subjects, &info.user);
             if s.role != role.name {
                 s.role = role.name.clone();
             }

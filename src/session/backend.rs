@@ -405,7 +405,7 @@ impl Direction<'_> {
     /// budget refuses a new subject.
     fn new_subject(&mut self, frame: &Frame) -> Option<String> {
         let r = self.result.as_ref()?;
-        let policy = r.subjects.clone()?;
+        let policy = r.subjects.as_ref()?;
         // Without a known subject column (COPY, or a result the key is
         // not in), every row counts as a subject of its own.
         let subject = match (frame.tag, r.subject_field) {

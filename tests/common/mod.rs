@@ -210,6 +210,22 @@ pub fn metric(text: &str, name: &str) -> f64 {
         .unwrap_or(0.0)
 }
 
+/// Connect to 127.0.0.1:`port` as a sample employee of the demo data
+/// (password = login, the demo database).
+pub async fn connect_employee(port: u16, user: &str) -> Client {
+    let (client, conn) = tokio_postgres::Config::new()
+        .host("127.0.0.1")
+        .port(port)
+        .user(user)
+        .password(user)
+        .dbname(pgwarden::demo::DATABASE)
+        .connect(NoTls)
+        .await
+        .unwrap_or_else(|e| panic!("{user} connects: {e}"));
+    tokio::spawn(conn);
+    client
+}
+
 /// Run `psql -X -A -t -c <sql> <url>` with `password`, assert that it
 /// succeeded, and return its trimmed output.
 pub async fn psql_ok(url: &str, password: &str, sql: &str) -> String {
