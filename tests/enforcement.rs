@@ -6,7 +6,7 @@
 
 mod common;
 
-use common::connect_employee;
+use common::{connect_employee, error_code, error_text};
 use pgwarden::Proxy;
 use pgwarden::config::Config;
 use pgwarden::demo::{DATABASE, postgres::PgCluster, start_sample_cluster};
@@ -208,16 +208,6 @@ impl Env {
     }
 }
 
-fn code(e: &tokio_postgres::Error) -> String {
-    e.code().map(|c| c.code().to_string()).unwrap_or_default()
-}
-
-fn message(e: &tokio_postgres::Error) -> String {
-    e.as_db_error()
-        .map(|d| d.message().to_string())
-        .unwrap_or_else(|| e.to_string())
-}
-
 fn simple_rows(msgs: &[SimpleQueryMessage]) -> Vec<Vec<Option<String>>> {
     msgs.iter()
         .filter_map(|m| match m {
@@ -283,23 +273,23 @@ async fn denied_columns_are_refused_and_the_session_stays_usable() {
         "SELECT bank_card FROM credit_reports LIMIT 1",
     ] {
         let e = c.simple_query(sql).await.expect_err(sql);
-        assert_eq!(code(&e), "42501", "{sql}: {e}");
+        assert_eq!(error_code(&e), "42501", "{sql}: {e}");
         assert!(
-            message(&e).contains("denied to role support"),
+            error_text(&e).contains("denied to role support"),
             "{sql}: {}",
-            message(&e)
+            error_text(&e)
         );
         let e = c.query(sql, &[]).await.expect_err(sql);
-        assert_eq!(code(&e), "42501", "{sql} (extended): {e}");
+        assert_eq!(error_code(&e), "42501", "{sql} (extended): {e}");
     }
     let e = c
         .query("SELECT id_number FROM customers WHERE id = $1", &[&1i32])
         .await
         .unwrap_err();
     assert!(
-        message(&e).contains("public.customers.id_number"),
+        error_text(&e).contains("public.customers.id_number"),
         "{}",
-        message(&e)
+        error_text(&e)
     );
     // The session is still usable, inside a transaction too.
     c.simple_query("BEGIN").await.unwrap();
@@ -308,7 +298,7 @@ async fn denied_columns_are_refused_and_the_session_stays_usable() {
         .unwrap_err();
     // PostgreSQL's own transaction state: the refusal aborted it.
     let e = c.simple_query("SELECT 1").await.unwrap_err();
-    assert_eq!(code(&e), "25P02");
+    assert_eq!(error_code(&e), "25P02");
     c.simple_query("ROLLBACK").await.unwrap();
     let n: i64 = c
         .query_one("SELECT count(*) FROM customers", &[])
@@ -428,7 +418,7 @@ async fn insider_attempts_through_the_simple_protocol() {
             // A server error is fine (its text is checked by the tap); a
             // broken connection is not.
             assert!(e.code().is_some(), "{sql}: {e}");
-            refused += usize::from(code(&e) == "42501");
+            refused += usize::from(error_code(&e) == "42501");
         }
         // A failed statement may leave a transaction open: reset.
         let _ = c.simple_query("ROLLBACK").await;
@@ -504,7 +494,7 @@ async fn hidden_parts_never_come_back_through_copy_cursors_and_prepare() {
             }
         }
     }
-    assert_eq!(code(&stopped.expect("cut at the limit")), "42501");
+    assert_eq!(error_code(&stopped.expect("cut at the limit")), "42501");
     assert_eq!(text.lines().next(), Some("id,recipient_phone"));
     assert_eq!(text.lines().count(), 201);
     // Cursors and SQL PREPARE / EXECUTE.
@@ -561,7 +551,7 @@ async fn hidden_parts_never_come_back_through_copy_cursors_and_prepare() {
     );
     assert!(is_masked_phone(a.unwrap().get::<_, &str>(0)));
     assert!(!b.unwrap().get::<_, &str>(0).contains('*'));
-    assert_eq!(code(&d.unwrap_err()), "42501");
+    assert_eq!(error_code(&d.unwrap_err()), "42501");
     env.assert_no_leak();
 }
 
@@ -575,16 +565,16 @@ async fn errors_of_classified_statements_hide_their_values() {
         .simple_query("SELECT phone::int FROM customers WHERE id = 1")
         .await
         .unwrap_err();
-    assert_eq!(code(&e), "22003");
-    assert!(message(&e).contains("withheld"), "{}", message(&e));
+    assert_eq!(error_code(&e), "22003");
+    assert!(error_text(&e).contains("withheld"), "{}", error_text(&e));
     let e = c
         .query("SELECT name::date FROM customers WHERE id = 1", &[])
         .await
         .unwrap_err();
-    assert!(message(&e).contains("withheld"), "{}", message(&e));
+    assert!(error_text(&e).contains("withheld"), "{}", error_text(&e));
     // Errors of statements without classified columns keep their text.
     let e = c.simple_query("SELECT 1/0").await.unwrap_err();
-    assert_eq!(message(&e), "division by zero");
+    assert_eq!(error_text(&e), "division by zero");
     env.assert_no_leak();
 }
 
@@ -632,9 +622,9 @@ async fn lookup_by_equality_works_and_other_predicates_do_not() {
         .await
         .unwrap_err();
     assert!(
-        message(&e).contains("only bare, compared with = or IN"),
+        error_text(&e).contains("only bare, compared with = or IN"),
         "{}",
-        message(&e)
+        error_text(&e)
     );
     // The analyst has no lookup rule: no predicate at all.
     let a = env.connect("analyst_wu").await;
@@ -642,7 +632,7 @@ async fn lookup_by_equality_works_and_other_predicates_do_not() {
         .query("SELECT id FROM customers WHERE phone = $1", &[&phone])
         .await
         .unwrap_err();
-    assert!(message(&e).contains("lookup"), "{}", message(&e));
+    assert!(error_text(&e).contains("lookup"), "{}", error_text(&e));
 }
 
 /// Texts that differ only in constants share an analysis, but never when
@@ -669,7 +659,7 @@ async fn shape_mates_do_not_share_a_decision_a_constant_changes() {
         .simple_query("SELECT id, phone FROM customers ORDER BY 2 LIMIT 3")
         .await
         .unwrap_err();
-    assert_eq!(code(&e), "42501", "{}", message(&e));
+    assert_eq!(error_code(&e), "42501", "{}", error_text(&e));
     // A setting read by value: a harmless value, then a refused one.
     c.simple_query("SET client_encoding = 'UTF8'")
         .await
@@ -678,7 +668,7 @@ async fn shape_mates_do_not_share_a_decision_a_constant_changes() {
         .simple_query("SET client_encoding = 'LATIN1'")
         .await
         .unwrap_err();
-    assert_eq!(code(&e), "42501", "{}", message(&e));
+    assert_eq!(error_code(&e), "42501", "{}", error_text(&e));
 }
 
 /// A statement prepared under one policy is analysed again under the next:
@@ -707,15 +697,15 @@ async fn prepared_statements_follow_a_policy_reload() {
     .unwrap();
     env.proxy.context.policy.reload().unwrap();
     let e = c.query_one(&st, &[&7i32]).await.unwrap_err();
-    assert_eq!(code(&e), "42501", "{}", message(&e));
-    assert!(message(&e).contains("phone"), "{}", message(&e));
+    assert_eq!(error_code(&e), "42501", "{}", error_text(&e));
+    assert!(error_text(&e).contains("phone"), "{}", error_text(&e));
     // The session stays usable, and a fresh statement is refused too.
     c.simple_query("SELECT 1").await.unwrap();
     let e = c
         .query("SELECT phone FROM customers WHERE id = 1", &[])
         .await
         .unwrap_err();
-    assert_eq!(code(&e), "42501");
+    assert_eq!(error_code(&e), "42501");
     env.assert_no_leak();
 }
 
@@ -855,9 +845,9 @@ async fn restricted_roles_stop_while_the_trail_cannot_be_written() {
         .await
         .unwrap_err();
     assert!(
-        message(&e).contains("audit trail cannot be written"),
+        error_text(&e).contains("audit trail cannot be written"),
         "{}",
-        message(&e)
+        error_text(&e)
     );
     // The session stays usable; full access is not stopped.
     let d = env.connect("dba_zhang").await;
@@ -919,7 +909,7 @@ async fn analyst_pseudonyms_are_stable_and_full_access_is_untouched() {
         .simple_query("SELECT address FROM customers LIMIT 1")
         .await
         .unwrap_err();
-    assert_eq!(code(&e), "42501");
+    assert_eq!(error_code(&e), "42501");
     env.assert_no_leak();
 
     // The dba sees values as stored, by any path, including what is refused
@@ -956,7 +946,7 @@ async fn users_in_no_role_see_nothing_classified() {
         "SELECT recipient_address FROM shipments LIMIT 1",
     ] {
         let e = c.simple_query(sql).await.unwrap_err();
-        assert_eq!(code(&e), "42501", "{sql}");
+        assert_eq!(error_code(&e), "42501", "{sql}");
     }
     env.assert_no_leak();
 }

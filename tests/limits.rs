@@ -6,7 +6,7 @@
 
 mod common;
 
-use common::connect_employee;
+use common::{connect_employee, error_code, error_text};
 use pgwarden::Proxy;
 use pgwarden::audit::{Record, search};
 use pgwarden::config::Config;
@@ -196,16 +196,6 @@ async fn stream_rows(c: &Client, sql: &str) -> (usize, Option<tokio_postgres::Er
     (got, None)
 }
 
-fn code(e: &tokio_postgres::Error) -> String {
-    e.code().map(|c| c.code().to_string()).unwrap_or_default()
-}
-
-fn message(e: &tokio_postgres::Error) -> String {
-    e.as_db_error()
-        .map(|d| d.message().to_string())
-        .unwrap_or_else(|| e.to_string())
-}
-
 /// The courier case: a support account selects the whole shipments table
 /// (20,000 rows). It gets 200 rows, then an error naming the rule; the
 /// server-side query is cancelled, the session stays usable, and the
@@ -218,8 +208,12 @@ async fn a_bulk_select_is_cut_at_rows_per_query() {
     let (got, failed) = stream_rows(&c, sql).await;
     let e = failed.expect("the export was stopped");
     assert_eq!(got, 200, "rows before the limit");
-    assert_eq!(code(&e), "42501");
-    assert!(message(&e).contains("rows_per_query"), "{}", message(&e));
+    assert_eq!(error_code(&e), "42501");
+    assert!(
+        error_text(&e).contains("rows_per_query"),
+        "{}",
+        error_text(&e)
+    );
     // The session goes on, and a small classified query still works.
     let ok = c
         .simple_query("SELECT recipient_phone FROM shipments WHERE id = 7")
@@ -292,7 +286,7 @@ async fn a_copy_out_is_cut_at_rows_per_query() {
     }
     let e = failed.expect("the COPY was stopped");
     assert_eq!(lines, 200);
-    assert_eq!(code(&e), "42501");
+    assert_eq!(error_code(&e), "42501");
     let ok = c
         .simple_query("SELECT recipient_phone FROM shipments WHERE id = 9")
         .await
@@ -325,11 +319,11 @@ async fn one_by_one_lookups_stop_at_the_hourly_limit() {
                 served += 1;
             }
             Err(e) => {
-                assert_eq!(code(&e), "42501");
+                assert_eq!(error_code(&e), "42501");
                 assert!(
-                    message(&e).contains("classified_rows_per_hour"),
+                    error_text(&e).contains("classified_rows_per_hour"),
                     "{}",
-                    message(&e)
+                    error_text(&e)
                 );
                 refused += 1;
             }
@@ -343,7 +337,7 @@ async fn one_by_one_lookups_stop_at_the_hourly_limit() {
         .simple_query("SELECT report FROM credit_reports WHERE id = 3")
         .await
         .unwrap_err();
-    assert_eq!(code(&e), "42501");
+    assert_eq!(error_code(&e), "42501");
     // Statements without classified columns still run.
     c2.simple_query("SELECT count(*) FROM credit_reports")
         .await
@@ -376,8 +370,12 @@ async fn cursors_portals_and_sql_execute_add_up_to_the_limit() {
     let first = c.simple_query("FETCH 150 FROM c").await.unwrap();
     assert_eq!(rows(&first), 150);
     let e = c.simple_query("FETCH 150 FROM c").await.unwrap_err();
-    assert_eq!(code(&e), "42501");
-    assert!(message(&e).contains("rows_per_query"), "{}", message(&e));
+    assert_eq!(error_code(&e), "42501");
+    assert!(
+        error_text(&e).contains("rows_per_query"),
+        "{}",
+        error_text(&e)
+    );
     c.batch_execute("ROLLBACK").await.unwrap();
     // A fresh cursor starts from zero.
     c.batch_execute("BEGIN; DECLARE d CURSOR FOR SELECT recipient_phone FROM shipments")
@@ -398,7 +396,7 @@ async fn cursors_portals_and_sql_execute_add_up_to_the_limit() {
     let portal = tx.bind(&st, &[]).await.unwrap();
     assert_eq!(tx.query_portal(&portal, 150).await.unwrap().len(), 150);
     let e = tx.query_portal(&portal, 150).await.unwrap_err();
-    assert_eq!(code(&e), "42501");
+    assert_eq!(error_code(&e), "42501");
     tx.rollback().await.unwrap();
 
     // SQL-level PREPARE and EXECUTE.
@@ -407,7 +405,7 @@ async fn cursors_portals_and_sql_execute_add_up_to_the_limit() {
         .unwrap();
     let (got, failed) = stream_rows(&c, "EXECUTE p").await;
     assert_eq!(got, 200);
-    assert_eq!(code(&failed.expect("EXECUTE was stopped")), "42501");
+    assert_eq!(error_code(&failed.expect("EXECUTE was stopped")), "42501");
     drop(c);
     env.proxy.shutdown().await;
     // The FETCH that was cut is recorded with what it delivered, and its
@@ -461,8 +459,12 @@ async fn distinct_customers_are_counted_alerted_and_blocked() {
                 served += 1;
             }
             Err(e) => {
-                assert_eq!(code(&e), "42501");
-                assert!(message(&e).contains("distinct_subjects"), "{}", message(&e));
+                assert_eq!(error_code(&e), "42501");
+                assert!(
+                    error_text(&e).contains("distinct_subjects"),
+                    "{}",
+                    error_text(&e)
+                );
                 refused += 1;
             }
         }
@@ -485,7 +487,7 @@ async fn distinct_customers_are_counted_alerted_and_blocked() {
         ))
         .await
         .unwrap_err();
-    assert_eq!(code(&e), "42501");
+    assert_eq!(error_code(&e), "42501");
     // Pairing a known key with other rows does not help either.
     let e = c
         .simple_query(&format!(
@@ -495,7 +497,7 @@ async fn distinct_customers_are_counted_alerted_and_blocked() {
         ))
         .await
         .unwrap_err();
-    assert_eq!(code(&e), "42501");
+    assert_eq!(error_code(&e), "42501");
     // On call: the block is listed (only with the token), and lifted.
     let (status, _) = admin(&env.proxy, "GET", "/blocks", "wrong-token", "").await;
     assert_eq!(status, 401);

@@ -248,6 +248,11 @@ pub fn pgwarden_bin() -> &'static str {
     env!("CARGO_BIN_EXE_pgwarden")
 }
 
+/// The SQLSTATE of a client error ("" when it has none).
+pub fn error_code(e: &tokio_postgres::Error) -> String {
+    e.code().map(|c| c.code().to_string()).unwrap_or_default()
+}
+
 /// The server's (or pgwarden's) error message of a client error.
 pub fn error_text(e: &tokio_postgres::Error) -> String {
     e.as_db_error()
