@@ -98,10 +98,11 @@ pub fn error_field(fields: &[(u8, String)], code: u8) -> Option<&str> {
         .map(|(_, v)| v.as_str())
 }
 
-/// The tag of a CommandComplete, e.g. `SELECT 3`.
-pub fn command_tag(frame: &Frame) -> Option<String> {
+/// The tag of a CommandComplete, e.g. `SELECT 3`; `None` when it is not
+/// a terminated UTF-8 string (tags are ASCII).
+pub fn command_tag(frame: &Frame) -> Option<&str> {
     let mut r = BodyReader::new(frame.body());
-    Some(String::from_utf8_lossy(r.cstr()?).into_owned())
+    std::str::from_utf8(r.cstr()?).ok()
 }
 
 /// The column descriptions of a RowDescription.

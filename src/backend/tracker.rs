@@ -10,12 +10,13 @@
 
 use crate::analysis::{Analyzed, Source};
 use crate::decision::Decision;
+use atomic_waker::AtomicWaker;
 use bytes::Bytes;
 use std::collections::{BTreeSet, VecDeque};
-use std::sync::atomic::AtomicU64;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
-use tokio::sync::Notify;
 
 /// The hand-over from the frontend direction to the backend direction.
 ///
@@ -26,34 +27,56 @@ use tokio::sync::Notify;
 #[derive(Debug, Default)]
 pub struct PendingQueue {
     queue: Mutex<VecDeque<Pending>>,
-    replies: Notify,
+    /// A reply was pushed since the backend direction last looked.
+    reply_due: AtomicBool,
+    reply_waker: AtomicWaker,
 }
 
 impl PendingQueue {
     /// Queue everything in `batch` (emptying it) under one lock.
-    pub fn push_all(&self, batch: &mut Vec<Pending>) {
+    pub fn push_all(&self, batch: &mut VecDeque<Pending>) {
         if batch.is_empty() {
             return;
         }
         let wake = batch.iter().any(|p| matches!(p, Pending::Reply(_)));
         if let Ok(mut q) = self.queue.lock() {
-            q.extend(batch.drain(..));
+            append(&mut q, batch);
         }
         if wake {
-            self.replies.notify_one();
+            self.reply_due.store(true, Ordering::Release);
+            self.reply_waker.wake();
         }
     }
 
     /// Move everything queued into `tracker`.
     pub fn drain_into(&self, tracker: &mut Tracker) {
         if let Ok(mut q) = self.queue.lock() {
-            tracker.queue.extend(q.drain(..));
+            append(&mut tracker.queue, &mut q);
         }
     }
 
-    /// Resolves when a reply was pushed.
-    pub async fn reply_pushed(&self) {
-        self.replies.notified().await
+    /// Ready once a reply was pushed since the last time it was ready.
+    pub fn poll_reply_pushed(&self, cx: &mut Context<'_>) -> Poll<()> {
+        if !self.reply_due.load(Ordering::Acquire) {
+            self.reply_waker.register(cx.waker());
+            // A reply pushed before the waker was registered.
+            if !self.reply_due.load(Ordering::Acquire) {
+                return Poll::Pending;
+            }
+        }
+        self.reply_due.store(false, Ordering::Release);
+        Poll::Ready(())
+    }
+}
+
+/// Move everything from `from` to the back of `to`. When `to` is empty the
+/// two queues trade places, so the entries are not moved one by one and
+/// the buffers are used again.
+fn append(to: &mut VecDeque<Pending>, from: &mut VecDeque<Pending>) {
+    if to.is_empty() {
+        std::mem::swap(to, from);
+    } else {
+        to.append(from);
     }
 }
 
@@ -84,6 +107,9 @@ pub enum Pending {
     Reply(Bytes),
 }
 
+/// Bind parameters as the audit trail records them (`None` for NULL).
+pub type Params = Arc<[Option<String>]>;
+
 /// What the frontend knew about a statement when it forwarded it.
 #[derive(Debug)]
 pub struct Statement {
@@ -94,7 +120,7 @@ pub struct Statement {
     /// For restricted sessions: how its results are rewritten.
     pub decision: Option<Arc<Decision>>,
     /// Bind parameters, as the audit trail records them.
-    pub params: Option<Arc<[Option<String>]>>,
+    pub params: Option<Params>,
     /// Why pgwarden refused it, when it did.
     pub refusal: Option<Arc<str>>,
     /// What each statement reads, as far as the analysis could tell
@@ -190,13 +216,13 @@ impl Statement {
     pub fn with_params(
         sql: Arc<str>,
         decision: Option<Arc<Decision>>,
-        params: Option<Arc<[Option<String>]>>,
-        reads: Reads,
+        params: Option<Params>,
+        reads: Arc<[Reads]>,
     ) -> Arc<Statement> {
         Arc::new(Statement {
             decision,
             params,
-            reads: Some(Arc::new([reads])),
+            reads: Some(reads),
             ..Self::base(sql, true)
         })
     }
@@ -249,12 +275,13 @@ impl Statement {
 
 /// A statement (or one result of a multi-statement Query) that finished.
 #[derive(Debug)]
-pub struct Completed {
+pub struct Completed<'a> {
     pub statement: Arc<Statement>,
     /// Which statement of a simple Query (from 0).
     pub index: usize,
-    /// The CommandComplete tag, when it succeeded.
-    pub tag: Option<String>,
+    /// The CommandComplete tag, when it succeeded (borrowed from the
+    /// server's message).
+    pub tag: Option<&'a str>,
     /// The SQLSTATE, when it failed.
     pub sqlstate: Option<String>,
     pub rows: u64,
@@ -284,8 +311,8 @@ pub struct Tracker {
 
 /// What `observe` learned from one server message.
 #[derive(Debug, Default)]
-pub struct Observed {
-    pub completed: Option<Completed>,
+pub struct Observed<'a> {
+    pub completed: Option<Completed<'a>>,
     /// A ReadyForQuery ended a request cycle.
     pub ready: bool,
     /// The message answers a request of pgwarden's own: not forwarded.
@@ -343,25 +370,26 @@ impl Tracker {
         Some((s, index))
     }
 
-    /// Replies whose turn has come: all at the head of the queue.
-    pub fn take_replies(&mut self) -> Vec<Bytes> {
-        let mut out = Vec::new();
-        while let Some(Pending::Reply(_)) = self.queue.front() {
-            if let Some(Pending::Reply(b)) = self.queue.pop_front() {
-                out.push(b);
-            }
+    /// The next reply whose turn has come (replies at the head of the
+    /// queue).
+    pub fn next_reply(&mut self) -> Option<Bytes> {
+        if !matches!(self.queue.front(), Some(Pending::Reply(_))) {
+            return None;
         }
-        out
+        match self.queue.pop_front() {
+            Some(Pending::Reply(b)) => Some(b),
+            _ => None,
+        }
     }
 
     /// Account for one server message of type `tag` and `len` bytes.
-    pub fn observe(
+    pub fn observe<'a>(
         &mut self,
         tag: u8,
         len: usize,
         sqlstate: Option<&str>,
-        command_tag: Option<&str>,
-    ) -> Observed {
+        command_tag: Option<&'a str>,
+    ) -> Observed<'a> {
         let mut seen = Observed::default();
         match tag {
             b'D' | b'd' => {
@@ -370,9 +398,7 @@ impl Tracker {
                 }
                 self.progress.bytes += len as u64;
             }
-            b'C' | b'I' => {
-                seen.completed = self.finish_result(command_tag.map(str::to_string), None, false)
-            }
+            b'C' | b'I' => seen.completed = self.finish_result(command_tag, None, false),
             b's' => seen.completed = self.finish_result(None, None, true),
             b'1' | b'2' | b'3' | b'n' => {
                 if matches!(self.queue.front(), Some(Pending::Hidden)) {
@@ -416,12 +442,12 @@ impl Tracker {
     }
 
     /// A result ended (CommandComplete and friends).
-    fn finish_result(
+    fn finish_result<'a>(
         &mut self,
-        tag: Option<String>,
+        tag: Option<&'a str>,
         sqlstate: Option<String>,
         suspended: bool,
-    ) -> Option<Completed> {
+    ) -> Option<Completed<'a>> {
         let progress = std::mem::take(&mut self.progress);
         let index = self.query_results;
         let statement = match self.queue.front() {
@@ -451,7 +477,7 @@ impl Tracker {
 
     /// An ErrorResponse: in the extended protocol the server now skips
     /// everything up to the next Sync.
-    fn on_error(&mut self, sqlstate: &str) -> Option<Completed> {
+    fn on_error(&mut self, sqlstate: &str) -> Option<Completed<'static>> {
         match self.queue.front() {
             Some(Pending::Query(_)) | Some(Pending::Execute(_)) => {
                 let done = self.finish_result(None, Some(sqlstate.to_string()), false);
@@ -544,7 +570,7 @@ mod tests {
             .completed
             .unwrap();
         assert_eq!(c.rows, 2);
-        assert_eq!(c.tag.as_deref(), Some("SELECT 2"));
+        assert_eq!(c.tag, Some("SELECT 2"));
         assert!(t.observe(b'Z', 6, None, None).ready);
         assert!(t.is_empty());
     }
@@ -618,8 +644,9 @@ mod tests {
         let mut t = Tracker::default();
         t.push(Pending::Query(Statement::new("select 1".into(), false)));
         t.push(Pending::Reply(Bytes::from_static(b"x")));
-        assert!(t.take_replies().is_empty());
+        assert!(t.next_reply().is_none());
         t.observe(b'Z', 6, None, None);
-        assert_eq!(t.take_replies().len(), 1);
+        assert!(t.next_reply().is_some());
+        assert!(t.next_reply().is_none());
     }
 }

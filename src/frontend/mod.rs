@@ -4,25 +4,32 @@
 //! [`FrontendMessage`]; the session inspects it (SQL text, statement and
 //! portal names) and forwards the original bytes untouched. Anything that
 //! does not decode cleanly is a protocol violation that ends the connection.
+//!
+//! Parse and CopyFail are decoded with pgwire's message types; the messages
+//! sent for every execution of a prepared statement (Bind, Execute,
+//! Describe, Close) are read in place by [`extended`], without a copy.
 
+pub mod extended;
 pub mod password;
 pub mod startup;
 
 use crate::codec::{DecodeError, decode_frame};
 use crate::frame::Frame;
-use pgwire::messages::extendedquery::{Bind, Close, Describe, Execute, Parse};
+use extended::{Bind, Execute, Target};
+use pgwire::messages::extendedquery::Parse;
 use pgwire::messages::{DecodeContext, PgWireFrontendMessage};
 
-/// One decoded message from the client after the startup phase.
+/// One decoded message from the client after the startup phase, borrowing
+/// from its frame.
 #[derive(Debug)]
-pub enum FrontendMessage {
+pub enum FrontendMessage<'a> {
     /// Simple query: one or more statements in one string.
     Query(String),
     Parse(Parse),
-    Bind(Bind),
-    Describe(Describe),
-    Execute(Execute),
-    Close(Close),
+    Bind(Bind<'a>),
+    Describe(Target<'a>),
+    Execute(Execute<'a>),
+    Close(Target<'a>),
     Sync,
     Flush,
     /// COPY FROM STDIN payload; never decoded beyond its frame.
@@ -39,9 +46,12 @@ pub enum FrontendMessage {
     Terminate,
 }
 
-impl FrontendMessage {
+impl<'a> FrontendMessage<'a> {
     /// Decode one typed frame from the client.
-    pub fn decode(frame: &Frame, ctx: &DecodeContext) -> Result<FrontendMessage, DecodeError> {
+    pub fn decode(
+        frame: &'a Frame,
+        ctx: &DecodeContext,
+    ) -> Result<FrontendMessage<'a>, DecodeError> {
         match frame.tag {
             b'd' => Ok(FrontendMessage::CopyData),
             b'Q' => decode_query(frame),
@@ -71,18 +81,14 @@ impl FrontendMessage {
                     _ => FrontendMessage::CopyDone,
                 })
             }
-            b'P' | b'B' | b'D' | b'E' | b'C' | b'f' => {
+            b'B' => Bind::decode(frame.body()).map(FrontendMessage::Bind),
+            b'E' => Execute::decode(frame.body()).map(FrontendMessage::Execute),
+            b'D' => Target::decode(b'D', frame.body()).map(FrontendMessage::Describe),
+            b'C' => Target::decode(b'C', frame.body()).map(FrontendMessage::Close),
+            b'P' | b'f' => {
                 let msg = decode_frame(frame, ctx, PgWireFrontendMessage::decode)?;
                 Ok(match msg {
                     PgWireFrontendMessage::Parse(p) => FrontendMessage::Parse(p),
-                    PgWireFrontendMessage::Bind(b) => FrontendMessage::Bind(b),
-                    PgWireFrontendMessage::Describe(d) => FrontendMessage::Describe(d),
-                    PgWireFrontendMessage::Execute(e) => FrontendMessage::Execute(e),
-                    PgWireFrontendMessage::Close(c) => FrontendMessage::Close(c),
-                    PgWireFrontendMessage::Sync(_) => FrontendMessage::Sync,
-                    PgWireFrontendMessage::Flush(_) => FrontendMessage::Flush,
-                    PgWireFrontendMessage::Terminate(_) => FrontendMessage::Terminate,
-                    PgWireFrontendMessage::CopyDone(_) => FrontendMessage::CopyDone,
                     PgWireFrontendMessage::CopyFail(f) => FrontendMessage::CopyFail(f.message),
                     other => {
                         return Err(DecodeError::new(
@@ -99,7 +105,7 @@ impl FrontendMessage {
 
 /// A Query body is one NUL-terminated string and nothing after it, as
 /// PostgreSQL itself requires.
-fn decode_query(frame: &Frame) -> Result<FrontendMessage, DecodeError> {
+fn decode_query(frame: &Frame) -> Result<FrontendMessage<'_>, DecodeError> {
     let body = frame.body();
     match body.iter().position(|b| *b == 0) {
         Some(end) if end + 1 == body.len() => Ok(FrontendMessage::Query(

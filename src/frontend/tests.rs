@@ -10,7 +10,8 @@ fn frame(raw: &[u8]) -> Frame {
 
 #[test]
 fn decodes_query() {
-    let m = FrontendMessage::decode(&frame(b"Q\0\0\0\x0dselect 1\0"), &context()).unwrap();
+    let f = frame(b"Q\0\0\0\x0dselect 1\0");
+    let m = FrontendMessage::decode(&f, &context()).unwrap();
     assert!(matches!(m, FrontendMessage::Query(q) if q == "select 1"));
 }
 
@@ -47,7 +48,8 @@ fn decodes_extended_messages() {
         }
         other => panic!("{other:?}"),
     }
-    let sync = FrontendMessage::decode(&frame(b"S\0\0\0\x04"), &context()).unwrap();
+    let f = frame(b"S\0\0\0\x04");
+    let sync = FrontendMessage::decode(&f, &context()).unwrap();
     assert!(matches!(sync, FrontendMessage::Sync));
 }
 
@@ -59,7 +61,8 @@ fn bodyless_messages_decode_and_refuse_a_body() {
         (b"X\0\0\0\x04", "Terminate"),
         (b"c\0\0\0\x04", "CopyDone"),
     ] {
-        let m = FrontendMessage::decode(&frame(raw), &context()).unwrap();
+        let f = frame(raw);
+        let m = FrontendMessage::decode(&f, &context()).unwrap();
         assert_eq!(format!("{m:?}"), want);
         let mut with_body = raw.to_vec();
         with_body[4] = 5;

@@ -17,6 +17,7 @@ pub use kind::{Action, KindDef, MaskSpec};
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 
 /// A table as `schema.table`, with PostgreSQL's identifiers as stored in the
@@ -258,6 +259,9 @@ impl Policy {
 pub struct PolicyStore {
     dir: Option<PathBuf>,
     current: RwLock<Arc<Policy>>,
+    /// Bumped after each swap, so a session holding the policy of the
+    /// generation it read needs no lock while the generation is unchanged.
+    generation: AtomicU64,
 }
 
 impl PolicyStore {
@@ -270,7 +274,14 @@ impl PolicyStore {
         Ok(PolicyStore {
             dir: dir.map(Path::to_path_buf),
             current: RwLock::new(Arc::new(policy)),
+            generation: AtomicU64::new(0),
         })
+    }
+
+    /// The generation of the policy in force: read it before
+    /// [`Self::current`], and the policy read is at least that new.
+    pub fn generation(&self) -> u64 {
+        self.generation.load(Ordering::Acquire)
     }
 
     pub fn current(&self) -> Arc<Policy> {
@@ -290,6 +301,7 @@ impl PolicyStore {
             Ok(mut p) => *p = policy.clone(),
             Err(poisoned) => *poisoned.into_inner() = policy.clone(),
         }
+        self.generation.fetch_add(1, Ordering::Release);
         Ok(policy)
     }
 }

@@ -56,8 +56,6 @@ pub async fn run(
         cancel_due: false,
         described: None,
     };
-    // Registered once and renewed only after it fires, not once per read.
-    let mut reply_pushed = std::pin::pin!(pending.reply_pushed());
     loop {
         // Every response in `buf` answers a request whose expectation was
         // queued before the request was written: one drain per read suffices.
@@ -127,14 +125,16 @@ pub async fn run(
         if buf.capacity() - buf.len() < READ_CHUNK / 4 {
             buf.reserve(READ_CHUNK);
         }
+        // Reading first: replies are also released as server messages are
+        // handled, so a busy server never holds one back.
         tokio::select! {
+            biased;
             n = rd.read_buf(&mut buf) => {
                 if n.map_err(|e| Error::UpstreamRead(e.to_string()))? == 0 {
                     return Err(Error::UpstreamClosed);
                 }
             }
-            _ = reply_pushed.as_mut() => {
-                reply_pushed.set(pending.reply_pushed());
+            _ = std::future::poll_fn(|cx| pending.poll_reply_pushed(cx)) => {
                 pending.drain_into(direction.tracker);
                 release_replies(direction.tracker, &mut out);
             }
@@ -144,7 +144,7 @@ pub async fn run(
 
 /// Append pgwarden's own replies whose turn has come.
 fn release_replies(tracker: &mut Tracker, out: &mut BytesMut) {
-    for r in tracker.take_replies() {
+    while let Some(r) = tracker.next_reply() {
         out.extend_from_slice(&r);
     }
 }
@@ -312,17 +312,19 @@ impl Direction<'_> {
         let (st, index) = self.tracker.current_statement()?;
         let id = (Arc::as_ptr(st) as usize, index);
         if self.result.as_ref().is_none_or(|r| r.id != id) {
-            let classified = st.classified(index);
-            let policy = self.ctx.policy.current();
-            let role = policy.role_of(&self.info.user);
             let reads = st.reads(index);
-            let cap = if classified {
+            // Limits count only rows carrying classified data.
+            let (cap, subjects) = if st.classified(index) {
+                let policy = self.ctx.policy.current();
+                let role = policy.role_of(&self.info.user);
                 let already = reads
                     .and_then(|r| r.fetched.as_ref())
                     .map_or(0, |f| f.load(Ordering::Relaxed));
-                self.ctx.limiter.cap(role, &self.info.user, already)
+                let cap = self.ctx.limiter.cap(role, &self.info.user, already);
+                let subjects = Limiter::counts_subjects(role).then(|| policy.clone());
+                (cap, subjects)
             } else {
-                None
+                (None, None)
             };
             // The subject column is trusted only for a statement reading
             // one table reference, and only as described for this very
@@ -347,7 +349,7 @@ impl Direction<'_> {
                 cap,
                 rows: 0,
                 alerted: false,
-                subjects: (classified && Limiter::counts_subjects(role)).then(|| policy.clone()),
+                subjects,
                 subject_field,
                 subject_binary,
             });
@@ -462,12 +464,9 @@ impl Direction<'_> {
             }
             _ => {}
         }
-        let seen = self.tracker.observe(
-            frame.tag,
-            frame.bytes.len(),
-            sqlstate.as_deref(),
-            tag.as_deref(),
-        );
+        let seen = self
+            .tracker
+            .observe(frame.tag, frame.bytes.len(), sqlstate.as_deref(), tag);
         if let Some(done) = seen.completed {
             self.completed(done);
             // The next result counts from zero (even if its statement
@@ -504,7 +503,7 @@ impl Direction<'_> {
         }
     }
 
-    fn completed(&mut self, mut done: Completed) {
+    fn completed(&mut self, mut done: Completed<'_>) {
         let mut cut_by = None;
         if let Some(cut) = self.cut.as_mut().filter(|c| !c.recorded) {
             // The result that was cut: what the client got.
@@ -541,11 +540,7 @@ impl Direction<'_> {
         self.info.statements.fetch_add(1, Ordering::Relaxed);
         self.info.rows.fetch_add(done.rows, Ordering::Relaxed);
         // DDL through the proxy: the schema cache of this database is stale.
-        if done
-            .tag
-            .as_deref()
-            .is_some_and(crate::catalog::is_schema_change)
-        {
+        if done.tag.is_some_and(crate::catalog::is_schema_change) {
             self.ctx.catalog.invalidate(&self.info.database);
         }
         if let Some(trail) = &self.ctx.audit {
@@ -565,7 +560,7 @@ impl Direction<'_> {
             user: self.info.user.clone(),
             sql: done.statement.sql.clone(),
             extended: done.statement.extended,
-            tag: done.tag,
+            tag: done.tag.map(str::to_string),
             sqlstate: done.sqlstate,
             rows: done.rows,
             bytes: done.bytes,

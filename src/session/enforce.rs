@@ -45,8 +45,9 @@ pub struct Enforcer {
     /// Analyses that hold for every text of their shape (literals blanked).
     shapes: HashMap<String, Arc<Analysis>>,
     last_reload: Option<Instant>,
-    /// The policy last seen and whether it gave this login full access.
-    full_access: Option<(Arc<Policy>, bool)>,
+    /// The policy last seen, its generation, and whether it gave this
+    /// login full access.
+    full_access: Option<(u64, Arc<Policy>, bool)>,
 }
 
 impl Enforcer {
@@ -55,20 +56,28 @@ impl Enforcer {
         self.view.clone()
     }
 
+    /// Whether the policy in force is known, without waiting, to give this
+    /// login full access.
+    pub fn known_full_access(&self, ctx: &ProxyContext) -> bool {
+        matches!(&self.full_access, Some((g, _, true)) if *g == ctx.policy.generation())
+    }
+
     /// Decide how the next statement of `info`'s login is treated.
     pub async fn standing(&mut self, ctx: &ProxyContext, info: &SessionInfo) -> Standing {
-        let policy = ctx.policy.current();
-        let full = match &self.full_access {
-            Some((p, full)) if Arc::ptr_eq(p, &policy) => *full,
+        let generation = ctx.policy.generation();
+        let policy = match &self.full_access {
+            Some((g, _, true)) if *g == generation => return Standing::FullAccess,
+            Some((g, p, false)) if *g == generation => p.clone(),
             _ => {
+                let policy = ctx.policy.current();
                 let full = policy.role_of(&info.user).is_full_access();
-                self.full_access = Some((policy.clone(), full));
-                full
+                self.full_access = Some((generation, policy.clone(), full));
+                if full {
+                    return Standing::FullAccess;
+                }
+                policy
             }
         };
-        if full {
-            return Standing::FullAccess;
-        }
         if ctx.audit.as_ref().is_some_and(|a| !a.healthy()) {
             return Standing::Blocked(
                 "permission denied by pgwarden: the audit trail cannot be written right now, so \

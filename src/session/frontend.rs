@@ -12,15 +12,16 @@ use super::enforce::{Enforcer, Standing, log_refusal, refusal_extended, refusal_
 use super::state::{Prepared, SessionState};
 use super::{Error, SessionInfo};
 use crate::analysis::{Effect, Refusal, ResultPlan};
-use crate::backend::tracker::{Pending, PendingQueue, Reads, Statement};
+use crate::backend::tracker::{Params, Pending, PendingQueue, Reads, Statement};
 use crate::codec::{self, DecodeError};
 use crate::context::ProxyContext;
 use crate::decision::{Decision, RoleView};
 use crate::frame::{Frame, take_frame};
 use crate::frontend::FrontendMessage;
+use crate::frontend::extended::Bind;
 use crate::net::{ClientRead, UpstreamWrite};
 use bytes::BytesMut;
-use pgwire::messages::PgWireFrontendMessage;
+use std::collections::VecDeque;
 use std::sync::Arc;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tracing::{debug, warn};
@@ -45,7 +46,7 @@ pub async fn run(
         info,
         state: &mut state,
         enforcer: Enforcer::default(),
-        batch: Vec::new(),
+        batch: VecDeque::new(),
     };
     loop {
         let mut terminate = false;
@@ -54,7 +55,9 @@ pub async fn run(
         {
             let msg = FrontendMessage::decode(&frame, &dctx).map_err(Error::Protocol)?;
             terminate = matches!(msg, FrontendMessage::Terminate);
-            inspector.inspect(msg, &frame, &mut out).await;
+            if let Some(msg) = inspector.inspect_now(msg, &frame, &mut out) {
+                inspector.inspect(msg, &frame, &mut out).await;
+            }
             if terminate {
                 break;
             }
@@ -97,17 +100,43 @@ struct Inspector<'a> {
     state: &'a mut SessionState,
     enforcer: Enforcer,
     /// Expectations of the messages of one read, queued together.
-    batch: Vec<Pending>,
+    batch: VecDeque<Pending>,
 }
 
 impl Inspector<'_> {
     fn expect(&mut self, p: Pending) {
-        self.batch.push(p);
+        self.batch.push_back(p);
+    }
+
+    /// Handle a message of a session known to have full access that needs
+    /// neither analysis nor a wait, as most messages of the extended
+    /// protocol are; any other message is handed back for [`Self::inspect`].
+    fn inspect_now<'m>(
+        &mut self,
+        msg: FrontendMessage<'m>,
+        frame: &Frame,
+        out: &mut BytesMut,
+    ) -> Option<FrontendMessage<'m>> {
+        let decided = match &msg {
+            FrontendMessage::Query(_)
+            | FrontendMessage::Parse(_)
+            | FrontendMessage::FunctionCall { .. } => false,
+            FrontendMessage::Bind(_)
+            | FrontendMessage::Describe(_)
+            | FrontendMessage::Execute(_) => self.enforcer.known_full_access(self.ctx),
+            _ => true,
+        };
+        if !decided {
+            return Some(msg);
+        }
+        self.track(msg);
+        out.extend_from_slice(&frame.bytes);
+        None
     }
 
     /// Inspect one message and append what goes to the server to `out`:
     /// the original bytes, a rewritten message, or a refusal in its place.
-    async fn inspect(&mut self, msg: FrontendMessage, frame: &Frame, out: &mut BytesMut) {
+    async fn inspect(&mut self, msg: FrontendMessage<'_>, frame: &Frame, out: &mut BytesMut) {
         let standing = match &msg {
             FrontendMessage::Query(_)
             | FrontendMessage::Parse(_)
@@ -149,7 +178,7 @@ impl Inspector<'_> {
 
     /// Full-access sessions: state only, bytes untouched; with an audit
     /// trail, the classified columns statements touch are recorded.
-    async fn inspect_full_access(&mut self, msg: FrontendMessage) {
+    async fn inspect_full_access(&mut self, msg: FrontendMessage<'_>) {
         match msg {
             FrontendMessage::Query(sql) => {
                 self.ctx.metrics.hot.statements_simple.inc();
@@ -170,26 +199,28 @@ impl Inspector<'_> {
                     .and_then(|o| o.first().cloned())
                     .unwrap_or_default();
                 self.state.parse(
-                    p.name,
-                    Prepared {
-                        sql: sql.clone(),
-                        plan: None,
-                        sensitive: false,
-                        view: None,
-                        reads,
-                    },
+                    p.name.as_deref().unwrap_or(""),
+                    Prepared::new(sql.clone(), None, false, None, reads),
                 );
                 self.expect(Pending::Parse(Statement::decided(
                     sql, true, None, observed,
                 )));
             }
+            other => self.track(other),
+        }
+    }
+
+    /// State and expectations of a full-access message that needs no
+    /// analysis (all but Query and Parse); never waits.
+    fn track(&mut self, msg: FrontendMessage<'_>) {
+        match msg {
             FrontendMessage::Bind(b) => {
                 let params = self.params(&b);
                 self.state.bind(
-                    b.portal_name,
-                    b.statement_name.as_deref(),
+                    &b.portal,
+                    &b.statement,
                     Vec::new(),
-                    b.result_column_format_codes.into(),
+                    b.result_formats(),
                     params,
                 );
                 self.expect(Pending::Bind);
@@ -200,16 +231,16 @@ impl Inspector<'_> {
                 self.ctx.metrics.hot.queries_forward.inc();
                 let (sql, params, reads) = self
                     .state
-                    .portal(e.name.as_deref())
-                    .map(|p| (p.statement.sql.clone(), p.params.clone(), p.reads()))
-                    .unwrap_or_else(|| ("".into(), None, Reads::default()));
-                debug!(sql = %sql, portal = e.name.as_deref().unwrap_or(""), "execute");
+                    .portal(&e.portal)
+                    .map(|p| (p.statement.sql.clone(), p.params.clone(), p.reads.clone()))
+                    .unwrap_or_else(unknown_portal);
+                debug!(sql = %sql, portal = %e.portal, "execute");
                 self.expect(Pending::Execute(Statement::with_params(
                     sql, None, params, reads,
                 )));
             }
             FrontendMessage::Close(c) => {
-                self.state.close(c.target_type, c.name.as_deref());
+                self.state.close(c.kind, &c.name);
                 self.expect(Pending::Close);
             }
             FrontendMessage::Sync => self.expect(Pending::Sync),
@@ -217,7 +248,9 @@ impl Inspector<'_> {
                 warn!(user = %self.info.user, function_oid, "fast-path function call");
                 self.expect(Pending::FunctionCall);
             }
-            FrontendMessage::Flush
+            FrontendMessage::Query(_)
+            | FrontendMessage::Parse(_)
+            | FrontendMessage::Flush
             | FrontendMessage::CopyData
             | FrontendMessage::CopyDone
             | FrontendMessage::CopyFail(_)
@@ -275,7 +308,7 @@ impl Inspector<'_> {
 
     async fn inspect_restricted(
         &mut self,
-        msg: FrontendMessage,
+        msg: FrontendMessage<'_>,
         frame: &Frame,
         view: &Arc<RoleView>,
         out: &mut BytesMut,
@@ -328,7 +361,7 @@ impl Inspector<'_> {
                     });
                 match analysis {
                     Err(r) => {
-                        self.state.close(b'S', p.name.as_deref());
+                        self.state.close(b'S', p.name.as_deref().unwrap_or(""));
                         self.refuse_parse(sql, &r, out);
                     }
                     Ok(a) => {
@@ -340,14 +373,14 @@ impl Inspector<'_> {
                         let reads = st.map(Reads::from).unwrap_or_default();
                         let sensitive = a.sensitive();
                         self.state.parse(
-                            p.name,
-                            Prepared {
-                                sql: sql.clone(),
-                                plan: plan.clone(),
+                            p.name.as_deref().unwrap_or(""),
+                            Prepared::new(
+                                sql.clone(),
+                                plan.clone(),
                                 sensitive,
-                                view: Some(view.clone()),
-                                reads: reads.clone(),
-                            },
+                                Some(view.clone()),
+                                reads.clone(),
+                            ),
                         );
                         let d = self.decision(view, vec![plan], Vec::new(), sensitive, false);
                         out.extend_from_slice(&frame.bytes);
@@ -360,22 +393,18 @@ impl Inspector<'_> {
                     }
                 }
             }
-            FrontendMessage::Bind(mut b) => {
-                let name = b.statement_name.as_deref().unwrap_or("");
+            FrontendMessage::Bind(b) => {
+                let name = &*b.statement;
                 if let Err((sql, r)) = self.refresh_statement(view, name).await {
                     // Refused under the policy now in force: the Bind
                     // fails, and the server skips to the next Sync.
-                    self.state.close(b'S', Some(name));
+                    self.state.close(b'S', name);
                     self.refuse_parse(sql, &r, out);
                     return;
                 }
-                let plan = self
-                    .state
-                    .statements
-                    .get(b.statement_name.as_deref().unwrap_or(""))
-                    .and_then(|p| p.plan.clone());
+                let plan = self.state.statements.get(name).and_then(|p| p.plan.clone());
                 let formats = match &plan {
-                    Some(p) => expand_formats(&b.result_column_format_codes, p.columns.len()),
+                    Some(p) => b.expand_result_formats(p.columns.len()),
                     None => Vec::new(),
                 };
                 let params = self.params(&b);
@@ -388,44 +417,32 @@ impl Inspector<'_> {
                 if rewrite {
                     // Ask the server for rewritten columns in text.
                     let p = plan.as_ref().expect("checked");
-                    b.result_column_format_codes = p
+                    let sent: Vec<i16> = p
                         .columns
                         .iter()
                         .zip(&formats)
                         .map(|(c, f)| if c.rewrites() { 0 } else { *f })
                         .collect();
-                    let portal = b.portal_name.clone();
-                    let statement = b.statement_name.clone();
-                    let sent: Arc<[i16]> = b.result_column_format_codes.clone().into();
-                    let msg = PgWireFrontendMessage::Bind(b);
-                    if msg.encode(out).is_err() {
-                        out.extend_from_slice(&frame.bytes);
-                    }
+                    b.encode_with_result_formats(&sent, out);
                     self.state
-                        .bind(portal, statement.as_deref(), formats, sent, params);
+                        .bind(&b.portal, name, formats, sent.into_iter(), params);
                 } else {
                     out.extend_from_slice(&frame.bytes);
-                    self.state.bind(
-                        b.portal_name,
-                        b.statement_name.as_deref(),
-                        formats,
-                        b.result_column_format_codes.into(),
-                        params,
-                    );
+                    self.state
+                        .bind(&b.portal, name, formats, b.result_formats(), params);
                 }
                 self.expect(Pending::Bind);
             }
             FrontendMessage::Describe(d) => {
-                if d.target_type == b'S' {
-                    let name = d.name.as_deref().unwrap_or("");
-                    if let Err((sql, r)) = self.refresh_statement(view, name).await {
-                        self.state.close(b'S', Some(name));
+                if d.kind == b'S' {
+                    if let Err((sql, r)) = self.refresh_statement(view, &d.name).await {
+                        self.state.close(b'S', &d.name);
                         self.refuse_parse(sql, &r, out);
                         return;
                     }
                 }
-                let (plan, formats, sensitive, subject) = if d.target_type == b'S' {
-                    match self.state.statements.get(d.name.as_deref().unwrap_or("")) {
+                let (plan, formats, sensitive, subject) = if d.kind == b'S' {
+                    match self.state.statements.get(&d.name) {
                         Some(p) => (
                             p.plan.clone(),
                             Vec::new(),
@@ -435,7 +452,7 @@ impl Inspector<'_> {
                         None => (None, Vec::new(), false, None),
                     }
                 } else {
-                    match self.state.portal(d.name.as_deref()) {
+                    match self.state.portal(&d.name) {
                         Some(p) => (
                             p.statement.plan.clone(),
                             p.formats.clone(),
@@ -458,18 +475,21 @@ impl Inspector<'_> {
             }
             FrontendMessage::Execute(e) => {
                 let (sql, plan, formats, sensitive, reads, params) =
-                    match self.state.portal(e.name.as_deref()) {
+                    match self.state.portal(&e.portal) {
                         Some(p) => (
                             p.statement.sql.clone(),
                             p.statement.plan.clone(),
                             p.formats.clone(),
                             p.statement.sensitive,
-                            p.reads(),
+                            p.reads.clone(),
                             p.params.clone(),
                         ),
-                        None => ("".into(), None, Vec::new(), false, Reads::default(), None),
+                        None => {
+                            let (sql, params, reads) = unknown_portal();
+                            (sql, None, Vec::new(), false, reads, params)
+                        }
                     };
-                if !reads.touched.is_empty() {
+                if reads.iter().any(|r| !r.touched.is_empty()) {
                     if let Err(r) = self.admit() {
                         // In place of the Execute: a refusal the server
                         // raises, skipping to the next Sync.
@@ -529,7 +549,7 @@ impl Inspector<'_> {
     }
 
     /// Bind parameters for the audit trail, when there is one.
-    fn params(&self, b: &pgwire::messages::extendedquery::Bind) -> Option<Arc<[Option<String>]>> {
+    fn params(&self, b: &Bind<'_>) -> Option<Params> {
         self.ctx.audit.as_ref()?;
         let hash = self
             .ctx
@@ -560,14 +580,14 @@ impl Inspector<'_> {
             .await
             .map_err(|r| (sql.clone(), r))?;
         let st = analysis.statements.first();
-        let refreshed = Prepared {
-            sql: sql.clone(),
-            plan: st.and_then(|s| s.result.clone()),
-            sensitive: analysis.sensitive(),
-            view: Some(view.clone()),
-            reads: st.map(Reads::from).unwrap_or_default(),
-        };
-        self.state.parse(Some(name.to_string()), refreshed);
+        let refreshed = Prepared::new(
+            sql.clone(),
+            st.and_then(|s| s.result.clone()),
+            analysis.sensitive(),
+            Some(view.clone()),
+            st.map(Reads::from).unwrap_or_default(),
+        );
+        self.state.parse(name, refreshed);
         Ok(())
     }
 
@@ -618,11 +638,8 @@ impl Inspector<'_> {
     }
 }
 
-/// The client's result format codes, one per column.
-fn expand_formats(codes: &[i16], n: usize) -> Vec<i16> {
-    match codes {
-        [] => vec![0; n],
-        [one] => vec![*one; n],
-        many => (0..n).map(|i| many.get(i).copied().unwrap_or(0)).collect(),
-    }
+/// An Execute of a portal the session does not know: the server will
+/// refuse it.
+fn unknown_portal() -> (Arc<str>, Option<Params>, Arc<[Reads]>) {
+    (Arc::from(""), None, Arc::from([Reads::default()]))
 }

@@ -6,7 +6,7 @@
 //! Maps are capped so a client cannot grow them without end.
 
 use crate::analysis::{Effect, Remembered, ResultPlan, SessionLookup};
-use crate::backend::tracker::Reads;
+use crate::backend::tracker::{Params, Reads};
 use crate::decision::RoleView;
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -17,7 +17,7 @@ use std::sync::Arc;
 const MAX_ENTRIES: usize = 100_000;
 
 /// A statement prepared with Parse.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub struct Prepared {
     pub sql: Arc<str>,
     /// How its rows are rewritten (restricted sessions).
@@ -28,42 +28,119 @@ pub struct Prepared {
     pub view: Option<Arc<RoleView>>,
     /// What it reads (for limits and the audit trail).
     pub reads: Reads,
+    /// What each Execute of a statement without classified columns reads:
+    /// shared by all of them, as nothing is counted per portal.
+    unclassified_reads: Option<Arc<[Reads]>>,
+}
+
+impl Prepared {
+    pub fn new(
+        sql: Arc<str>,
+        plan: Option<Arc<ResultPlan>>,
+        sensitive: bool,
+        view: Option<Arc<RoleView>>,
+        reads: Reads,
+    ) -> Arc<Prepared> {
+        let unclassified_reads = reads.touched.is_empty().then(|| Arc::from([reads.clone()]));
+        Arc::new(Prepared {
+            sql,
+            plan,
+            sensitive,
+            view,
+            reads,
+            unclassified_reads,
+        })
+    }
+
+    /// What an Execute of a portal bound with `sent_formats` reads: rows
+    /// of classified columns count per portal, towards one per-statement
+    /// limit, and their subject key may come in binary.
+    fn portal_reads(&self, sent_formats: impl Iterator<Item = i16>) -> Arc<[Reads]> {
+        if let Some(shared) = &self.unclassified_reads {
+            return shared.clone();
+        }
+        Arc::from([Reads {
+            fetched: Some(Arc::default()),
+            formats: Some(sent_formats.collect()),
+            ..self.reads.clone()
+        }])
+    }
 }
 
 /// A portal created with Bind.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub struct Portal {
-    pub statement: Prepared,
+    pub statement: Arc<Prepared>,
     /// Result formats the client asked for, one per rewritten-plan column.
     pub formats: Vec<i16>,
     /// Bind parameters as the audit trail records them.
-    pub params: Option<Arc<[Option<String>]>>,
-    /// The result format codes sent to the server with the Bind (the
-    /// protocol's form: none, one for all, or one per column).
-    pub sent_formats: Arc<[i16]>,
-    /// Rows its Executes returned so far: they count towards one
-    /// per-statement limit.
-    pub fetched: Arc<std::sync::atomic::AtomicU64>,
+    pub params: Option<Params>,
+    /// What an Execute of it reads (see [`Prepared::portal_reads`]).
+    pub reads: Arc<[Reads]>,
 }
 
-impl Portal {
-    /// What an Execute of this portal reads: its statement's reads,
-    /// counting rows on the portal.
-    pub fn reads(&self) -> Reads {
-        Reads {
-            fetched: Some(self.fetched.clone()),
-            formats: Some(self.sent_formats.clone()),
-            ..self.statement.reads.clone()
+/// Prepared statements or portals by name. The unnamed one, which most
+/// drivers use for every portal, is kept apart and found without hashing.
+#[derive(Debug)]
+pub struct Named<V> {
+    unnamed: Option<V>,
+    named: HashMap<String, V>,
+}
+
+impl<V> Default for Named<V> {
+    fn default() -> Self {
+        Named {
+            unnamed: None,
+            named: HashMap::new(),
         }
+    }
+}
+
+impl<V> Named<V> {
+    pub fn get(&self, name: &str) -> Option<&V> {
+        if name.is_empty() {
+            self.unnamed.as_ref()
+        } else {
+            self.named.get(name)
+        }
+    }
+
+    /// Set `name` to `v`, copying the name only when it is new.
+    pub fn put(&mut self, name: &str, v: V) {
+        if name.is_empty() {
+            self.unnamed = Some(v);
+            return;
+        }
+        match self.named.get_mut(name) {
+            Some(slot) => *slot = v,
+            None => insert_capped(&mut self.named, name.to_owned(), v),
+        }
+    }
+
+    pub fn remove(&mut self, name: &str) {
+        if name.is_empty() {
+            self.unnamed = None;
+        } else {
+            self.named.remove(name);
+        }
+    }
+
+    pub fn clear(&mut self) {
+        self.unnamed = None;
+        self.named.clear();
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.unnamed.is_none() && self.named.is_empty()
     }
 }
 
 #[derive(Debug, Default)]
 pub struct SessionState {
     /// Prepared statements (Parse), "" for the unnamed one.
-    pub statements: HashMap<String, Prepared>,
+    pub statements: Named<Arc<Prepared>>,
     /// Portals (Bind), "" for the unnamed one.
-    pub portals: HashMap<String, Portal>,
+    pub portals: Named<Portal>,
     /// Cursors opened with DECLARE.
     pub cursors: HashMap<String, Remembered>,
     /// Statements prepared with SQL PREPARE.
@@ -78,42 +155,41 @@ fn insert_capped<V>(map: &mut HashMap<String, V>, name: String, v: V) {
 }
 
 impl SessionState {
-    pub fn parse(&mut self, name: Option<String>, p: Prepared) {
-        insert_capped(&mut self.statements, name.unwrap_or_default(), p);
+    pub fn parse(&mut self, name: &str, p: Arc<Prepared>) {
+        self.statements.put(name, p);
     }
 
     /// Bind creates a portal from a statement; returns it if known.
+    /// `sent_formats` are the result format codes the Bind forwarded to
+    /// the server asks for.
     pub fn bind(
         &mut self,
-        portal: Option<String>,
-        statement: Option<&str>,
+        portal: &str,
+        statement: &str,
         formats: Vec<i16>,
-        sent_formats: Arc<[i16]>,
-        params: Option<Arc<[Option<String>]>>,
+        sent_formats: impl Iterator<Item = i16>,
+        params: Option<Params>,
     ) -> Option<&Portal> {
-        let p = self.statements.get(statement.unwrap_or(""))?.clone();
-        let name = portal.unwrap_or_default();
-        insert_capped(
-            &mut self.portals,
-            name.clone(),
+        let statement = self.statements.get(statement)?.clone();
+        let reads = statement.portal_reads(sent_formats);
+        self.portals.put(
+            portal,
             Portal {
-                statement: p,
+                statement,
                 formats,
-                sent_formats,
                 params,
-                fetched: Arc::default(),
+                reads,
             },
         );
-        self.portals.get(&name)
+        self.portals.get(portal)
     }
 
-    pub fn portal(&self, portal: Option<&str>) -> Option<&Portal> {
-        self.portals.get(portal.unwrap_or(""))
+    pub fn portal(&self, portal: &str) -> Option<&Portal> {
+        self.portals.get(portal)
     }
 
     /// Close (`S` statement or `P` portal).
-    pub fn close(&mut self, target: u8, name: Option<&str>) {
-        let name = name.unwrap_or("");
+    pub fn close(&mut self, target: u8, name: &str) {
         if target == b'S' {
             self.statements.remove(name);
         } else {
@@ -163,35 +239,71 @@ impl SessionLookup for SessionState {
 mod tests {
     use super::*;
 
-    fn prepared(sql: &str) -> Prepared {
-        Prepared {
-            sql: sql.into(),
-            plan: None,
-            sensitive: false,
-            view: None,
-            reads: Reads::default(),
-        }
+    fn prepared(sql: &str) -> Arc<Prepared> {
+        Prepared::new(sql.into(), None, false, None, Reads::default())
     }
 
     #[test]
     fn statement_portal_lifecycle() {
         let mut s = SessionState::default();
-        s.parse(Some("s1".into()), prepared("select 1"));
+        s.parse("s1", prepared("select 1"));
         assert_eq!(
-            s.bind(Some("p1".into()), Some("s1"), vec![], Arc::default(), None)
+            s.bind("p1", "s1", vec![], [].into_iter(), None)
                 .map(|p| p.statement.sql.clone())
                 .as_deref(),
             Some("select 1")
         );
-        assert!(s.portal(Some("p1")).is_some());
-        assert!(
-            s.bind(None, Some("nope"), vec![], Arc::default(), None)
-                .is_none()
-        );
-        s.close(b'S', Some("s1"));
+        assert!(s.portal("p1").is_some());
+        assert!(s.bind("", "nope", vec![], [].into_iter(), None).is_none());
+        s.close(b'S', "s1");
         assert!(s.statements.is_empty());
-        s.close(b'P', Some("p1"));
+        s.close(b'P', "p1");
         assert!(s.portals.is_empty());
+    }
+
+    /// Portals of a statement reading classified columns count their rows
+    /// each on its own; others share their statement's reads.
+    #[test]
+    fn classified_portals_count_rows_apart() {
+        use crate::policy::{Action, QualifiedTable};
+        let mut s = SessionState::default();
+        s.parse("plain", prepared("select 1"));
+        let touched = crate::analysis::Source {
+            table: QualifiedTable {
+                schema: "public".into(),
+                table: "customers".into(),
+            },
+            column: "phone".into(),
+            kind: "phone".into(),
+            action: Action::Mask,
+        };
+        let reads = Reads {
+            touched: Arc::new([touched].into()),
+            ..Reads::default()
+        };
+        s.parse(
+            "classified",
+            Prepared::new("select phone".into(), None, true, None, reads),
+        );
+        let plain = |s: &mut SessionState, portal: &str| {
+            s.bind(portal, "plain", vec![], [1].into_iter(), None)
+                .map(|p| p.reads.clone())
+                .unwrap()
+        };
+        let (a, b) = (plain(&mut s, "a"), plain(&mut s, "b"));
+        assert!(Arc::ptr_eq(&a, &b));
+        assert!(a[0].fetched.is_none());
+
+        let classified = |s: &mut SessionState, portal: &str| {
+            s.bind(portal, "classified", vec![], [1, 0].into_iter(), None)
+                .map(|p| p.reads.clone())
+                .unwrap()
+        };
+        let (a, b) = (classified(&mut s, "a"), classified(&mut s, "b"));
+        let (fa, fb) = (a[0].fetched.clone().unwrap(), b[0].fetched.clone().unwrap());
+        assert!(!Arc::ptr_eq(&fa, &fb));
+        assert_eq!(a[0].formats.as_deref(), Some(&[1, 0][..]));
+        assert!(a[0].binary(0) && !a[0].binary(1));
     }
 
     #[test]

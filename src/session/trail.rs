@@ -4,11 +4,10 @@
 
 use super::SessionInfo;
 use crate::audit::{ColumnUse, Record};
-use crate::backend::tracker::{Completed, Statement};
+use crate::backend::tracker::{Completed, Params, Statement};
 use crate::context::ProxyContext;
+use crate::frontend::extended::Bind;
 use crate::masking::hash::HashKey;
-use pgwire::messages::extendedquery::Bind;
-use std::sync::Arc;
 
 /// A record of `event` carrying the session's identity.
 pub fn session_record(ctx: &ProxyContext, info: &SessionInfo, event: &str) -> Record {
@@ -67,9 +66,9 @@ pub fn started(ctx: &ProxyContext, info: &SessionInfo, st: &Statement, index: us
 }
 
 /// A statement completed (or failed).
-pub fn completed(ctx: &ProxyContext, info: &SessionInfo, done: &Completed) -> Record {
+pub fn completed(ctx: &ProxyContext, info: &SessionInfo, done: &Completed<'_>) -> Record {
     let mut r = statement_record(ctx, info, "query", &done.statement, done.index);
-    r.tag = done.tag.clone();
+    r.tag = done.tag.map(str::to_string);
     r.rows = Some(done.rows);
     r.bytes = Some(done.bytes);
     r.duration_ms = Some((done.duration.as_secs_f64() * 1e6).round() / 1e3);
@@ -82,25 +81,19 @@ pub fn completed(ctx: &ProxyContext, info: &SessionInfo, done: &Completed) -> Re
 /// as `\x` hex, or
 /// (`[audit] hash_parameters`) the keyed pseudonym of the bytes, the same
 /// the `hash` action shows, so a looked-up value can be matched.
-pub fn bind_params(b: &Bind, hash: Option<&HashKey>) -> Arc<[Option<String>]> {
-    b.parameters
-        .iter()
+pub fn bind_params(b: &Bind<'_>, hash: Option<&HashKey>) -> Params {
+    b.params()
         .enumerate()
         .map(|(i, p)| {
-            let p = p.as_ref()?;
+            let p = p?;
             if let Some(k) = hash {
                 return Some(k.pseudonym(p));
             }
-            let format = match b.parameter_format_codes.as_slice() {
-                [] => 0,
-                [one] => *one,
-                many => many.get(i).copied().unwrap_or(0),
-            };
             let printable = |s: &str| {
                 !s.chars()
                     .any(|c| c.is_control() && !matches!(c, '\t' | '\n' | '\r'))
             };
-            Some(match (format, std::str::from_utf8(p)) {
+            Some(match (b.param_format(i), std::str::from_utf8(p)) {
                 (0, Ok(s)) => s.to_string(),
                 (_, Ok(s)) if printable(s) => s.to_string(),
                 _ => {
