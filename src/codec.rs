@@ -38,11 +38,11 @@ pub fn context() -> DecodeContext {
 
 /// Decode `frame` with `f`, which must consume it entirely.
 pub fn decode_frame<T>(
-    frame: &Frame,
+    frame: &Frame<'_>,
     ctx: &DecodeContext,
     f: impl FnOnce(&mut BytesMut, &DecodeContext) -> PgWireResult<Option<T>>,
 ) -> Result<T, DecodeError> {
-    let mut buf = BytesMut::from(&frame.bytes[..]);
+    let mut buf = BytesMut::from(frame.bytes);
     let result = catch_unwind(AssertUnwindSafe(|| f(&mut buf, ctx)));
     match result {
         Err(_) => Err(DecodeError::new(

@@ -128,7 +128,7 @@ impl std::fmt::Display for PgError {
 mod tests {
     use super::*;
     use crate::backend::{error_field, error_fields};
-    use crate::frame::Frame;
+    use crate::frame::OwnedFrame;
 
     #[test]
     fn encodes_fields_a_client_can_read() {
@@ -137,8 +137,8 @@ mod tests {
             "column customers.id_number is denied",
         )
         .with_hint("ask for access");
-        let f = Frame::from_encoded(BytesMut::from(&e.encode()[..]));
-        let fields = error_fields(&f).unwrap();
+        let f = OwnedFrame::from_encoded(BytesMut::from(&e.encode()[..]));
+        let fields = error_fields(&f.frame()).unwrap();
         assert_eq!(error_field(&fields, b'C'), Some("42501"));
         assert_eq!(error_field(&fields, b'S'), Some("ERROR"));
         assert_eq!(error_field(&fields, b'H'), Some("ask for access"));

@@ -3,33 +3,61 @@
 //! Every message is cut out by its own length field before anything decodes
 //! it, so a malformed body can never make a decoder read into the next
 //! message. Startup-phase messages have no type byte; all later ones do.
+//!
+//! A relayed session handles each message where it was read: a [`Frame`]
+//! borrows its bytes from the read buffer ([`peek_frame`]), which moves on
+//! once all of a read's messages are handled. Messages kept beyond a read
+//! (startup, authentication) or built by pgwarden are [`OwnedFrame`]s.
 
 use bytes::{BufMut, Bytes, BytesMut};
 
 /// One whole protocol message: type byte (absent in the startup phase),
 /// length, body. `bytes` is exactly what came over the wire.
+#[derive(Debug, Clone, Copy)]
+pub struct Frame<'a> {
+    /// The message type byte, or 0 for untyped startup-phase messages.
+    pub tag: u8,
+    pub bytes: &'a [u8],
+}
+
+impl<'a> Frame<'a> {
+    /// The message body, after type byte and length.
+    pub fn body(&self) -> &'a [u8] {
+        &self.bytes[header_len(self.tag)..]
+    }
+}
+
+/// Offset of the body in a message of type `tag`.
+fn header_len(tag: u8) -> usize {
+    if tag == 0 { 4 } else { 5 }
+}
+
+/// A frame that owns its bytes.
 #[derive(Debug, Clone)]
-pub struct Frame {
+pub struct OwnedFrame {
     /// The message type byte, or 0 for untyped startup-phase messages.
     pub tag: u8,
     pub bytes: Bytes,
 }
 
-impl Frame {
-    /// Offset of the body inside `bytes`.
-    fn header_len(&self) -> usize {
-        if self.tag == 0 { 4 } else { 5 }
+impl OwnedFrame {
+    /// A borrowed view, for the decoders.
+    pub fn frame(&self) -> Frame<'_> {
+        Frame {
+            tag: self.tag,
+            bytes: &self.bytes,
+        }
     }
 
     /// The message body, after type byte and length.
     pub fn body(&self) -> &[u8] {
-        &self.bytes[self.header_len()..]
+        &self.bytes[header_len(self.tag)..]
     }
 
     /// Wrap an already encoded typed message.
-    pub fn from_encoded(bytes: BytesMut) -> Frame {
+    pub fn from_encoded(bytes: BytesMut) -> OwnedFrame {
         let tag = bytes.first().copied().unwrap_or(0);
-        Frame {
+        OwnedFrame {
             tag,
             bytes: bytes.freeze(),
         }
@@ -60,20 +88,16 @@ pub enum FrameError {
     TooLarge { len: usize, max: usize },
 }
 
-/// Cut one frame off the front of `buf` if it is complete.
-///
-/// `typed` says whether messages start with a type byte; `max` caps the
-/// declared length so a hostile length never causes a huge allocation.
-pub fn take_frame(
-    buf: &mut BytesMut,
-    typed: bool,
-    max: usize,
-) -> Result<Option<Frame>, FrameError> {
+/// The whole length of the message at the start of `buf`, once its header
+/// is there. `typed` says whether messages start with a type byte; `max`
+/// caps the declared length so a hostile length never causes a huge
+/// allocation.
+fn frame_len(buf: &[u8], typed: bool, max: usize) -> Result<Option<usize>, FrameError> {
     let hdr = if typed { 5 } else { 4 };
-    if buf.len() < hdr {
+    let Some(len) = buf.get(hdr - 4..hdr) else {
         return Ok(None);
-    }
-    let len = i32::from_be_bytes([buf[hdr - 4], buf[hdr - 3], buf[hdr - 2], buf[hdr - 1]]);
+    };
+    let len = i32::from_be_bytes([len[0], len[1], len[2], len[3]]);
     if len < 4 {
         return Err(FrameError::BadLength(len as i64));
     }
@@ -81,7 +105,18 @@ pub fn take_frame(
     if len > max {
         return Err(FrameError::TooLarge { len, max });
     }
-    let total = hdr - 4 + len;
+    Ok(Some(hdr - 4 + len))
+}
+
+/// Cut one frame off the front of `buf` if it is complete.
+pub fn take_frame(
+    buf: &mut BytesMut,
+    typed: bool,
+    max: usize,
+) -> Result<Option<OwnedFrame>, FrameError> {
+    let Some(total) = frame_len(buf, typed, max)? else {
+        return Ok(None);
+    };
     if buf.len() < total {
         // Make room for the rest of this message in one go.
         buf.reserve(total - buf.len());
@@ -89,7 +124,30 @@ pub fn take_frame(
     }
     let bytes = buf.split_to(total).freeze();
     let tag = if typed { bytes[0] } else { 0 };
-    Ok(Some(Frame { tag, bytes }))
+    Ok(Some(OwnedFrame { tag, bytes }))
+}
+
+/// The typed frame at the start of `buf`, borrowed, if it is complete.
+pub fn peek_frame(buf: &[u8], max: usize) -> Result<Option<Frame<'_>>, FrameError> {
+    match frame_len(buf, true, max)? {
+        Some(total) if buf.len() >= total => Ok(Some(Frame {
+            tag: buf[0],
+            bytes: &buf[..total],
+        })),
+        _ => Ok(None),
+    }
+}
+
+/// Drop the `used` bytes of handled frames from the front of a read
+/// buffer, and make room for the rest of a message begun after them.
+pub fn consume(buf: &mut BytesMut, used: usize, max: usize) -> Result<(), FrameError> {
+    bytes::Buf::advance(buf, used);
+    if let Some(total) = frame_len(buf, true, max)? {
+        if buf.len() < total {
+            buf.reserve(total - buf.len());
+        }
+    }
+    Ok(())
 }
 
 /// Bounds-checked reader over a message body.
@@ -166,6 +224,27 @@ mod tests {
         assert!(matches!(
             take_frame(&mut buf, true, 1000),
             Err(FrameError::BadLength(-1))
+        ));
+    }
+
+    #[test]
+    fn peeks_frames_in_place_and_consumes_them() {
+        let mut buf = BytesMut::from(&b"S\0\0\0\x04Q\0\0\0\x0dselect"[..]);
+        let f = peek_frame(&buf, 1000).unwrap().unwrap();
+        assert_eq!((f.tag, f.bytes.len(), f.body()), (b'S', 5, &b""[..]));
+        let used = f.bytes.len();
+        assert!(peek_frame(&buf[used..], 1000).unwrap().is_none());
+        consume(&mut buf, used, 1000).unwrap();
+        assert_eq!(&buf[..], b"Q\0\0\0\x0dselect");
+        // Room for the whole Query once its length is known.
+        assert!(buf.capacity() >= 14);
+        assert!(matches!(
+            peek_frame(b"Q\0\0\0\x02", 1000),
+            Err(FrameError::BadLength(2))
+        ));
+        assert!(matches!(
+            consume(&mut BytesMut::from(&b"Q\x7f\xff\xff\xff"[..]), 0, 1000),
+            Err(FrameError::TooLarge { .. })
         ));
     }
 

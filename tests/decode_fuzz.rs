@@ -4,12 +4,12 @@
 use bytes::BytesMut;
 use pgwarden::backend;
 use pgwarden::codec::context;
-use pgwarden::frame::{Frame, take_frame};
+use pgwarden::frame::{OwnedFrame, take_frame};
 use pgwarden::frontend::FrontendMessage;
 use pgwarden::frontend::startup::decode_startup;
 use rand::{Rng, SeedableRng};
 
-fn typed(tag: u8, body: &[u8]) -> Frame {
+fn typed(tag: u8, body: &[u8]) -> OwnedFrame {
     let mut raw = vec![tag];
     raw.extend(((body.len() + 4) as i32).to_be_bytes());
     raw.extend_from_slice(body);
@@ -19,7 +19,7 @@ fn typed(tag: u8, body: &[u8]) -> Frame {
 }
 
 /// A valid Bind, Parse or Execute with a few bytes flipped or cut.
-fn mutated(rng: &mut impl Rng) -> Frame {
+fn mutated(rng: &mut impl Rng) -> OwnedFrame {
     let seeds: [&[u8]; 4] = [
         b"B\0\0\0\x1ap1\0s1\0\0\x01\0\x01\0\x01\0\0\0\x01x\0\0",
         b"P\0\0\0\x16s1\0select $1\0\0\x01\0\0\0\x17",
@@ -51,13 +51,14 @@ fn no_input_escapes_as_a_panic() {
     let tags = b"QPBDECSHXdcfFpzRTKZEN";
     let mut errors = 0;
     for _ in 0..50_000 {
-        let frame = if rng.random_bool(0.5) {
+        let owned = if rng.random_bool(0.5) {
             mutated(&mut rng)
         } else {
             let len = rng.random_range(0..48);
             let body: Vec<u8> = (0..len).map(|_| rng.random()).collect();
             typed(tags[rng.random_range(0..tags.len())], &body)
         };
+        let frame = owned.frame();
         if FrontendMessage::decode(&frame, &context()).is_err() {
             errors += 1;
         }
@@ -70,7 +71,7 @@ fn no_input_escapes_as_a_panic() {
         // The same bytes as an untyped startup packet.
         let startup = take_frame(&mut BytesMut::from(&frame.bytes[1..]), false, 1 << 20);
         if let Ok(Some(f)) = startup {
-            let _ = decode_startup(&f);
+            let _ = decode_startup(&f.frame());
         }
     }
     let _ = std::panic::take_hook();

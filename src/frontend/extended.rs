@@ -190,12 +190,12 @@ impl<'a> Target<'a> {
 mod tests {
     use super::*;
     use crate::codec::{context, decode_frame};
-    use crate::frame::{Frame, take_frame};
+    use crate::frame::{OwnedFrame, take_frame};
     use pgwire::messages::PgWireFrontendMessage;
     use pgwire::messages::extendedquery as pg;
     use rand::{Rng, SeedableRng};
 
-    fn frame_of(m: PgWireFrontendMessage) -> Frame {
+    fn frame_of(m: PgWireFrontendMessage) -> OwnedFrame {
         let mut buf = BytesMut::new();
         m.encode(&mut buf).unwrap();
         take_frame(&mut buf, true, 1 << 20).unwrap().unwrap()
@@ -269,7 +269,7 @@ mod tests {
             let mut out = BytesMut::new();
             got.encode_with_result_formats(&[1, 0, 1], &mut out);
             let again = take_frame(&mut out, true, 1 << 20).unwrap().unwrap();
-            let decoded = decode_frame(&again, &context(), PgWireFrontendMessage::decode);
+            let decoded = decode_frame(&again.frame(), &context(), PgWireFrontendMessage::decode);
             let Ok(PgWireFrontendMessage::Bind(b)) = decoded else {
                 panic!("{decoded:?}");
             };

@@ -49,7 +49,7 @@ pub enum FrontendMessage<'a> {
 impl<'a> FrontendMessage<'a> {
     /// Decode one typed frame from the client.
     pub fn decode(
-        frame: &'a Frame,
+        frame: &Frame<'a>,
         ctx: &DecodeContext,
     ) -> Result<FrontendMessage<'a>, DecodeError> {
         match frame.tag {
@@ -105,7 +105,7 @@ impl<'a> FrontendMessage<'a> {
 
 /// A Query body is one NUL-terminated string and nothing after it, as
 /// PostgreSQL itself requires.
-fn decode_query(frame: &Frame) -> Result<FrontendMessage<'_>, DecodeError> {
+fn decode_query<'a>(frame: &Frame<'a>) -> Result<FrontendMessage<'a>, DecodeError> {
     let body = frame.body();
     match body.iter().position(|b| *b == 0) {
         Some(end) if end + 1 == body.len() => Ok(FrontendMessage::Query(

@@ -4,7 +4,7 @@
 use crate::frame::{BodyReader, Frame};
 
 /// SASLInitialResponse: mechanism name and initial client data.
-pub fn sasl_initial_response(frame: &Frame) -> Option<(String, Vec<u8>)> {
+pub fn sasl_initial_response(frame: &Frame<'_>) -> Option<(String, Vec<u8>)> {
     let mut r = BodyReader::new(frame.body());
     let mechanism = String::from_utf8(r.cstr()?.to_vec()).ok()?;
     let len = r.i32()?;
@@ -17,12 +17,12 @@ pub fn sasl_initial_response(frame: &Frame) -> Option<(String, Vec<u8>)> {
 }
 
 /// SASLResponse: the whole body is the client's data.
-pub fn sasl_response(frame: &Frame) -> Vec<u8> {
+pub fn sasl_response(frame: &Frame<'_>) -> Vec<u8> {
     frame.body().to_vec()
 }
 
 /// PasswordMessage: one NUL-terminated string (cleartext or md5 response).
-pub fn password(frame: &Frame) -> Option<String> {
+pub fn password(frame: &Frame<'_>) -> Option<String> {
     let mut r = BodyReader::new(frame.body());
     let s = String::from_utf8(r.cstr()?.to_vec()).ok()?;
     (r.remaining() == 0).then_some(s)

@@ -44,7 +44,7 @@ impl StartupParams {
 }
 
 /// Decode one untyped startup-phase frame.
-pub fn decode_startup(frame: &Frame) -> Result<StartupRequest, DecodeError> {
+pub fn decode_startup(frame: &Frame<'_>) -> Result<StartupRequest, DecodeError> {
     let body = frame.body();
     if body.len() < 4 {
         return Err(DecodeError::new(0, "startup packet too short"));
@@ -83,10 +83,11 @@ pub fn decode_startup(frame: &Frame) -> Result<StartupRequest, DecodeError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::frame::OwnedFrame;
     use crate::frame::take_frame;
     use bytes::BytesMut;
 
-    fn frame(raw: &[u8]) -> Frame {
+    fn frame(raw: &[u8]) -> OwnedFrame {
         take_frame(&mut BytesMut::from(raw), false, 10_000)
             .unwrap()
             .unwrap()
@@ -95,11 +96,11 @@ mod tests {
     #[test]
     fn ssl_and_gss_requests() {
         assert!(matches!(
-            decode_startup(&frame(b"\0\0\0\x08\x04\xd2\x16\x2f")).unwrap(),
+            decode_startup(&frame(b"\0\0\0\x08\x04\xd2\x16\x2f").frame()).unwrap(),
             StartupRequest::Ssl
         ));
         assert!(matches!(
-            decode_startup(&frame(b"\0\0\0\x08\x04\xd2\x16\x30")).unwrap(),
+            decode_startup(&frame(b"\0\0\0\x08\x04\xd2\x16\x30").frame()).unwrap(),
             StartupRequest::GssEnc
         ));
     }
@@ -107,7 +108,7 @@ mod tests {
     #[test]
     fn startup_message_with_parameters() {
         let raw = b"\0\0\0\x22\0\x03\0\0user\0alice\0database\0shop\0\0";
-        match decode_startup(&frame(raw)).unwrap() {
+        match decode_startup(&frame(raw).frame()).unwrap() {
             StartupRequest::Startup(p) => {
                 assert_eq!((p.major, p.minor), (3, 0));
                 assert_eq!(p.user(), Some("alice"));
@@ -120,7 +121,7 @@ mod tests {
     #[test]
     fn cancel_request() {
         let raw = b"\0\0\0\x10\x04\xd2\x16\x2e\0\0\0\x07\0\0\0\x09";
-        match decode_startup(&frame(raw)).unwrap() {
+        match decode_startup(&frame(raw).frame()).unwrap() {
             StartupRequest::Cancel { pid, secret } => {
                 assert_eq!(pid, 7);
                 assert_eq!(&secret[..], &[0, 0, 0, 9]);
@@ -131,7 +132,7 @@ mod tests {
 
     #[test]
     fn garbage_is_an_error() {
-        assert!(decode_startup(&frame(b"\0\0\0\x06\x01\x02")).is_err());
-        assert!(decode_startup(&frame(b"\0\0\0\x0c\0\x09\0\0user\0")).is_err());
+        assert!(decode_startup(&frame(b"\0\0\0\x06\x01\x02").frame()).is_err());
+        assert!(decode_startup(&frame(b"\0\0\0\x0c\0\x09\0\0user\0").frame()).is_err());
     }
 }

@@ -1,9 +1,9 @@
 use super::*;
 use crate::codec::context;
-use crate::frame::take_frame;
+use crate::frame::{OwnedFrame, take_frame};
 use bytes::BytesMut;
 
-fn frame(raw: &[u8]) -> Frame {
+fn frame(raw: &[u8]) -> OwnedFrame {
     let mut buf = BytesMut::from(raw);
     take_frame(&mut buf, true, 1 << 20).unwrap().unwrap()
 }
@@ -11,24 +11,26 @@ fn frame(raw: &[u8]) -> Frame {
 #[test]
 fn decodes_query() {
     let f = frame(b"Q\0\0\0\x0dselect 1\0");
-    let m = FrontendMessage::decode(&f, &context()).unwrap();
+    let m = FrontendMessage::decode(&f.frame(), &context()).unwrap();
     assert!(matches!(m, FrontendMessage::Query(q) if q == "select 1"));
 }
 
 #[test]
 fn query_without_nul_or_with_trailing_bytes_is_refused() {
-    assert!(FrontendMessage::decode(&frame(b"Q\0\0\0\x0cselect 1"), &context()).is_err());
-    assert!(FrontendMessage::decode(&frame(b"Q\0\0\0\x0eselect 1\0x"), &context()).is_err());
+    assert!(FrontendMessage::decode(&frame(b"Q\0\0\0\x0cselect 1").frame(), &context()).is_err());
+    assert!(
+        FrontendMessage::decode(&frame(b"Q\0\0\0\x0eselect 1\0x").frame(), &context()).is_err()
+    );
 }
 
 #[test]
 fn truncated_bind_is_an_error_not_a_panic() {
     // Bind claiming 5 parameter formats but carrying none.
     let raw = b"B\0\0\0\x08\0\0\0\x05";
-    assert!(FrontendMessage::decode(&frame(raw), &context()).is_err());
+    assert!(FrontendMessage::decode(&frame(raw).frame(), &context()).is_err());
     // Parse with a bogus parameter-type count.
     let raw = b"P\0\0\0\x0a\0x\0\x7f\xff\0";
-    assert!(FrontendMessage::decode(&frame(raw), &context()).is_err());
+    assert!(FrontendMessage::decode(&frame(raw).frame(), &context()).is_err());
 }
 
 #[test]
@@ -41,7 +43,7 @@ fn decodes_extended_messages() {
     ))
     .encode(&mut parse)
     .unwrap();
-    match FrontendMessage::decode(&frame(&parse), &context()).unwrap() {
+    match FrontendMessage::decode(&frame(&parse).frame(), &context()).unwrap() {
         FrontendMessage::Parse(p) => {
             assert_eq!(p.name.as_deref(), Some("s1"));
             assert_eq!(p.query, "select $1");
@@ -49,7 +51,7 @@ fn decodes_extended_messages() {
         other => panic!("{other:?}"),
     }
     let f = frame(b"S\0\0\0\x04");
-    let sync = FrontendMessage::decode(&f, &context()).unwrap();
+    let sync = FrontendMessage::decode(&f.frame(), &context()).unwrap();
     assert!(matches!(sync, FrontendMessage::Sync));
 }
 
@@ -62,16 +64,16 @@ fn bodyless_messages_decode_and_refuse_a_body() {
         (b"c\0\0\0\x04", "CopyDone"),
     ] {
         let f = frame(raw);
-        let m = FrontendMessage::decode(&f, &context()).unwrap();
+        let m = FrontendMessage::decode(&f.frame(), &context()).unwrap();
         assert_eq!(format!("{m:?}"), want);
         let mut with_body = raw.to_vec();
         with_body[4] = 5;
         with_body.push(0);
-        assert!(FrontendMessage::decode(&frame(&with_body), &context()).is_err());
+        assert!(FrontendMessage::decode(&frame(&with_body).frame(), &context()).is_err());
     }
 }
 
 #[test]
 fn unknown_type_is_refused() {
-    assert!(FrontendMessage::decode(&frame(b"z\0\0\0\x04"), &context()).is_err());
+    assert!(FrontendMessage::decode(&frame(b"z\0\0\0\x04").frame(), &context()).is_err());
 }

@@ -22,7 +22,7 @@ pub enum Redaction {
 }
 
 /// Append the redacted form of an ErrorResponse or NoticeResponse.
-pub fn redact(frame: &Frame, how: Redaction, out: &mut BytesMut) {
+pub fn redact(frame: &Frame<'_>, how: Redaction, out: &mut BytesMut) {
     let fields = error_fields(frame).unwrap_or_default();
     let get = |c: u8| {
         fields
@@ -60,6 +60,7 @@ mod tests {
     use super::*;
     use crate::backend::error_field;
     use crate::error::PgError;
+    use crate::frame::OwnedFrame;
 
     #[test]
     fn values_are_withheld() {
@@ -68,19 +69,19 @@ mod tests {
             "invalid input syntax for type integer: \"13812345678\"",
         )
         .with_detail("Key (phone)=(13812345678)");
-        let f = Frame::from_encoded(BytesMut::from(&e.encode()[..]));
+        let f = OwnedFrame::from_encoded(BytesMut::from(&e.encode()[..]));
         let mut out = BytesMut::new();
-        redact(&f, Redaction::Values, &mut out);
+        redact(&f.frame(), Redaction::Values, &mut out);
         let text = String::from_utf8_lossy(&out).into_owned();
         assert!(!text.contains("1381234"), "{text}");
-        let r = Frame::from_encoded(out);
-        let fields = error_fields(&r).unwrap();
+        let r = OwnedFrame::from_encoded(out);
+        let fields = error_fields(&r.frame()).unwrap();
         assert_eq!(error_field(&fields, b'C'), Some("22P02"));
         assert!(error_field(&fields, b'D').is_none());
         let mut out = BytesMut::new();
-        redact(&f, Redaction::Refusal, &mut out);
-        let r = Frame::from_encoded(out);
-        let fields = error_fields(&r).unwrap();
+        redact(&f.frame(), Redaction::Refusal, &mut out);
+        let r = OwnedFrame::from_encoded(out);
+        let fields = error_fields(&r.frame()).unwrap();
         assert!(error_field(&fields, b'M').unwrap().contains("13812345678"));
     }
 }

@@ -43,7 +43,7 @@ pub struct FieldInfo {
 /// client's `formats` (empty: as the server said). `check` sees every
 /// field's origin and may refuse the description.
 pub fn row_description(
-    frame: &Frame,
+    frame: &Frame<'_>,
     plan: Option<&ResultPlan>,
     formats: &[i16],
     mut check: impl FnMut(usize, &FieldInfo) -> Result<(), Mismatch>,
@@ -98,7 +98,10 @@ pub fn row_description(
 /// Rewrite a DataRow; returns how many values were rewritten.
 /// The first field of a RowDescription whose table OID and column number
 /// satisfy `pred`: its position and type OID.
-pub fn find_field(frame: &Frame, mut pred: impl FnMut(u32, i16) -> bool) -> Option<(usize, u32)> {
+pub fn find_field(
+    frame: &Frame<'_>,
+    mut pred: impl FnMut(u32, i16) -> bool,
+) -> Option<(usize, u32)> {
     let mut r = BodyReader::new(frame.body());
     let count = r.i16()?;
     for i in 0..count.max(0) as usize {
@@ -150,7 +153,7 @@ pub fn canonical_text(
 
 /// The value of field `index` of a DataRow (`None` for NULL or a
 /// malformed row).
-pub fn field(frame: &Frame, index: usize) -> Option<&[u8]> {
+pub fn field<'a>(frame: &Frame<'a>, index: usize) -> Option<&'a [u8]> {
     let mut r = BodyReader::new(frame.body());
     let count = r.i16()?;
     if index >= count.max(0) as usize {
@@ -170,7 +173,7 @@ pub fn field(frame: &Frame, index: usize) -> Option<&[u8]> {
 }
 
 pub fn data_row(
-    frame: &Frame,
+    frame: &Frame<'_>,
     plan: &ResultPlan,
     key: &HashKey,
     out: &mut BytesMut,
@@ -214,7 +217,7 @@ pub fn data_row(
 /// Rewrite one CopyData message of COPY TO STDOUT (one row per message,
 /// as PostgreSQL sends them).
 pub fn copy_row(
-    frame: &Frame,
+    frame: &Frame<'_>,
     plan: &ResultPlan,
     format: CopyFormat,
     key: &HashKey,
@@ -384,6 +387,7 @@ fn copy_csv(line: &str, plan: &ResultPlan, key: &HashKey) -> Result<String, Mism
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::frame::OwnedFrame;
     use crate::policy::MaskSpec;
 
     fn plan() -> ResultPlan {
@@ -401,12 +405,12 @@ mod tests {
         }
     }
 
-    fn frame(tag: u8, body: &[u8]) -> Frame {
+    fn frame(tag: u8, body: &[u8]) -> OwnedFrame {
         let mut b = BytesMut::new();
         b.put_u8(tag);
         b.put_i32(body.len() as i32 + 4);
         b.put_slice(body);
-        Frame::from_encoded(b)
+        OwnedFrame::from_encoded(b)
     }
 
     #[test]
@@ -424,10 +428,10 @@ mod tests {
         }
         let key = HashKey::from_secret(b"k");
         let mut out = BytesMut::new();
-        let n = data_row(&frame(b'D', &body), &plan(), &key, &mut out).unwrap();
+        let n = data_row(&frame(b'D', &body).frame(), &plan(), &key, &mut out).unwrap();
         assert_eq!(n, 2);
-        let f = Frame::from_encoded(out);
-        let vals: Vec<_> = crate::backend::data_row_fields(&f)
+        let f = OwnedFrame::from_encoded(out);
+        let vals: Vec<_> = crate::backend::data_row_fields(&f.frame())
             .map(|v| v.unwrap().map(|b| String::from_utf8(b.to_vec()).unwrap()))
             .collect();
         assert_eq!(vals[0].as_deref(), Some("1"));
@@ -441,14 +445,14 @@ mod tests {
         let key = HashKey::from_secret(b"k");
         let mut out = BytesMut::new();
         copy_row(
-            &frame(b'd', b"1\t13812345678\ta\\tb\t\\N\n"),
+            &frame(b'd', b"1\t13812345678\ta\\tb\t\\N\n").frame(),
             &plan(),
             CopyFormat::Text,
             &key,
             &mut out,
         )
         .unwrap();
-        let f = Frame::from_encoded(out);
+        let f = OwnedFrame::from_encoded(out);
         let text = String::from_utf8(f.body().to_vec()).unwrap();
         assert_eq!(
             text,
@@ -456,20 +460,20 @@ mod tests {
         );
         let mut out = BytesMut::new();
         copy_row(
-            &frame(b'd', b"1,\"13812345678\",,\"x\"\"y\"\n"),
+            &frame(b'd', b"1,\"13812345678\",,\"x\"\"y\"\n").frame(),
             &plan(),
             CopyFormat::Csv { header: false },
             &key,
             &mut out,
         )
         .unwrap();
-        let f = Frame::from_encoded(out);
+        let f = OwnedFrame::from_encoded(out);
         let text = String::from_utf8(f.body().to_vec()).unwrap();
         assert_eq!(text, "\"1\",\"138****5678\",,\"[redacted]\"\n");
         // Width mismatches stop the result.
         assert!(
             copy_row(
-                &frame(b'd', b"1\t2\n"),
+                &frame(b'd', b"1\t2\n").frame(),
                 &plan(),
                 CopyFormat::Text,
                 &key,

@@ -1,7 +1,7 @@
 //! A socket that is either plain TCP or TLS over TCP, so the rest of the
 //! code treats both the same.
 
-use crate::frame::{Frame, FrameError, take_frame};
+use crate::frame::{FrameError, OwnedFrame, take_frame};
 use bytes::BytesMut;
 use std::io;
 use std::pin::Pin;
@@ -194,7 +194,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> FramedIo<S> {
         &mut self,
         typed: bool,
         max: usize,
-    ) -> Result<Option<Frame>, ReadError> {
+    ) -> Result<Option<OwnedFrame>, ReadError> {
         loop {
             if let Some(f) = take_frame(&mut self.buf, typed, max)? {
                 return Ok(Some(f));

@@ -13,7 +13,7 @@ use crate::backend::{self, auth_code};
 use crate::cancel::CancelKey;
 use crate::context::ProxyContext;
 use crate::error::{PgError, sqlstate};
-use crate::frame::Frame;
+use crate::frame::OwnedFrame;
 use crate::net::{ClientStream, FramedIo, UpstreamStream};
 use bytes::BytesMut;
 
@@ -34,7 +34,7 @@ pub async fn relay_authentication(
     loop {
         let frame = read_upstream(upstream).await?;
         match frame.tag {
-            b'R' => match backend::auth_code(&frame) {
+            b'R' => match backend::auth_code(&frame.frame()) {
                 Some(auth_code::OK) => {
                     client.send(&frame.bytes).await?;
                     return Ok(());
@@ -84,13 +84,13 @@ pub async fn relay_greeting(
         let frame = read_upstream(upstream).await?;
         match frame.tag {
             b'S' => {
-                if let Some(p) = backend::parameter_status(&frame) {
+                if let Some(p) = backend::parameter_status(&frame.frame()) {
                     greeting.parameters.push(p);
                 }
                 out.extend_from_slice(&frame.bytes);
             }
             b'K' => {
-                let (pid, secret) = backend::backend_key(&frame)
+                let (pid, secret) = backend::backend_key(&frame.frame())
                     .ok_or_else(|| Error::UpstreamProtocol("malformed BackendKeyData".into()))?;
                 let key = ctx.cancel.register(pid, secret);
                 out.extend_from_slice(&backend::encode_backend_key(key.pid, &key.secret).bytes);
@@ -119,9 +119,12 @@ pub async fn relay_greeting(
 }
 
 /// The server refused the login: pass its error on as written and report it.
-pub(super) async fn login_refused(client: &mut FramedIo<ClientStream>, frame: &Frame) -> Error {
+pub(super) async fn login_refused(
+    client: &mut FramedIo<ClientStream>,
+    frame: &OwnedFrame,
+) -> Error {
     let _ = client.send(&frame.bytes).await;
-    let fields = backend::error_fields(frame).unwrap_or_default();
+    let fields = backend::error_fields(&frame.frame()).unwrap_or_default();
     Error::AuthFailed {
         sqlstate: backend::error_field(&fields, b'C')
             .unwrap_or("28000")
@@ -132,7 +135,9 @@ pub(super) async fn login_refused(client: &mut FramedIo<ClientStream>, frame: &F
     }
 }
 
-pub(super) async fn read_upstream(upstream: &mut FramedIo<UpstreamStream>) -> Result<Frame, Error> {
+pub(super) async fn read_upstream(
+    upstream: &mut FramedIo<UpstreamStream>,
+) -> Result<OwnedFrame, Error> {
     match upstream.read_frame(true, MAX_AUTH_MESSAGE).await {
         Ok(Some(f)) => Ok(f),
         Ok(None) => Err(Error::UpstreamClosed),
@@ -143,7 +148,7 @@ pub(super) async fn read_upstream(upstream: &mut FramedIo<UpstreamStream>) -> Re
 /// The client's answer to an authentication request: one `p` message.
 pub(super) async fn forward_client_answer_frame(
     client: &mut FramedIo<ClientStream>,
-) -> Result<Frame, Error> {
+) -> Result<OwnedFrame, Error> {
     let frame = match client.read_frame(true, MAX_AUTH_MESSAGE).await {
         Ok(Some(f)) => f,
         Ok(None) => return Err(Error::ClientClosed),
@@ -171,9 +176,9 @@ async fn forward_client_answer(
 }
 
 /// The server's SASL offer without channel-binding (`-PLUS`) mechanisms.
-fn strip_channel_binding(frame: &Frame) -> Result<Frame, Error> {
-    let mechanisms =
-        backend::sasl_mechanisms(frame).map_err(|e| Error::UpstreamProtocol(e.to_string()))?;
+fn strip_channel_binding(frame: &OwnedFrame) -> Result<OwnedFrame, Error> {
+    let mechanisms = backend::sasl_mechanisms(&frame.frame())
+        .map_err(|e| Error::UpstreamProtocol(e.to_string()))?;
     let kept: Vec<String> = mechanisms
         .into_iter()
         .filter(|m| !m.ends_with("-PLUS"))

@@ -15,7 +15,7 @@ use crate::backend::{self as msg};
 use crate::context::ProxyContext;
 use crate::error::{PgError, Severity};
 use crate::events::Event;
-use crate::frame::{Frame, take_frame};
+use crate::frame::{Frame, FrameError, consume, peek_frame};
 use crate::limits::{Cap, Limiter};
 use crate::masking::notices::{self, Redaction};
 use crate::masking::rows::{self, Mismatch};
@@ -60,16 +60,18 @@ pub async fn run(
         // Every response in `buf` answers a request whose expectation was
         // queued before the request was written: one drain per read suffices.
         pending.drain_into(direction.tracker);
-        while let Some(frame) =
-            take_frame(&mut buf, true, max).map_err(|e| Error::UpstreamProtocol(e.to_string()))?
-        {
+        let framing = |e: FrameError| Error::UpstreamProtocol(e.to_string());
+        // Messages are handled in place; the buffer moves on after them.
+        let mut used = 0;
+        while let Some(frame) = peek_frame(&buf[used..], max).map_err(framing)? {
+            used += frame.bytes.len();
             if direction.cut.is_some() {
                 // The rest of a result stopped at its limit: accounted
                 // for, never shown, up to the ReadyForQuery.
                 direction.observe(&frame)?;
                 if frame.tag == b'Z' {
                     direction.cut = None;
-                    out.extend_from_slice(&frame.bytes);
+                    out.extend_from_slice(frame.bytes);
                 }
                 release_replies(direction.tracker, &mut out);
                 continue;
@@ -92,12 +94,13 @@ pub async fn run(
             )?;
             let hidden = direction.observe(&frame)?;
             if !rewritten && !hidden {
-                out.extend_from_slice(&frame.bytes);
+                out.extend_from_slice(frame.bytes);
             }
             if frame.tag != b'D' {
                 release_replies(direction.tracker, &mut out);
             }
         }
+        consume(&mut buf, used, max).map_err(framing)?;
         // Stop the server-side query of a result cut at its limit, unless
         // the server has already finished (then a cancel could only hit
         // a later statement).
@@ -231,7 +234,7 @@ fn rewrite(
     tracker: &Tracker,
     copy_header: &mut bool,
     ctx: &ProxyContext,
-    frame: &Frame,
+    frame: &Frame<'_>,
     out: &mut BytesMut,
 ) -> Result<bool, Error> {
     let Some((d, index)) = tracker.current() else {
@@ -308,7 +311,7 @@ impl Direction<'_> {
     /// its cap and its role's subject budget; when it is one past a
     /// blocking limit, start cutting and return the message the client
     /// gets.
-    fn count_row(&mut self, frame: &Frame) -> Option<String> {
+    fn count_row(&mut self, frame: &Frame<'_>) -> Option<String> {
         let (st, index) = self.tracker.current_statement()?;
         let id = (Arc::as_ptr(st) as usize, index);
         if self.result.as_ref().is_none_or(|r| r.id != id) {
@@ -405,7 +408,7 @@ impl Direction<'_> {
 
     /// Count the subject of the current row; the message when its role's
     /// budget refuses a new subject.
-    fn new_subject(&mut self, frame: &Frame) -> Option<String> {
+    fn new_subject(&mut self, frame: &Frame<'_>) -> Option<String> {
         let r = self.result.as_ref()?;
         let policy = r.subjects.as_ref()?;
         // Without a known subject column (COPY, or a result the key is
@@ -440,7 +443,7 @@ impl Direction<'_> {
 
     /// Account for one server message; `true` when it answers a request of
     /// pgwarden's own and is not forwarded.
-    fn observe(&mut self, frame: &Frame) -> Result<bool, Error> {
+    fn observe(&mut self, frame: &Frame<'_>) -> Result<bool, Error> {
         let mut sqlstate = None;
         let mut tag = None;
         match frame.tag {
@@ -483,7 +486,7 @@ impl Direction<'_> {
 
     /// Note which column of a result holds its rows' subject key, for
     /// roles with a subject budget.
-    fn described(&mut self, frame: &Frame) {
+    fn described(&mut self, frame: &Frame<'_>) {
         let Some((d, _)) = self.tracker.current() else {
             return;
         };

@@ -16,7 +16,7 @@ use crate::backend::tracker::{Params, Pending, PendingQueue, Reads, Statement};
 use crate::codec::{self, DecodeError};
 use crate::context::ProxyContext;
 use crate::decision::{Decision, RoleView};
-use crate::frame::{Frame, take_frame};
+use crate::frame::{Frame, FrameError, consume, peek_frame};
 use crate::frontend::FrontendMessage;
 use crate::frontend::extended::Bind;
 use crate::net::{ClientRead, UpstreamWrite};
@@ -50,9 +50,11 @@ pub async fn run(
     };
     loop {
         let mut terminate = false;
-        while let Some(frame) = take_frame(&mut buf, true, max)
-            .map_err(|e| Error::Protocol(DecodeError::new(0, e.to_string())))?
-        {
+        let framing = |e: FrameError| Error::Protocol(DecodeError::new(0, e.to_string()));
+        // Messages are handled in place; the buffer moves on after them.
+        let mut used = 0;
+        while let Some(frame) = peek_frame(&buf[used..], max).map_err(framing)? {
+            used += frame.bytes.len();
             let msg = FrontendMessage::decode(&frame, &dctx).map_err(Error::Protocol)?;
             terminate = matches!(msg, FrontendMessage::Terminate);
             if let Some(msg) = inspector.inspect_now(msg, &frame, &mut out) {
@@ -62,6 +64,7 @@ pub async fn run(
                 break;
             }
         }
+        consume(&mut buf, used, max).map_err(framing)?;
         // Expectations go out before the bytes they answer to.
         pending.push_all(&mut inspector.batch);
         if !out.is_empty() {
@@ -114,7 +117,7 @@ impl Inspector<'_> {
     fn inspect_now<'m>(
         &mut self,
         msg: FrontendMessage<'m>,
-        frame: &Frame,
+        frame: &Frame<'_>,
         out: &mut BytesMut,
     ) -> Option<FrontendMessage<'m>> {
         let decided = match &msg {
@@ -130,13 +133,13 @@ impl Inspector<'_> {
             return Some(msg);
         }
         self.track(msg);
-        out.extend_from_slice(&frame.bytes);
+        out.extend_from_slice(frame.bytes);
         None
     }
 
     /// Inspect one message and append what goes to the server to `out`:
     /// the original bytes, a rewritten message, or a refusal in its place.
-    async fn inspect(&mut self, msg: FrontendMessage<'_>, frame: &Frame, out: &mut BytesMut) {
+    async fn inspect(&mut self, msg: FrontendMessage<'_>, frame: &Frame<'_>, out: &mut BytesMut) {
         let standing = match &msg {
             FrontendMessage::Query(_)
             | FrontendMessage::Parse(_)
@@ -151,7 +154,7 @@ impl Inspector<'_> {
         let view = match standing {
             Standing::FullAccess => {
                 self.inspect_full_access(msg).await;
-                out.extend_from_slice(&frame.bytes);
+                out.extend_from_slice(frame.bytes);
                 return;
             }
             Standing::Restricted(v) => v,
@@ -167,7 +170,7 @@ impl Inspector<'_> {
                     // for this session fail on the server.
                     other => {
                         self.inspect_full_access(other).await;
-                        out.extend_from_slice(&frame.bytes);
+                        out.extend_from_slice(frame.bytes);
                     }
                 }
                 return;
@@ -309,7 +312,7 @@ impl Inspector<'_> {
     async fn inspect_restricted(
         &mut self,
         msg: FrontendMessage<'_>,
-        frame: &Frame,
+        frame: &Frame<'_>,
         view: &Arc<RoleView>,
         out: &mut BytesMut,
     ) {
@@ -337,7 +340,7 @@ impl Inspector<'_> {
                         self.count(results.iter().any(Option::is_some), false);
                         let reads = a.statements.iter().map(Reads::from).collect();
                         let d = self.decision(view, results, Vec::new(), a.sensitive(), false);
-                        out.extend_from_slice(&frame.bytes);
+                        out.extend_from_slice(frame.bytes);
                         self.expect(Pending::Query(Statement::decided(
                             sql,
                             false,
@@ -383,7 +386,7 @@ impl Inspector<'_> {
                             ),
                         );
                         let d = self.decision(view, vec![plan], Vec::new(), sensitive, false);
-                        out.extend_from_slice(&frame.bytes);
+                        out.extend_from_slice(frame.bytes);
                         self.expect(Pending::Parse(Statement::decided(
                             sql,
                             true,
@@ -427,7 +430,7 @@ impl Inspector<'_> {
                     self.state
                         .bind(&b.portal, name, formats, sent.into_iter(), params);
                 } else {
-                    out.extend_from_slice(&frame.bytes);
+                    out.extend_from_slice(frame.bytes);
                     self.state
                         .bind(&b.portal, name, formats, b.result_formats(), params);
                 }
@@ -470,7 +473,7 @@ impl Inspector<'_> {
                     view: view.clone(),
                     subject,
                 }));
-                out.extend_from_slice(&frame.bytes);
+                out.extend_from_slice(frame.bytes);
                 self.expect(Pending::Describe(dec));
             }
             FrontendMessage::Execute(e) => {
@@ -499,7 +502,7 @@ impl Inspector<'_> {
                 }
                 self.count(plan.is_some(), true);
                 let d = self.decision(view, vec![plan], formats, sensitive, false);
-                out.extend_from_slice(&frame.bytes);
+                out.extend_from_slice(frame.bytes);
                 self.expect(Pending::Execute(Statement::with_params(
                     sql, d, params, reads,
                 )));
@@ -513,7 +516,7 @@ impl Inspector<'_> {
             }
             other => {
                 self.inspect_full_access(other).await;
-                out.extend_from_slice(&frame.bytes);
+                out.extend_from_slice(frame.bytes);
             }
         }
     }

@@ -341,7 +341,7 @@ fn admit(
 /// StartupMessage as it came.
 async fn open_upstream(
     ctx: &ProxyContext,
-    raw_startup: &crate::frame::Frame,
+    raw_startup: &crate::frame::OwnedFrame,
 ) -> Result<crate::net::FramedIo<crate::net::UpstreamStream>, Error> {
     let mut upstream = upstream::connect(ctx).await.inspect_err(|e| {
         ctx.metrics

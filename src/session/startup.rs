@@ -5,7 +5,7 @@ use super::Error;
 use crate::config::ClientTlsMode;
 use crate::context::ProxyContext;
 use crate::error::{PgError, sqlstate};
-use crate::frame::Frame;
+use crate::frame::OwnedFrame;
 use crate::frontend::startup::{StartupParams, StartupRequest, decode_startup};
 use crate::net::{ClientStream, FramedIo, Stream};
 use bytes::Bytes;
@@ -18,7 +18,7 @@ const MAX_STARTUP_PACKET: usize = 10_000;
 /// How the client opened the connection.
 pub enum Opening {
     /// A StartupMessage, with its exact bytes to forward.
-    Startup(FramedIo<ClientStream>, StartupParams, Frame),
+    Startup(FramedIo<ClientStream>, StartupParams, OwnedFrame),
     /// A StartupMessage pgwarden refuses; the error goes to the client.
     Failed(FramedIo<ClientStream>, Error),
     Cancel {
@@ -45,7 +45,7 @@ pub async fn accept(ctx: &ProxyContext, tcp: TcpStream) -> Result<Opening, Error
         let Some(frame) = io.read_frame(false, MAX_STARTUP_PACKET).await? else {
             return Ok(Opening::Closed);
         };
-        match decode_startup(&frame).map_err(Error::Protocol)? {
+        match decode_startup(&frame.frame()).map_err(Error::Protocol)? {
             StartupRequest::Ssl => {
                 let Some(tls) = ctx
                     .client_tls

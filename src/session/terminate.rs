@@ -18,7 +18,7 @@ use crate::auth::{StoredSecret, UpstreamCredential, md5};
 use crate::backend::{self, auth_code};
 use crate::context::ProxyContext;
 use crate::error::{PgError, sqlstate};
-use crate::frame::Frame;
+use crate::frame::OwnedFrame;
 use crate::frontend::password;
 use crate::frontend::startup::StartupParams;
 use crate::net::{ClientStream, FramedIo, UpstreamStream};
@@ -58,7 +58,7 @@ pub async fn authenticate(
     ctx: &ProxyContext,
     client: &mut FramedIo<ClientStream>,
     params: &StartupParams,
-    raw_startup: &Frame,
+    raw_startup: &OwnedFrame,
 ) -> Result<FramedIo<UpstreamStream>, Error> {
     let user = params.user().unwrap_or_default().to_string();
     let stored = match ctx.catalog.auth_secret(&user).await {
@@ -116,7 +116,7 @@ async fn scram_with_client(
         .send(&encode(Authentication::SASL(vec![SCRAM.to_string()])))
         .await?;
     let first = forward_client_answer_frame(client).await?;
-    let (mechanism, data) = password::sasl_initial_response(&first).ok_or_else(|| {
+    let (mechanism, data) = password::sasl_initial_response(&first.frame()).ok_or_else(|| {
         Error::Protocol(crate::codec::DecodeError::new(
             b'p',
             "malformed SASLInitialResponse",
@@ -147,7 +147,7 @@ async fn scram_with_client(
         ))))
         .await?;
     let fin = forward_client_answer_frame(client).await?;
-    let fin = String::from_utf8(password::sasl_response(&fin)).unwrap_or_default();
+    let fin = String::from_utf8(password::sasl_response(&fin.frame())).unwrap_or_default();
     match exchange.finish(&fin) {
         Ok(v) => Ok(v),
         Err(_) => Err(refuse_login(client, user).await),
@@ -165,7 +165,7 @@ async fn md5_with_client(
         .send(&encode(Authentication::MD5Password(salt.to_vec())))
         .await?;
     let answer = forward_client_answer_frame(client).await?;
-    let response = password::password(&answer).unwrap_or_default();
+    let response = password::password(&answer.frame()).unwrap_or_default();
     if md5::verify(hash, &salt, &response) {
         Ok(())
     } else {
@@ -197,7 +197,7 @@ async fn login_upstream(
         match frame.tag {
             b'R' => {
                 let data = Bytes::copy_from_slice(frame.body().get(4..).unwrap_or_default());
-                match (backend::auth_code(&frame), credential) {
+                match (backend::auth_code(&frame.frame()), credential) {
                     (Some(auth_code::OK), _) => return Ok(()),
                     (
                         Some(auth_code::SASL),
@@ -206,7 +206,7 @@ async fn login_upstream(
                             server_key,
                         },
                     ) => {
-                        let offered = backend::sasl_mechanisms(&frame)
+                        let offered = backend::sasl_mechanisms(&frame.frame())
                             .map_err(|e| Error::UpstreamProtocol(e.to_string()))?;
                         if !offered.iter().any(|m| m == SCRAM) {
                             return Err(unsupported("a SASL mechanism other than SCRAM-SHA-256"));
