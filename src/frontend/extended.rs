@@ -17,7 +17,10 @@ use std::borrow::Cow;
 /// A name as the session keys it: empty for the unnamed statement or
 /// portal. Bytes that are not UTF-8 are replaced, as pgwire does.
 fn name(bytes: &[u8]) -> Cow<'_, str> {
-    String::from_utf8_lossy(bytes)
+    match std::str::from_utf8(bytes) {
+        Ok(s) => Cow::Borrowed(s),
+        Err(_) => String::from_utf8_lossy(bytes),
+    }
 }
 
 fn cstr<'a>(r: &mut BodyReader<'a>, tag: u8, what: &str) -> Result<&'a [u8], DecodeError> {
