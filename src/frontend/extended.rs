@@ -15,12 +15,9 @@ use bytes::{BufMut, BytesMut};
 use std::borrow::Cow;
 
 /// A name as the session keys it: empty for the unnamed statement or
-/// portal. Bytes that are not UTF-8 are replaced, as pgwire does.
+/// portal.
 fn name(bytes: &[u8]) -> Cow<'_, str> {
-    match std::str::from_utf8(bytes) {
-        Ok(s) => Cow::Borrowed(s),
-        Err(_) => String::from_utf8_lossy(bytes),
-    }
+    super::text(bytes)
 }
 
 fn cstr<'a>(r: &mut BodyReader<'a>, tag: u8, what: &str) -> Result<&'a [u8], DecodeError> {

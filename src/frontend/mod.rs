@@ -18,13 +18,15 @@ use crate::frame::Frame;
 use extended::{Bind, Execute, Target};
 use pgwire::messages::extendedquery::Parse;
 use pgwire::messages::{DecodeContext, PgWireFrontendMessage};
+use std::borrow::Cow;
+use std::sync::Arc;
 
 /// One decoded message from the client after the startup phase, borrowing
 /// from its frame.
 #[derive(Debug)]
 pub enum FrontendMessage<'a> {
     /// Simple query: one or more statements in one string.
-    Query(String),
+    Query(Arc<str>),
     Parse(Parse),
     Bind(Bind<'a>),
     Describe(Target<'a>),
@@ -106,13 +108,21 @@ impl<'a> FrontendMessage<'a> {
 /// A Query body is one NUL-terminated string and nothing after it, as
 /// PostgreSQL itself requires.
 fn decode_query<'a>(frame: &Frame<'a>) -> Result<FrontendMessage<'a>, DecodeError> {
-    let body = frame.body();
-    match body.iter().position(|b| *b == 0) {
-        Some(end) if end + 1 == body.len() => Ok(FrontendMessage::Query(
-            String::from_utf8_lossy(&body[..end]).into_owned(),
-        )),
-        Some(_) => Err(DecodeError::new(b'Q', "bytes after the query string")),
-        None => Err(DecodeError::new(b'Q', "query string is not terminated")),
+    let Some((0, sql)) = frame.body().split_last() else {
+        return Err(DecodeError::new(b'Q', "query string is not terminated"));
+    };
+    if sql.contains(&0) {
+        return Err(DecodeError::new(b'Q', "bytes after the query string"));
+    }
+    Ok(FrontendMessage::Query(Arc::from(text(sql))))
+}
+
+/// Text from the client: borrowed when it is UTF-8 (nearly always), bytes
+/// that are not replaced as pgwire does.
+pub(crate) fn text(bytes: &[u8]) -> Cow<'_, str> {
+    match std::str::from_utf8(bytes) {
+        Ok(s) => Cow::Borrowed(s),
+        Err(_) => String::from_utf8_lossy(bytes),
     }
 }
 

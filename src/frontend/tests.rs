@@ -12,7 +12,11 @@ fn frame(raw: &[u8]) -> OwnedFrame {
 fn decodes_query() {
     let f = frame(b"Q\0\0\0\x0dselect 1\0");
     let m = FrontendMessage::decode(&f.frame(), &context()).unwrap();
-    assert!(matches!(m, FrontendMessage::Query(q) if q == "select 1"));
+    assert!(matches!(m, FrontendMessage::Query(q) if &*q == "select 1"));
+    // Bytes that are not UTF-8 are replaced, not refused.
+    let f = frame(b"Q\0\0\0\x07\xff;\0");
+    let m = FrontendMessage::decode(&f.frame(), &context()).unwrap();
+    assert!(matches!(m, FrontendMessage::Query(q) if &*q == "\u{fffd};"));
 }
 
 #[test]
@@ -21,6 +25,9 @@ fn query_without_nul_or_with_trailing_bytes_is_refused() {
     assert!(
         FrontendMessage::decode(&frame(b"Q\0\0\0\x0eselect 1\0x").frame(), &context()).is_err()
     );
+    assert!(FrontendMessage::decode(&frame(b"Q\0\0\0\x04").frame(), &context()).is_err());
+    // A NUL inside the string: PostgreSQL refuses what follows it.
+    assert!(FrontendMessage::decode(&frame(b"Q\0\0\0\x07a\0b\0").frame(), &context()).is_err());
 }
 
 #[test]

@@ -162,7 +162,7 @@ impl Inspector<'_> {
                 let refusal = Refusal::new(reason);
                 match msg {
                     FrontendMessage::Parse(p) => self.refuse_parse(p.query.into(), &refusal, out),
-                    FrontendMessage::Query(sql) => self.refuse_query(sql.into(), &refusal, out),
+                    FrontendMessage::Query(sql) => self.refuse_query(sql, &refusal, out),
                     FrontendMessage::FunctionCall { .. } => {
                         self.refuse_query("<function call>".into(), &refusal, out)
                     }
@@ -186,7 +186,6 @@ impl Inspector<'_> {
             FrontendMessage::Query(sql) => {
                 self.ctx.metrics.hot.statements_simple.inc();
                 self.ctx.metrics.hot.queries_forward.inc();
-                let sql: Arc<str> = sql.into();
                 self.track_cursors(&sql);
                 debug!(sql = %sql, "query");
                 let observed = self.observe(&sql).await;
@@ -318,7 +317,6 @@ impl Inspector<'_> {
     ) {
         match msg {
             FrontendMessage::Query(sql) => {
-                let sql: Arc<str> = sql.into();
                 let analysis = self
                     .enforcer
                     .analyze(self.ctx, self.info, view, self.state, &sql)
