@@ -39,12 +39,7 @@ trap cleanup EXIT
 
 start_postgres "$PG_PORT"
 pgbench -i -q -s 1 -h 127.0.0.1 -p "$PG_PORT" -U postgres postgres >/dev/null 2>&1
-cat > "$WORK/pgwarden.toml" <<CFG
-listen = "127.0.0.1:$WARDEN_PORT"
-upstream = "127.0.0.1:$PG_PORT"
-[log]
-level = "warn"
-CFG
+plain_warden_config "$WORK/pgwarden.toml" "$WARDEN_PORT" "$PG_PORT"
 valgrind --tool=callgrind --callgrind-out-file="$WORK/callgrind.%p" \
   "$BIN" run --config "$WORK/pgwarden.toml" 2>"$WORK/valgrind.log" &
 VG_PID=$!

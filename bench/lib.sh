@@ -35,5 +35,16 @@ CFG
   HAPROXY_PID=$!
 }
 
+# plain_warden_config FILE LISTEN_PORT SERVER_PORT: a pgwarden config with no
+# policy, trail or TLS, logging warnings only.
+plain_warden_config() {
+  cat > "$1" <<CFG
+listen = "127.0.0.1:$2"
+upstream = "127.0.0.1:$3"
+[log]
+level = "warn"
+CFG
+}
+
 # cpu_ticks PID: user + system CPU time of a process so far, in clock ticks.
 cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }

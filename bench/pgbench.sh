@@ -67,12 +67,7 @@ CFG
 [ "$(id -u)" = 0 ] && chown postgres: "$WORK"/pgbouncer.ini "$WORK"/userlist.txt
 as_pg pgbouncer -d "$WORK/pgbouncer.ini"
 
-cat > "$WORK/pgwarden.toml" <<CFG
-listen = "127.0.0.1:$WARDEN_PORT"
-upstream = "127.0.0.1:$PG_PORT"
-[log]
-level = "warn"
-CFG
+plain_warden_config "$WORK/pgwarden.toml" "$WARDEN_PORT" "$PG_PORT"
 target/release/pgwarden run --config "$WORK/pgwarden.toml" 2>"$WORK/pgwarden.log" &
 WARDEN_PID=$!
 sleep 1

@@ -51,7 +51,7 @@ impl OwnedFrame {
 
     /// The message body, after type byte and length.
     pub fn body(&self) -> &[u8] {
-        &self.bytes[header_len(self.tag)..]
+        self.frame().body()
     }
 
     /// Wrap an already encoded typed message.

@@ -39,22 +39,14 @@ async fn scram_md5_and_cleartext_logins_relay() {
 #[tokio::test]
 async fn psql_logs_in_with_scram_at_default_settings() {
     let proxy = start_proxy("").await;
-    let url = format!(
-        "postgresql://{}@127.0.0.1:{}/app",
-        SCRAM_USER.0,
-        proxy.addr.port()
-    );
+    let url = psql_url(&proxy, SCRAM_USER.0);
     assert_eq!(
         psql_ok(&url, SCRAM_USER.1, "select current_user, 6 * 7").await,
         "alice|42"
     );
     let out = tokio::process::Command::new("psql")
         .args(["-X", "-c", "select 1"])
-        .arg(format!(
-            "postgresql://{}@127.0.0.1:{}/app",
-            SCRAM_USER.0,
-            proxy.addr.port()
-        ))
+        .arg(psql_url(&proxy, SCRAM_USER.0))
         .env("PGPASSWORD", "nope")
         .output()
         .await
@@ -267,11 +259,7 @@ async fn psql_ctrl_c_cancels_through_the_proxy() {
     let proxy = start_proxy("").await;
     let child = tokio::process::Command::new("psql")
         .args(["-X", "-c", "select pg_sleep(31)"])
-        .arg(format!(
-            "postgresql://{}@127.0.0.1:{}/app",
-            SCRAM_USER.0,
-            proxy.addr.port()
-        ))
+        .arg(psql_url(&proxy, SCRAM_USER.0))
         .env("PGPASSWORD", SCRAM_USER.1)
         .stderr(std::process::Stdio::piped())
         .spawn()

@@ -65,11 +65,7 @@ async fn md5_and_scram_users_with_psql_and_wrong_passwords() {
             .get(0);
         assert_eq!(who, user.0);
     }
-    let url = format!(
-        "postgresql://{}@127.0.0.1:{}/app",
-        SCRAM_USER.0,
-        proxy.addr.port()
-    );
+    let url = psql_url(&proxy, SCRAM_USER.0);
     assert_eq!(
         psql_ok(&url, SCRAM_USER.1, "select current_user").await,
         SCRAM_USER.0

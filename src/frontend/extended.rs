@@ -9,16 +9,10 @@
 //! unsigned 16-bit, a parameter length is -1 (NULL) or not negative, and
 //! nothing may follow the last field.
 
-use super::DecodeError;
+use super::{DecodeError, text};
 use crate::frame::{BodyReader, begin_message, end_message};
 use bytes::{BufMut, BytesMut};
 use std::borrow::Cow;
-
-/// A name as the session keys it: empty for the unnamed statement or
-/// portal.
-fn name(bytes: &[u8]) -> Cow<'_, str> {
-    super::text(bytes)
-}
 
 fn cstr<'a>(r: &mut BodyReader<'a>, tag: u8, what: &str) -> Result<&'a [u8], DecodeError> {
     r.cstr()
@@ -76,8 +70,8 @@ impl<'a> Bind<'a> {
         let result_formats = r.bytes(2 * n).ok_or_else(short)?;
         end(&r, T)?;
         Ok(Bind {
-            portal: name(portal),
-            statement: name(statement),
+            portal: text(portal),
+            statement: text(statement),
             param_formats,
             params: &body[start..params_end],
             param_count,
@@ -157,7 +151,7 @@ impl<'a> Execute<'a> {
             .ok_or_else(|| DecodeError::new(b'E', "message ends early"))?;
         end(&r, b'E')?;
         Ok(Execute {
-            portal: name(portal),
+            portal: text(portal),
             max_rows,
         })
     }
@@ -181,7 +175,7 @@ impl<'a> Target<'a> {
         end(&r, tag)?;
         Ok(Target {
             kind,
-            name: name(n),
+            name: text(n),
         })
     }
 }

@@ -226,6 +226,11 @@ pub async fn connect_employee(port: u16, user: &str) -> Client {
     client
 }
 
+/// A libpq URL for `user` to database `app` through `proxy`.
+pub fn psql_url(proxy: &Proxy, user: &str) -> String {
+    format!("postgresql://{user}@127.0.0.1:{}/app", proxy.addr.port())
+}
+
 /// Run `psql -X -A -t -c <sql> <url>` with `password`, assert that it
 /// succeeded, and return its trimmed output.
 pub async fn psql_ok(url: &str, password: &str, sql: &str) -> String {
