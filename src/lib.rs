@@ -16,7 +16,8 @@
 //! # Layout
 //!
 //! - [`cli`], [`config`]: command line and TOML configuration.
-//! - [`listener`]: accept loop, connection cap, graceful shutdown.
+//! - [`listener`]: accept loop, connection cap, graceful shutdown;
+//!   [`workers`]: the threads sessions run on, one event loop each.
 //! - [`session`]: one client connection (startup, auth, relay).
 //! - [`frame`], [`codec`], [`frontend`], [`backend`]: the wire protocol.
 //! - [`upstream`], [`net`]: the server leg, TLS and streams.
@@ -66,6 +67,7 @@ pub mod policy;
 pub mod session;
 pub mod ship;
 pub mod upstream;
+pub mod workers;
 
 pub use config::Config;
 pub use listener::Proxy;

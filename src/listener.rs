@@ -1,5 +1,5 @@
-//! The accept loop: one task per client connection, capped in number, with
-//! graceful shutdown.
+//! The accept loop: one task per client connection, capped in number, run
+//! on the [`crate::workers`], with graceful shutdown.
 //!
 //! [`Proxy::start`] binds the listen address (and the metrics endpoint),
 //! spawns the loop and returns at once, so `pgwarden run`, the demo and the
@@ -14,6 +14,7 @@ use crate::events::{EventSink, FanOut, LogSink};
 use crate::metrics::{self, Metrics};
 use crate::policy::PolicyStore;
 use crate::session;
+use crate::workers::{self, Workers};
 use anyhow::Context as _;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -98,7 +99,14 @@ impl Proxy {
         };
         info!(%addr, upstream = %config.upstream, metrics = ?metrics_addr, admin = ?admin_addr, "pgwarden listening");
         tokio::spawn(refresh_schemas(context.clone(), shutdown.clone()));
-        let task = tokio::spawn(accept_loop(listener, context.clone(), shutdown.clone()));
+        let workers = Workers::start(config.workers.unwrap_or_else(workers::default_count))
+            .context("cannot start the session workers")?;
+        let task = tokio::spawn(accept_loop(
+            listener,
+            workers,
+            context.clone(),
+            shutdown.clone(),
+        ));
         Ok(Proxy {
             addr,
             metrics_addr,
@@ -188,7 +196,12 @@ fn events_sink(extra: Option<Arc<dyn EventSink>>) -> Arc<dyn EventSink> {
     Arc::new(FanOut(sinks))
 }
 
-async fn accept_loop(listener: TcpListener, ctx: Arc<ProxyContext>, shutdown: CancellationToken) {
+async fn accept_loop(
+    listener: TcpListener,
+    workers: Workers,
+    ctx: Arc<ProxyContext>,
+    shutdown: CancellationToken,
+) {
     let limit = Arc::new(Semaphore::new(ctx.config.max_connections));
     let tasks = TaskTracker::new();
     // Sessions are told to stop only after the grace period.
@@ -226,12 +239,23 @@ async fn accept_loop(listener: TcpListener, ctx: Arc<ProxyContext>, shutdown: Ca
             ));
             continue;
         };
+        // The socket moves to the worker's event loop.
+        let tcp = match tcp.into_std() {
+            Ok(tcp) => tcp,
+            Err(e) => {
+                warn!(error = %e, %peer, "cannot hand the connection to a worker");
+                continue;
+            }
+        };
         let ctx = ctx.clone();
         let stop = sessions_stop.clone();
-        tasks.spawn(async move {
-            session::run(ctx, tcp, peer, stop).await;
+        workers.spawn(tasks.track_future(async move {
+            match TcpStream::from_std(tcp) {
+                Ok(tcp) => session::run(ctx, tcp, peer, stop).await,
+                Err(e) => warn!(error = %e, %peer, "cannot register the connection"),
+            }
             drop(permit);
-        });
+        }));
     }
     drop(listener);
     tasks.close();
@@ -249,6 +273,8 @@ async fn accept_loop(listener: TcpListener, ctx: Arc<ProxyContext>, shutdown: Ca
         sessions_stop.cancel();
         let _ = tokio::time::timeout(Duration::from_secs(5), tasks.wait()).await;
     }
+    // Dropping the workers stops their threads.
+    drop(workers);
 }
 
 /// Answer a connection we will not serve with an error, then close it.

@@ -29,6 +29,9 @@ pub struct Config {
     /// Most client connections served at once; more wait in the accept queue.
     #[serde(default = "default_max_connections")]
     pub max_connections: usize,
+    /// Threads serving sessions, each an event loop of its own; one per CPU
+    /// when absent.
+    pub workers: Option<usize>,
     /// Largest message a client may send, in bytes (PostgreSQL's own cap is 1 GiB).
     #[serde(default = "default_max_client_message")]
     pub max_client_message_bytes: usize,
@@ -418,6 +421,9 @@ impl Config {
         }
         if self.max_connections == 0 {
             return Err(self.invalid("max_connections", "must be at least 1"));
+        }
+        if matches!(self.workers, Some(n) if n == 0 || n > 1024) {
+            return Err(self.invalid("workers", "must be between 1 and 1024"));
         }
         if self.max_client_message_bytes < 16 * 1024 {
             return Err(self.invalid("max_client_message_bytes", "must be at least 16384"));

@@ -68,6 +68,10 @@ fn bad_values_name_key_and_file() {
     )
     .unwrap_err();
     assert!(e.to_string().contains("upstream_tls.ca_file"), "{e}");
+    let e = parse("listen = \"127.0.0.1:1\"\nupstream = \"h:1\"\nworkers = 0\n").unwrap_err();
+    assert!(e.to_string().contains("key `workers`"), "{e}");
+    let c = parse("listen = \"127.0.0.1:1\"\nupstream = \"h:1\"\nworkers = 3\n").unwrap();
+    assert_eq!(c.workers, Some(3));
 }
 
 #[test]
