@@ -17,6 +17,7 @@ mod startup;
 pub mod state;
 mod terminate;
 mod trail;
+mod wakes;
 
 pub use context::{SessionId, SessionInfo};
 

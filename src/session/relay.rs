@@ -6,11 +6,15 @@
 //! backpressure imposes. The frontend tells the backend, through a queue,
 //! which request each coming response answers.
 
+use super::wakes::Wakes;
 use super::{Error, SessionInfo, backend, frontend};
 use crate::backend::tracker::PendingQueue;
 use crate::context::ProxyContext;
 use crate::net::{ClientStream, FramedIo, UpstreamStream};
+use std::future::Future;
+use std::pin::pin;
 use std::sync::Arc;
+use std::task::Poll;
 use tokio::io::AsyncWriteExt;
 use tokio_util::sync::CancellationToken;
 
@@ -38,15 +42,15 @@ pub async fn run(
     let pending = PendingQueue::default();
 
     let result = {
-        let fe = frontend::run(
+        let mut fe = pin!(frontend::run(
             ctx,
             &info,
             &mut client_rd,
             &mut upstream_wr,
             client_buf,
             &pending,
-        );
-        let be = backend::run(
+        ));
+        let mut be = pin!(backend::run(
             ctx,
             &info,
             &mut upstream_rd,
@@ -54,12 +58,28 @@ pub async fn run(
             upstream_buf,
             &pending,
             server_key,
-        );
-        tokio::select! {
-            r = fe => r,
-            r = be => r,
-            _ = shutdown.cancelled() => Err(Error::Shutdown),
-        }
+        ));
+        let mut stop = pin!(shutdown.cancelled());
+        // Like `select!`, but a wake-up polls only the branch it was for.
+        let wakes = Wakes::<3>::new();
+        std::future::poll_fn(|cx| {
+            let woken = wakes.take(cx);
+            if woken & 1 != 0 {
+                if let Poll::Ready(r) = fe.as_mut().poll(&mut wakes.context(0)) {
+                    return Poll::Ready(r);
+                }
+            }
+            if woken & 2 != 0 {
+                if let Poll::Ready(r) = be.as_mut().poll(&mut wakes.context(1)) {
+                    return Poll::Ready(r);
+                }
+            }
+            if woken & 4 != 0 && stop.as_mut().poll(&mut wakes.context(2)).is_ready() {
+                return Poll::Ready(Err(Error::Shutdown));
+            }
+            Poll::Pending
+        })
+        .await
     };
     // Both directions have stopped; tell each side what it needs to know.
     if let Err(e) = &result {
