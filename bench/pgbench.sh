@@ -7,6 +7,7 @@
 #   BENCH_SECONDS=15 ROUNDS=3 SCALE=10 bench/pgbench.sh
 #   CPU_PER_TX=10000 ROUNDS=2 bench/pgbench.sh   # proxy CPU per transaction
 #   STRACE=1 CPU_PER_TX=5000 ROUNDS=1 bench/pgbench.sh  # + syscall counts in /tmp/strace-*.txt
+#   TARGETS="pgbouncer pgwarden pgwarden-w1" bench/pgbench.sh  # pgwarden-wN: workers = N
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -36,6 +37,7 @@ PG_PORT=$(free_port); RELAY_PORT=$(free_port); BOUNCER_PORT=$(free_port); WARDEN
 
 cleanup() {
   [ -n "${WARDEN_PID:-}" ] && kill "$WARDEN_PID" 2>/dev/null || true
+  for p in "${EXTRA_PID[@]:-}"; do [ -n "$p" ] && kill "$p" 2>/dev/null || true; done
   [ -n "${HAPROXY_PID:-}" ] && kill "$HAPROXY_PID" 2>/dev/null || true
   [ -f "$WORK/pgbouncer.pid" ] && kill "$(cat "$WORK/pgbouncer.pid")" 2>/dev/null || true
   stop_postgres
@@ -70,9 +72,19 @@ as_pg pgbouncer -d "$WORK/pgbouncer.ini"
 plain_warden_config "$WORK/pgwarden.toml" "$WARDEN_PORT" "$PG_PORT"
 target/release/pgwarden run --config "$WORK/pgwarden.toml" 2>"$WORK/pgwarden.log" &
 WARDEN_PID=$!
+# pgwarden-wN targets: more pgwarden instances with `workers = N`.
+declare -A EXTRA_PORT EXTRA_PID
+for t in $TARGETS; do
+  [[ $t =~ ^pgwarden-w([0-9]+)$ ]] || continue
+  EXTRA_PORT[$t]=$(free_port)
+  plain_warden_config "$WORK/$t.toml" "${EXTRA_PORT[$t]}" "$PG_PORT"
+  sed -i "1i workers = ${BASH_REMATCH[1]}" "$WORK/$t.toml"
+  target/release/pgwarden run --config "$WORK/$t.toml" 2>"$WORK/$t.log" &
+  EXTRA_PID[$t]=$!
+done
 sleep 1
 
-port_of() { case $1 in direct) echo "$PG_PORT";; relay) echo "$RELAY_PORT";; pgbouncer) echo "$BOUNCER_PORT";; pgwarden) echo "$WARDEN_PORT";; esac; }
+port_of() { case $1 in direct) echo "$PG_PORT";; relay) echo "$RELAY_PORT";; pgbouncer) echo "$BOUNCER_PORT";; pgwarden) echo "$WARDEN_PORT";; *) echo "${EXTRA_PORT[$1]}";; esac; }
 
 # CPU_PER_TX=N: instead of throughput, each proxy's own CPU time and
 # context switches per transaction over N transactions per client (utime +
