@@ -64,16 +64,6 @@ impl Workers {
         })
     }
 
-    /// How many threads serve sessions.
-    pub fn len(&self) -> usize {
-        self.workers.len()
-    }
-
-    /// Never true: there is always at least one worker.
-    pub fn is_empty(&self) -> bool {
-        self.workers.is_empty()
-    }
-
     /// Run `session` on the least busy worker.
     pub fn spawn<F>(&self, session: F)
     where
@@ -92,7 +82,7 @@ impl Workers {
         });
     }
 
-    /// Sessions currently running on each worker.
+    /// Sessions currently running on each worker (one entry per thread).
     pub fn loads(&self) -> Vec<usize> {
         self.workers
             .iter()
@@ -116,7 +106,7 @@ mod tests {
     #[test]
     fn sessions_spread_over_workers_and_run_on_their_threads() {
         let workers = Workers::start(2).unwrap();
-        assert_eq!(workers.len(), 2);
+        assert_eq!(workers.loads().len(), 2);
         let (tx, rx) = std::sync::mpsc::channel();
         let release = CancellationToken::new();
         for _ in 0..4 {

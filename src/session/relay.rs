@@ -11,7 +11,6 @@ use super::{Error, SessionInfo, backend, frontend};
 use crate::backend::tracker::PendingQueue;
 use crate::context::ProxyContext;
 use crate::net::{ClientStream, FramedIo, UpstreamStream};
-use std::future::Future;
 use std::pin::pin;
 use std::sync::Arc;
 use std::task::Poll;
@@ -64,17 +63,13 @@ pub async fn run(
         let wakes = Wakes::<3>::new();
         std::future::poll_fn(|cx| {
             let woken = wakes.take(cx);
-            if woken & 1 != 0 {
-                if let Poll::Ready(r) = fe.as_mut().poll(&mut wakes.context(0)) {
-                    return Poll::Ready(r);
-                }
+            if let Poll::Ready(r) = wakes.poll(woken, 0, fe.as_mut()) {
+                return Poll::Ready(r);
             }
-            if woken & 2 != 0 {
-                if let Poll::Ready(r) = be.as_mut().poll(&mut wakes.context(1)) {
-                    return Poll::Ready(r);
-                }
+            if let Poll::Ready(r) = wakes.poll(woken, 1, be.as_mut()) {
+                return Poll::Ready(r);
             }
-            if woken & 4 != 0 && stop.as_mut().poll(&mut wakes.context(2)).is_ready() {
+            if wakes.poll(woken, 2, stop.as_mut()).is_ready() {
                 return Poll::Ready(Err(Error::Shutdown));
             }
             Poll::Pending

@@ -8,9 +8,11 @@
 //! the task, so the task polls only the branches with news.
 
 use atomic_waker::AtomicWaker;
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
-use std::task::{Context, Wake, Waker};
+use std::task::{Context, Poll, Wake, Waker};
 
 /// Per-branch wakers for up to 32 branches of one task.
 pub struct Wakes<const N: usize> {
@@ -74,14 +76,27 @@ impl<const N: usize> Wakes<N> {
     pub fn context(&self, i: usize) -> Context<'_> {
         Context::from_waker(&self.wakers[i])
     }
+
+    /// Poll branch `i` with its own waker if it is in `woken` (from
+    /// [`Wakes::take`]); `Pending` without polling otherwise.
+    #[inline(always)]
+    pub fn poll<F: Future + ?Sized>(
+        &self,
+        woken: u32,
+        i: usize,
+        f: Pin<&mut F>,
+    ) -> Poll<F::Output> {
+        if woken & (1 << i) == 0 {
+            return Poll::Pending;
+        }
+        f.poll(&mut self.context(i))
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::future::Future;
     use std::pin::pin;
-    use std::task::Poll;
 
     #[tokio::test]
     async fn only_woken_branches_are_polled() {
@@ -106,8 +121,8 @@ mod tests {
             }
             if woken & 2 != 0 {
                 polls[1] += 1;
-                let _ = never.as_mut().poll(&mut wakes.context(1));
             }
+            let _ = wakes.poll(woken, 1, never.as_mut());
             if !sent_more {
                 // Wake branch 0 from another task, twice.
                 sent_more = true;
