@@ -141,6 +141,16 @@ pub fn peek_frame(buf: &[u8], max: usize) -> Result<Option<Frame<'_>>, FrameErro
 /// Drop the `used` bytes of handled frames from the front of a read
 /// buffer, and make room for the rest of a message begun after them.
 pub fn consume(buf: &mut BytesMut, used: usize, max: usize) -> Result<(), FrameError> {
+    if used == buf.len() {
+        // All handled (the usual case): the next read lands at the front
+        // of the buffer again, in memory the last one warmed, instead of
+        // walking a fresh stretch of it per round trip.
+        buf.clear();
+        // Moves the (empty) start back only if an earlier partial
+        // message left it further on; never allocates.
+        let _ = buf.try_reclaim(buf.capacity() + 1);
+        return Ok(());
+    }
     bytes::Buf::advance(buf, used);
     if let Some(total) = frame_len(buf, true, max)? {
         if buf.len() < total {
@@ -246,6 +256,26 @@ mod tests {
             consume(&mut BytesMut::from(&b"Q\x7f\xff\xff\xff"[..]), 0, 1000),
             Err(FrameError::TooLarge { .. })
         ));
+    }
+
+    #[test]
+    fn consuming_everything_reads_again_at_the_front() {
+        let mut buf = BytesMut::with_capacity(64);
+        let start = buf.as_ptr();
+        buf.extend_from_slice(b"S\0\0\0\x04Q\0\0\0\x0bsel");
+        // A partial message moves the start on...
+        consume(&mut buf, 5, 1000).unwrap();
+        assert_ne!(buf.as_ptr(), start);
+        buf.extend_from_slice(b"ect\0");
+        // ...and once it is handled too, the buffer starts over, with its
+        // whole capacity and the same memory.
+        consume(&mut buf, 12, 1000).unwrap();
+        assert!(buf.is_empty());
+        assert_eq!(buf.as_ptr(), start);
+        assert_eq!(buf.capacity(), 64);
+        buf.extend_from_slice(b"S\0\0\0\x04");
+        consume(&mut buf, 5, 1000).unwrap();
+        assert_eq!(buf.as_ptr(), start);
     }
 
     #[test]
