@@ -55,6 +55,7 @@ pub mod decision;
 pub mod demo;
 pub mod error;
 pub mod events;
+pub mod fastmap;
 pub mod frame;
 pub mod frontend;
 pub mod hex;

@@ -26,9 +26,11 @@ pub const GENESIS: [u8; 32] = [0; 32];
 /// What `,"mac":"` + 64 hex digits + `"}` adds to a record's JSON.
 const MAC_SUFFIX: usize = 8 + 64 + 2;
 
-/// The chain key, derived from the audit key with a label of its own.
+/// The chain key, derived from the audit key with a label of its own,
+/// kept as the MAC state already keyed with it: each record clones that
+/// state instead of keying a new MAC (two SHA-256 blocks fewer per line).
 #[derive(Clone)]
-pub struct ChainKey([u8; 32]);
+pub struct ChainKey(HmacSha256);
 
 impl std::fmt::Debug for ChainKey {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -46,17 +48,26 @@ fn hmac(key: &[u8], parts: &[&[u8]]) -> [u8; 32] {
 
 impl ChainKey {
     pub fn from_audit_key(secret: &[u8]) -> ChainKey {
-        ChainKey(hmac(secret, &[b"pgwarden audit chain v1"]))
+        let key = hmac(secret, &[b"pgwarden audit chain v1"]);
+        ChainKey(<HmacSha256 as KeyInit>::new_from_slice(&key).expect("HMAC takes any key length"))
+    }
+
+    fn keyed(&self, parts: &[&[u8]]) -> [u8; 32] {
+        let mut m = self.0.clone();
+        for p in parts {
+            m.update(p);
+        }
+        m.finalize().into_bytes().into()
     }
 
     /// MAC of `body` (a record's JSON without `mac`) after `prev`.
     pub fn mac(&self, prev: &[u8; 32], body: &[u8]) -> [u8; 32] {
-        hmac(&self.0, &[prev, body])
+        self.keyed(&[prev, body])
     }
 
     /// A signature (hex) over `parts`, for files beside the chain.
     pub fn sign(&self, parts: &[&[u8]]) -> String {
-        hex(&hmac(&self.0, parts))
+        hex(&self.keyed(parts))
     }
 
     fn sign_seal(&self, seal: &Seal) -> String {
@@ -74,10 +85,10 @@ pub use crate::hex::{decode32 as unhex, encode as hex};
 
 /// Append the chained MAC to `body` (a JSON object without `mac`), giving
 /// the line to write (with its newline) and the new chain head.
-pub fn seal_line(key: &ChainKey, prev: &[u8; 32], body: &str, line: &mut Vec<u8>) -> [u8; 32] {
-    let mac = key.mac(prev, body.as_bytes());
-    let open = body.strip_suffix('}').unwrap_or(body);
-    line.extend_from_slice(open.as_bytes());
+pub fn seal_line(key: &ChainKey, prev: &[u8; 32], body: &[u8], line: &mut Vec<u8>) -> [u8; 32] {
+    let mac = key.mac(prev, body);
+    let open = body.strip_suffix(b"}").unwrap_or(body);
+    line.extend_from_slice(open);
     line.extend_from_slice(b",\"mac\":\"");
     line.extend_from_slice(hex(&mac).as_bytes());
     line.extend_from_slice(b"\"}\n");
@@ -136,13 +147,18 @@ mod tests {
     fn lines_open_to_what_was_sealed_and_macs_chain() {
         let key = ChainKey::from_audit_key(b"k");
         let mut line = Vec::new();
-        let m1 = seal_line(&key, &GENESIS, r#"{"seq":1,"event":"start"}"#, &mut line);
+        let m1 = seal_line(&key, &GENESIS, br#"{"seq":1,"event":"start"}"#, &mut line);
         let text = String::from_utf8(line).unwrap();
         assert!(text.ends_with("\"}\n"));
         let (body, mac) = open_line(text.trim_end()).unwrap();
         assert_eq!(body, r#"{"seq":1,"event":"start"}"#);
         assert_eq!(mac, m1);
         assert_eq!(key.mac(&GENESIS, body.as_bytes()), mac);
+        // The pre-keyed state gives exactly the HMAC of the derived key,
+        // so trails written before it still verify.
+        let derived = hmac(b"k", &[b"pgwarden audit chain v1"]);
+        assert_eq!(hmac(&derived, &[&GENESIS, body.as_bytes()]), mac);
+        assert_eq!(key.sign(&[b"a", b"b"]), hex(&hmac(&derived, &[b"ab"])));
         // Another key, or another predecessor, gives another MAC.
         assert_ne!(
             ChainKey::from_audit_key(b"j").mac(&GENESIS, body.as_bytes()),

@@ -113,6 +113,8 @@ pub struct Files {
     pub notes: Vec<Record>,
     /// The last `checkpoint` record written since the trail was opened.
     pub checkpoint_seq: u64,
+    /// Scratch space for a record's JSON.
+    json: Vec<u8>,
 }
 
 impl Files {
@@ -146,6 +148,7 @@ impl Files {
             unsynced: false,
             notes: Vec::new(),
             checkpoint_seq: 0,
+            json: Vec::new(),
         };
         if let Some(last) = list(dir)?.pop() {
             files.resume(&last)?;
@@ -246,8 +249,16 @@ impl Files {
         if r.ts.is_empty() {
             r.ts = jiff::Timestamp::now().to_string();
         }
-        let body = serde_json::to_string(r).map_err(io::Error::other)?;
-        self.mac = chain::seal_line(&self.key, &self.mac, &body, buf);
+        // One buffer for every record's JSON: no growing a new string
+        // from nothing per line.
+        let mut body = std::mem::take(&mut self.json);
+        body.clear();
+        let written = serde_json::to_writer(&mut body, r).map_err(io::Error::other);
+        if written.is_ok() {
+            self.mac = chain::seal_line(&self.key, &self.mac, &body, buf);
+        }
+        self.json = body;
+        written?;
         self.seq = r.seq;
         if r.event == "checkpoint" {
             self.checkpoint_seq = r.seq;

@@ -4,8 +4,8 @@
 //! case-folded unquoted identifiers) or by the `table_oid`/`attnum` pair
 //! that RowDescription carries.
 
+use crate::fastmap::FastMap;
 use crate::policy::QualifiedTable;
-use std::collections::HashMap;
 
 /// What kind of relation.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -70,10 +70,10 @@ pub struct RelationRow {
 /// All relations of a database.
 #[derive(Debug, Default, Clone)]
 pub struct Schema {
-    relations: HashMap<QualifiedTable, Relation>,
-    by_oid: HashMap<u32, QualifiedTable>,
+    relations: FastMap<QualifiedTable, Relation>,
+    by_oid: FastMap<u32, QualifiedTable>,
     /// Relation name -> the schemas that have one of that name.
-    by_name: HashMap<String, Vec<String>>,
+    by_name: FastMap<String, Vec<String>>,
 }
 
 /// PostgreSQL's folding of an identifier as written: unquoted names are

@@ -9,6 +9,7 @@ use super::{
     ConnectRules, Hours, Limits, Lookup, OnExceed, Policy, QualifiedTable, Role, SecondAddress,
     SubjectBudget,
 };
+use crate::fastmap::FastMap;
 use serde::Deserialize;
 use serde_saphyr::Spanned;
 use std::collections::HashMap;
@@ -266,13 +267,13 @@ fn merge(files: Vec<(PathBuf, RawFile)>, errors: &mut Vec<PolicyError>) -> Polic
             }
         }
     }
-    let mut classify: HashMap<QualifiedTable, HashMap<String, String>> = HashMap::new();
+    let mut classify: FastMap<QualifiedTable, FastMap<String, String>> = FastMap::default();
     let mut classified_at: HashMap<(QualifiedTable, String), Origin> = HashMap::new();
     let mut roles: Vec<Role> = Vec::new();
     let mut role_at: HashMap<String, Origin> = HashMap::new();
     let mut user_role: HashMap<String, (String, Origin)> = HashMap::new();
     let mut default: Option<(Role, Origin)> = None;
-    let mut subjects: HashMap<QualifiedTable, String> = HashMap::new();
+    let mut subjects: FastMap<QualifiedTable, String> = FastMap::default();
 
     for (path, raw) in &files {
         let mut cx = Ctx { file: path, errors };

@@ -15,6 +15,7 @@ pub mod load;
 pub use error::{PolicyError, PolicyErrors};
 pub use kind::{Action, KindDef, MaskSpec};
 
+use crate::fastmap::FastMap;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -159,7 +160,7 @@ pub struct SecondAddress {
 pub struct Role {
     pub name: String,
     pub users: Vec<String>,
-    pub access: HashMap<String, Action>,
+    pub access: FastMap<String, Action>,
     /// The `"*"` entry: the action for kinds not listed.
     pub wildcard: Option<Action>,
     pub lookup: Lookup,
@@ -172,7 +173,7 @@ impl Role {
         Role {
             name: name.to_string(),
             users: Vec::new(),
-            access: HashMap::new(),
+            access: FastMap::default(),
             wildcard: None,
             lookup: Lookup::None,
             limits: Limits::default(),
@@ -207,15 +208,15 @@ impl Role {
 #[derive(Debug, Clone)]
 pub struct Policy {
     /// table -> column -> kind.
-    pub classify: HashMap<QualifiedTable, HashMap<String, String>>,
+    pub classify: FastMap<QualifiedTable, FastMap<String, String>>,
     /// table -> the column that names each row's data subject.
-    pub subjects: HashMap<QualifiedTable, String>,
+    pub subjects: FastMap<QualifiedTable, String>,
     /// Built-in and declared kinds.
     pub kinds: HashMap<String, KindDef>,
     /// Roles, sorted by name.
     pub roles: Vec<Role>,
     /// login -> role name.
-    pub users: HashMap<String, String>,
+    pub users: FastMap<String, String>,
     /// What users in no role get.
     pub default: Role,
 }
@@ -227,11 +228,11 @@ impl Policy {
         let mut default = Role::named("default");
         default.wildcard = Some(Action::Allow);
         Policy {
-            classify: HashMap::new(),
-            subjects: HashMap::new(),
+            classify: FastMap::default(),
+            subjects: FastMap::default(),
             kinds: HashMap::new(),
             roles: Vec::new(),
-            users: HashMap::new(),
+            users: FastMap::default(),
             default,
         }
     }

@@ -4,7 +4,7 @@ use std::collections::HashMap;
 use std::fmt;
 use std::net::SocketAddr;
 use std::sync::Mutex;
-use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, Ordering};
 use std::time::Instant;
 
 /// A random id for one client connection, shown in logs and audit records.
@@ -38,6 +38,10 @@ pub struct SessionInfo {
     /// Server parameters from ParameterStatus (server_version,
     /// client_encoding, standard_conforming_strings, ...).
     parameters: Mutex<HashMap<String, String>>,
+    /// `client_encoding` is UTF8 and `standard_conforming_strings` on:
+    /// SQL text reads the same to pgwarden and the server. Kept with the
+    /// parameters, so checking it per statement takes no lock.
+    text_as_read: AtomicBool,
     pub started: Instant,
     /// Statements completed and rows returned so far.
     pub statements: AtomicU64,
@@ -62,6 +66,7 @@ impl SessionInfo {
             tls,
             tx_status: AtomicU8::new(b'I'),
             parameters: Mutex::new(HashMap::new()),
+            text_as_read: AtomicBool::new(false),
             started: Instant::now(),
             statements: AtomicU64::new(0),
             rows: AtomicU64::new(0),
@@ -89,10 +94,50 @@ impl SessionInfo {
     pub fn set_parameter(&self, name: String, value: String) {
         if let Ok(mut p) = self.parameters.lock() {
             p.insert(name, value);
+            let utf8 = p
+                .get("client_encoding")
+                .is_some_and(|e| e.eq_ignore_ascii_case("UTF8"));
+            let standard = p
+                .get("standard_conforming_strings")
+                .is_some_and(|v| v == "on");
+            self.text_as_read.store(utf8 && standard, Ordering::Relaxed);
         }
+    }
+
+    /// Whether the server reads SQL text as pgwarden does: UTF8 client
+    /// encoding and standard-conforming strings, as last reported.
+    pub fn text_as_read(&self) -> bool {
+        self.text_as_read.load(Ordering::Relaxed)
     }
 
     pub fn parameter(&self, name: &str) -> Option<String> {
         self.parameters.lock().ok()?.get(name).cloned()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn text_reads_as_sent_only_under_utf8_and_standard_strings() {
+        let info = SessionInfo::new(
+            SessionId(1),
+            "u".into(),
+            "d".into(),
+            String::new(),
+            "127.0.0.1:5".parse().unwrap(),
+            false,
+        );
+        assert!(!info.text_as_read());
+        info.set_parameter("client_encoding".into(), "utf8".into());
+        assert!(!info.text_as_read());
+        info.set_parameter("standard_conforming_strings".into(), "on".into());
+        assert!(info.text_as_read());
+        info.set_parameter("client_encoding".into(), "SQL_ASCII".into());
+        assert!(!info.text_as_read());
+        info.set_parameter("client_encoding".into(), "UTF8".into());
+        info.set_parameter("standard_conforming_strings".into(), "off".into());
+        assert!(!info.text_as_read());
     }
 }

@@ -286,6 +286,9 @@ fn depends_on_session(sql: &str) -> bool {
 /// Session settings under which pgwarden's reading of SQL text or values
 /// could differ from the server's.
 fn unsafe_settings(info: &SessionInfo) -> Option<String> {
+    if info.text_as_read() {
+        return None;
+    }
     let enc = info.parameter("client_encoding").unwrap_or_default();
     if !enc.eq_ignore_ascii_case("UTF8") {
         return Some(format!(

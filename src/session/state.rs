@@ -8,7 +8,7 @@
 use crate::analysis::{Effect, Remembered, ResultPlan, SessionLookup};
 use crate::backend::tracker::{Params, Reads};
 use crate::decision::RoleView;
-use std::collections::HashMap;
+use crate::fastmap::FastMap;
 use std::sync::Arc;
 
 /// Most entries kept in each map; PostgreSQL drops portals and cursors at
@@ -84,14 +84,14 @@ pub struct Portal {
 #[derive(Debug)]
 pub struct Named<V> {
     unnamed: Option<V>,
-    named: HashMap<String, V>,
+    named: FastMap<String, V>,
 }
 
 impl<V> Default for Named<V> {
     fn default() -> Self {
         Named {
             unnamed: None,
-            named: HashMap::new(),
+            named: FastMap::default(),
         }
     }
 }
@@ -142,12 +142,12 @@ pub struct SessionState {
     /// Portals (Bind), "" for the unnamed one.
     pub portals: Named<Portal>,
     /// Cursors opened with DECLARE.
-    pub cursors: HashMap<String, Remembered>,
+    pub cursors: FastMap<String, Remembered>,
     /// Statements prepared with SQL PREPARE.
-    pub sql_prepared: HashMap<String, Remembered>,
+    pub sql_prepared: FastMap<String, Remembered>,
 }
 
-fn insert_capped<V>(map: &mut HashMap<String, V>, name: String, v: V) {
+fn insert_capped<V>(map: &mut FastMap<String, V>, name: String, v: V) {
     if map.len() >= MAX_ENTRIES && !map.contains_key(&name) {
         map.clear();
     }
