@@ -6,6 +6,7 @@
 //! when it is chained ([`super::chain`]).
 
 use serde::{Deserialize, Serialize};
+use std::sync::Arc;
 
 /// A classified column a statement read or wrote, with what the role's
 /// rule did to it.
@@ -62,8 +63,9 @@ pub struct Record {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub params: Option<Vec<Option<String>>>,
     /// Classified columns touched that the role may not see as stored.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub columns: Vec<ColumnUse>,
+    /// Shared: every execution of one statement lists the same columns.
+    #[serde(default, skip_serializing_if = "no_columns")]
+    pub columns: Arc<[ColumnUse]>,
     /// `forward`, `rewrite` or `refuse`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub decision: Option<String>,
@@ -96,6 +98,10 @@ pub struct Record {
     pub mac: String,
 }
 
+fn no_columns(c: &Arc<[ColumnUse]>) -> bool {
+    c.is_empty()
+}
+
 impl Record {
     pub fn new(event: &str) -> Record {
         Record {
@@ -120,12 +126,12 @@ mod tests {
         r.seq = 3;
         r.user = Some("agent_li".into());
         r.rows = Some(0);
-        r.columns.push(ColumnUse {
+        r.columns = Arc::new([ColumnUse {
             table: "public.customers".into(),
             column: "phone".into(),
             kind: "phone".into(),
             action: "mask".into(),
-        });
+        }]);
         let json = serde_json::to_string(&r).unwrap();
         assert!(!json.contains("null"), "{json}");
         assert!(!json.contains("\"mac\""), "{json}");

@@ -55,6 +55,7 @@ pub async fn run(
         cut: None,
         cancel_due: false,
         described: None,
+        columns: trail::Columns::default(),
     };
     loop {
         // Every response in `buf` answers a request whose expectation was
@@ -174,6 +175,8 @@ struct Direction<'a> {
     /// The subject key column the RowDescription of the simple-Query
     /// result now streaming showed (`Some(None)`: none).
     described: Option<Option<SubjectColumn>>,
+    /// Audit form of the columns the last recorded statement touched.
+    columns: trail::Columns,
 }
 
 /// The cap of one result and its rows so far.
@@ -210,7 +213,13 @@ impl Direction<'_> {
         };
         if let Some((st, index)) = self.tracker.announce() {
             self.restricted |= st.restricted_results();
-            self.need = trail.submit(trail::started(self.ctx, self.info, &st, index));
+            self.need = trail.submit(trail::started(
+                self.ctx,
+                self.info,
+                &mut self.columns,
+                &st,
+                index,
+            ));
         }
         if self.need <= self.waited {
             return Ok(());
@@ -548,7 +557,7 @@ impl Direction<'_> {
         }
         if let Some(trail) = &self.ctx.audit {
             self.restricted |= done.statement.restricted_results();
-            let mut r = trail::completed(self.ctx, self.info, &done);
+            let mut r = trail::completed(self.ctx, self.info, &mut self.columns, &done);
             if let Some((rule, message)) = cut_by {
                 r.rule = Some(rule.to_string());
                 r.message = Some(message);

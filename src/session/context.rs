@@ -27,6 +27,9 @@ impl fmt::Display for SessionId {
 #[derive(Debug)]
 pub struct SessionInfo {
     pub id: SessionId,
+    /// `id` and `client` as text, formatted once for every record.
+    pub id_text: String,
+    pub client_text: String,
     /// The PostgreSQL login the server accepted.
     pub user: String,
     pub database: String,
@@ -59,6 +62,8 @@ impl SessionInfo {
     ) -> Self {
         SessionInfo {
             id,
+            id_text: id.to_string(),
+            client_text: client.to_string(),
             user,
             database,
             application_name,

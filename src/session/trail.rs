@@ -3,20 +3,60 @@
 //! identity and the statement the tracker completed.
 
 use super::SessionInfo;
+use crate::analysis::Source;
 use crate::audit::{ColumnUse, Record};
 use crate::backend::tracker::{Completed, Params, Statement};
 use crate::context::ProxyContext;
 use crate::frontend::extended::Bind;
 use crate::masking::hash::HashKey;
+use std::collections::BTreeSet;
+use std::sync::Arc;
+
+/// The `columns` of the last statement recorded, kept while its analysis
+/// is: executions of one prepared statement (or one cached shape) share
+/// the set of columns they touch, and so share its audit form.
+#[derive(Default)]
+pub struct Columns(Option<Listed>);
+
+/// A set of touched columns (held, so its address stays its own) and
+/// its audit form.
+struct Listed {
+    touched: Arc<BTreeSet<Source>>,
+    columns: Arc<[ColumnUse]>,
+}
+
+impl Columns {
+    fn of(&mut self, touched: &Arc<BTreeSet<Source>>) -> Arc<[ColumnUse]> {
+        match &self.0 {
+            Some(l) if Arc::ptr_eq(&l.touched, touched) => l.columns.clone(),
+            _ => {
+                let c: Arc<[ColumnUse]> = touched
+                    .iter()
+                    .map(|s| ColumnUse {
+                        table: s.table.to_string(),
+                        column: s.column.clone(),
+                        kind: s.kind.clone(),
+                        action: s.action.to_string(),
+                    })
+                    .collect();
+                self.0 = Some(Listed {
+                    touched: touched.clone(),
+                    columns: c.clone(),
+                });
+                c
+            }
+        }
+    }
+}
 
 /// A record of `event` carrying the session's identity.
 pub fn session_record(ctx: &ProxyContext, info: &SessionInfo, event: &str) -> Record {
     let policy = ctx.policy.current();
     let mut r = Record::new(event);
-    r.session = Some(info.id.to_string());
+    r.session = Some(info.id_text.clone());
     r.user = Some(info.user.clone());
     r.role = Some(policy.role_of(&info.user).name.clone());
-    r.client = Some(info.client.to_string());
+    r.client = Some(info.client_text.clone());
     r.database = Some(info.database.clone());
     if !info.application_name.is_empty() {
         r.application_name = Some(info.application_name.clone());
@@ -29,6 +69,7 @@ pub fn session_record(ctx: &ProxyContext, info: &SessionInfo, event: &str) -> Re
 fn statement_record(
     ctx: &ProxyContext,
     info: &SessionInfo,
+    columns: &mut Columns,
     event: &str,
     st: &Statement,
     index: usize,
@@ -41,18 +82,8 @@ fn statement_record(
     }
     r.params = st.params.as_ref().map(|p| p.to_vec());
     r.decision = Some(st.outcome(index).into());
-    {
-        if let Some(t) = st.touched(index) {
-            r.columns = t
-                .iter()
-                .map(|s| ColumnUse {
-                    table: s.table.to_string(),
-                    column: s.column.clone(),
-                    kind: s.kind.clone(),
-                    action: s.action.to_string(),
-                })
-                .collect();
-        }
+    if let Some(t) = st.touched(index) {
+        r.columns = columns.of(t);
     }
     if let Some(m) = &st.refusal {
         r.message = Some(m.to_string());
@@ -61,13 +92,24 @@ fn statement_record(
 }
 
 /// Results of `st` start flowing before it completed.
-pub fn started(ctx: &ProxyContext, info: &SessionInfo, st: &Statement, index: usize) -> Record {
-    statement_record(ctx, info, "query_start", st, index)
+pub fn started(
+    ctx: &ProxyContext,
+    info: &SessionInfo,
+    columns: &mut Columns,
+    st: &Statement,
+    index: usize,
+) -> Record {
+    statement_record(ctx, info, columns, "query_start", st, index)
 }
 
 /// A statement completed (or failed).
-pub fn completed(ctx: &ProxyContext, info: &SessionInfo, done: &Completed<'_>) -> Record {
-    let mut r = statement_record(ctx, info, "query", &done.statement, done.index);
+pub fn completed(
+    ctx: &ProxyContext,
+    info: &SessionInfo,
+    columns: &mut Columns,
+    done: &Completed<'_>,
+) -> Record {
+    let mut r = statement_record(ctx, info, columns, "query", &done.statement, done.index);
     r.tag = done.tag.map(str::to_string);
     r.rows = Some(done.rows);
     r.bytes = Some(done.bytes);
@@ -104,4 +146,44 @@ pub fn bind_params(b: &Bind<'_>, hash: Option<&HashKey>) -> Params {
             })
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::policy::{Action, QualifiedTable};
+
+    fn touched(column: &str) -> Arc<BTreeSet<Source>> {
+        Arc::new(BTreeSet::from([Source {
+            table: QualifiedTable {
+                schema: "public".into(),
+                table: "customers".into(),
+            },
+            column: column.into(),
+            kind: "phone".into(),
+            action: Action::Mask,
+        }]))
+    }
+
+    #[test]
+    fn columns_are_listed_once_per_analysis() {
+        let mut cache = Columns::default();
+        let phone = touched("phone");
+        let first = cache.of(&phone);
+        assert_eq!(
+            first[..],
+            [ColumnUse {
+                table: "public.customers".into(),
+                column: "phone".into(),
+                kind: "phone".into(),
+                action: "mask".into(),
+            }]
+        );
+        // The same analysis again: the same list, not a copy.
+        assert!(Arc::ptr_eq(&first, &cache.of(&phone)));
+        // Another analysis, even with equal content, is listed anew.
+        let other = cache.of(&touched("mobile"));
+        assert_eq!(other[0].column, "mobile");
+        assert!(!Arc::ptr_eq(&first, &cache.of(&touched("phone"))));
+    }
 }
