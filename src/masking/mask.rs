@@ -14,14 +14,19 @@ fn stars(n: usize, fill: char) -> String {
 /// Keep the first `first` and last `last` characters; hide the rest. When
 /// the value is too short to hide anything that way, hide all of it.
 pub fn keep(value: &str, first: usize, last: usize, fill: char) -> String {
-    let chars: Vec<char> = value.chars().collect();
-    let n = chars.len();
+    let n = value.chars().count();
     if n <= first + last {
         return stars(n.max(1), fill);
     }
-    let mut out: String = chars[..first].iter().collect();
-    out.push_str(&stars(n - first - last, fill));
-    out.extend(&chars[n - last..]);
+    // Byte offsets of the first hidden and the first kept-at-the-end
+    // character: one string built in place, no list of characters.
+    let at = |k: usize| value.char_indices().nth(k).map_or(value.len(), |(i, _)| i);
+    let (head, tail) = (at(first), at(n - last));
+    let hidden = n - first - last;
+    let mut out = String::with_capacity(head + hidden * fill.len_utf8() + value.len() - tail);
+    out.push_str(&value[..head]);
+    out.extend(std::iter::repeat_n(fill, hidden));
+    out.push_str(&value[tail..]);
     out
 }
 
@@ -121,6 +126,46 @@ mod tests {
 
     fn b(kind: &'static str, v: &str) -> String {
         mask(&MaskSpec::Builtin(kind), v)
+    }
+
+    #[test]
+    fn keep_matches_the_character_by_character_rule() {
+        let reference = |v: &str, first: usize, last: usize, fill: char| -> String {
+            let chars: Vec<char> = v.chars().collect();
+            let n = chars.len();
+            if n <= first + last {
+                return std::iter::repeat_n(fill, n.max(1)).collect();
+            }
+            chars[..first]
+                .iter()
+                .copied()
+                .chain(std::iter::repeat_n(fill, n - first - last))
+                .chain(chars[n - last..].iter().copied())
+                .collect()
+        };
+        for v in [
+            "",
+            "a",
+            "张",
+            "ab",
+            "张伟",
+            "欧阳娜娜",
+            "13812345678",
+            "a😀b张c",
+            "北京市海淀区中关村大街1号",
+        ] {
+            for first in 0..4 {
+                for last in 0..4 {
+                    for fill in ['*', '某'] {
+                        assert_eq!(
+                            keep(v, first, last, fill),
+                            reference(v, first, last, fill),
+                            "{v:?} {first} {last} {fill}"
+                        );
+                    }
+                }
+            }
+        }
     }
 
     #[test]
