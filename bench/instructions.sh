@@ -9,10 +9,13 @@
 #   bench/instructions.sh                      # prepared mode, 2000 transactions
 #   MODE=simple TX=5000 TOP=40 bench/instructions.sh
 #   BIN=/path/to/other/pgwarden bench/instructions.sh   # another build
+#   LOOKUP=agent bench/instructions.sh   # masked point lookups (bench/masked.sh's
+#                                        # workload, trail on) as agent, limited or dba
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 MODE=${MODE:-prepared}
+LOOKUP=${LOOKUP:-}
 TX=${TX:-2000}
 TOP=${TOP:-25}
 
@@ -38,8 +41,17 @@ cleanup() {
 trap cleanup EXIT
 
 start_postgres "$PG_PORT"
-pgbench -i -q -s 1 -h 127.0.0.1 -p "$PG_PORT" -U postgres postgres >/dev/null 2>&1
-plain_warden_config "$WORK/pgwarden.toml" "$WARDEN_PORT" "$PG_PORT"
+if [ -n "$LOOKUP" ]; then
+  masked_workload "$PG_PORT" "$WORK"
+  masked_warden_config "$WORK/pgwarden.toml" "$WARDEN_PORT" "$PG_PORT" "$WORK"
+  printf '%s\n' '\set id random(1, 100000)' \
+    'SELECT id, name, phone, city FROM customers WHERE id = :id;' > "$WORK/lookup.sql"
+  WORKLOAD=(-f "$WORK/lookup.sql" -U "$LOOKUP")
+else
+  pgbench -i -q -s 1 -h 127.0.0.1 -p "$PG_PORT" -U postgres postgres >/dev/null 2>&1
+  plain_warden_config "$WORK/pgwarden.toml" "$WARDEN_PORT" "$PG_PORT"
+  WORKLOAD=(-S -U postgres)
+fi
 valgrind --tool=callgrind --callgrind-out-file="$WORK/callgrind.%p" \
   "$BIN" run --config "$WORK/pgwarden.toml" 2>"$WORK/valgrind.log" &
 VG_PID=$!
@@ -48,7 +60,7 @@ for _ in $(seq 120); do
   sleep 0.5
 done
 run() {
-  pgbench -n -S -M "$MODE" -c 1 -t "$1" -h 127.0.0.1 -p "$WARDEN_PORT" -U postgres postgres >/dev/null 2>&1
+  pgbench -n "${WORKLOAD[@]}" -M "$MODE" -c 1 -t "$1" -h 127.0.0.1 -p "$WARDEN_PORT" postgres >/dev/null 2>&1
 }
 run 300
 callgrind_control -z "$VG_PID" >/dev/null
@@ -81,7 +93,7 @@ for line in open(path):
         if fn and len(parts) > 1:
             own[fn] += int(parts[1])
 total = sum(own.values())
-print(f'{mode} mode, 1 client: {total / tx:,.0f} instructions per transaction in pgwarden')
+print(f'{mode} mode, 1 client: {total / tx:,.0f} instructions per transaction in pgwarden (all threads)')
 for name, n in own.most_common(top):
     print(f'{n / tx:8,.0f}  {100 * n / total:5.1f}%  {name[:110]}')
 PY

@@ -48,3 +48,61 @@ CFG
 
 # cpu_ticks PID: user + system CPU time of a process so far, in clock ticks.
 cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
+
+# masked_workload PORT DIR: the customers table (100,000 rows, names and
+# phones), logins agent (masked), limited (masked, every limit on, never
+# reached) and dba (full access), and their policy in DIR/policies.
+masked_workload() {
+  "$PGBIN/psql" -X -q -h 127.0.0.1 -p "$1" -U postgres postgres <<'SQL'
+CREATE TABLE customers (id int PRIMARY KEY, name text, phone text, city text);
+INSERT INTO customers
+  SELECT i, '客户' || i, '138' || lpad((i * 7919 % 100000000)::text, 8, '0'), 'city' || (i % 300)
+  FROM generate_series(1, 100000) i;
+CREATE ROLE agent LOGIN; CREATE ROLE dba LOGIN; CREATE ROLE limited LOGIN;
+GRANT SELECT ON customers TO agent, dba, limited;
+VACUUM ANALYZE customers;
+SQL
+  mkdir -p "$2/policies"
+  cat > "$2/policies/bench.yaml" <<'YAML'
+classify:
+  public.customers: {name: person_name, phone: phone}
+subjects:
+  public.customers: id
+roles:
+  limited:
+    users: [limited]
+    access: {person_name: mask, phone: mask, "*": deny}
+    lookup: equality
+    limits:
+      rows_per_query: 1000
+      classified_rows_per_hour: 1000000000
+      distinct_subjects: {alert: 1000000000, block: 1000000000}
+  support:
+    users: [agent]
+    access: {person_name: mask, phone: mask, "*": deny}
+    lookup: equality
+  dba:
+    users: [dba]
+    access: {"*": allow}
+YAML
+}
+
+# masked_warden_config FILE LISTEN_PORT SERVER_PORT DIR: pgwarden with the
+# policies of masked_workload and the audit trail on (DURABILITY, async by
+# default) in DIR.
+masked_warden_config() {
+  cat > "$1" <<CFG
+listen = "127.0.0.1:$2"
+upstream = "127.0.0.1:$3"
+policies = "$4/policies"
+[catalog]
+user = "postgres"
+[log]
+level = "warn"
+[audit]
+dir = "$4/trail"
+key_file = "$4/audit.key"
+durability = "${DURABILITY:-async}"
+CFG
+  head -c 32 /dev/urandom > "$4/audit.key"
+}

@@ -42,39 +42,7 @@ cleanup() {
 trap cleanup EXIT
 
 start_postgres "$PG_PORT"
-"$PGBIN/psql" -X -q -h 127.0.0.1 -p "$PG_PORT" -U postgres postgres <<'SQL'
-CREATE TABLE customers (id int PRIMARY KEY, name text, phone text, city text);
-INSERT INTO customers
-  SELECT i, '客户' || i, '138' || lpad((i * 7919 % 100000000)::text, 8, '0'), 'city' || (i % 300)
-  FROM generate_series(1, 100000) i;
-CREATE ROLE agent LOGIN; CREATE ROLE dba LOGIN; CREATE ROLE limited LOGIN;
-GRANT SELECT ON customers TO agent, dba, limited;
-VACUUM ANALYZE customers;
-SQL
-
-mkdir -p "$WORK/policies"
-cat > "$WORK/policies/bench.yaml" <<'YAML'
-classify:
-  public.customers: {name: person_name, phone: phone}
-subjects:
-  public.customers: id
-roles:
-  limited:
-    users: [limited]
-    access: {person_name: mask, phone: mask, "*": deny}
-    lookup: equality
-    limits:
-      rows_per_query: 1000
-      classified_rows_per_hour: 1000000000
-      distinct_subjects: {alert: 1000000000, block: 1000000000}
-  support:
-    users: [agent]
-    access: {person_name: mask, phone: mask, "*": deny}
-    lookup: equality
-  dba:
-    users: [dba]
-    access: {"*": allow}
-YAML
+masked_workload "$PG_PORT" "$WORK"
 # ROWS=N reads N consecutive customers per lookup instead of one, to
 # show the per-row share of each path.
 ROWS=${ROWS:-1}
@@ -90,20 +58,7 @@ SELECT id, name, phone, city FROM customers WHERE id BETWEEN :id AND :id + $(( R
 SQL
 fi
 start_relay "$RELAY_PORT" "$PG_PORT"
-cat > "$WORK/pgwarden.toml" <<CFG
-listen = "127.0.0.1:$WARDEN_PORT"
-upstream = "127.0.0.1:$PG_PORT"
-policies = "$WORK/policies"
-[catalog]
-user = "postgres"
-[log]
-level = "warn"
-[audit]
-dir = "$WORK/trail"
-key_file = "$WORK/audit.key"
-durability = "${DURABILITY:-async}"
-CFG
-head -c 32 /dev/urandom > "$WORK/audit.key"
+masked_warden_config "$WORK/pgwarden.toml" "$WARDEN_PORT" "$PG_PORT" "$WORK"
 target/release/pgwarden run --config "$WORK/pgwarden.toml" 2>"$WORK/pgwarden.log" &
 WARDEN_PID=$!
 sleep 1
