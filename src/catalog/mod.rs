@@ -12,7 +12,7 @@ pub mod schema;
 pub use schema::Schema;
 
 use crate::config::{Config, UpstreamTlsMode, split_host_port};
-use dashmap::DashMap;
+use crate::fastmap::FastDashMap;
 use schema::RelationRow;
 use std::sync::Arc;
 use tokio::sync::Mutex;
@@ -35,7 +35,7 @@ pub struct CatalogClient {
     config: Arc<Config>,
     tls: Option<Arc<rustls::ClientConfig>>,
     client: Mutex<Option<Client>>,
-    schemas: DashMap<String, Arc<Schema>>,
+    schemas: FastDashMap<String, Arc<Schema>>,
 }
 
 const RELATIONS_SQL: &str = include_str!("queries/relations.sql");
@@ -46,7 +46,7 @@ impl CatalogClient {
             config,
             tls,
             client: Mutex::new(None),
-            schemas: DashMap::new(),
+            schemas: FastDashMap::default(),
         }
     }
 

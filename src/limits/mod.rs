@@ -13,9 +13,9 @@ pub mod subjects;
 pub mod window;
 
 use crate::alerts::{Alert, Alerts};
+use crate::fastmap::FastDashMap;
 use crate::policy::{OnExceed, Role};
 use crate::session::SessionInfo;
-use dashmap::DashMap;
 use std::sync::Arc;
 use subjects::{Seen, SubjectWindow};
 use window::{Window, minute_now};
@@ -48,8 +48,8 @@ struct SubjectState {
 }
 
 pub struct Limiter {
-    users: DashMap<String, UserState>,
-    subjects: DashMap<String, SubjectState>,
+    users: FastDashMap<String, UserState>,
+    subjects: FastDashMap<String, SubjectState>,
     pub alerts: Arc<Alerts>,
 }
 
@@ -76,7 +76,7 @@ fn minute_text(minute: u64, format: &str) -> String {
 /// inserting, so the name is copied only the first time, not on every row
 /// or statement.
 fn user_entry<'a, V: Default>(
-    map: &'a DashMap<String, V>,
+    map: &'a FastDashMap<String, V>,
     user: &str,
 ) -> dashmap::mapref::one::RefMut<'a, String, V> {
     match map.get_mut(user) {
@@ -96,8 +96,8 @@ impl std::fmt::Debug for Limiter {
 impl Limiter {
     pub fn new(alerts: Arc<Alerts>) -> Limiter {
         Limiter {
-            users: DashMap::new(),
-            subjects: DashMap::new(),
+            users: FastDashMap::default(),
+            subjects: FastDashMap::default(),
             alerts,
         }
     }
