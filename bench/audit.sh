@@ -44,8 +44,8 @@ for t in $TARGETS; do
       echo "durability = \"$t\""
     fi
   } > "$WORK/$t.toml"
-  target/release/pgwarden run --config "$WORK/$t.toml" 2>"$WORK/$t.log" &
-  PID[$t]=$!
+  detached target/release/pgwarden run --config "$WORK/$t.toml" 2>"$WORK/$t.log"
+  PID[$t]=$DETACHED_PID
 done
 sleep 1
 

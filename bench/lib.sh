@@ -17,6 +17,18 @@ stop_postgres() {
   as_pg "$PGBIN/pg_ctl" -D "$WORK/data" -m immediate stop >/dev/null 2>&1 || true
 }
 
+# detached CMD...: run CMD in the background in a session of its own, as a
+# service manager or a daemon (PgBouncer's -d) would; sets DETACHED_PID.
+# With the kernel's autogroup scheduling (on by default), CPU is shared
+# fairly between sessions first: a proxy left in the session of the pgbench
+# that drives it would split one share with pgbench, while a daemonized
+# PgBouncer gets a share of its own. Every proxy is started this way so
+# that all compete on the same terms.
+detached() {
+  setsid "$@" </dev/null &
+  DETACHED_PID=$!
+}
+
 # start_relay LISTEN_PORT SERVER_PORT: HAProxy in TCP mode; sets HAPROXY_PID.
 start_relay() {
   cat > "$WORK/haproxy.cfg" <<CFG
@@ -31,8 +43,8 @@ listen pg
   bind 127.0.0.1:$1
   server db 127.0.0.1:$2
 CFG
-  haproxy -f "$WORK/haproxy.cfg" >/dev/null 2>&1 &
-  HAPROXY_PID=$!
+  detached haproxy -f "$WORK/haproxy.cfg" >/dev/null 2>&1
+  HAPROXY_PID=$DETACHED_PID
 }
 
 # plain_warden_config FILE LISTEN_PORT SERVER_PORT: a pgwarden config with no

@@ -59,8 +59,8 @@ SQL
 fi
 start_relay "$RELAY_PORT" "$PG_PORT"
 masked_warden_config "$WORK/pgwarden.toml" "$WARDEN_PORT" "$PG_PORT" "$WORK"
-target/release/pgwarden run --config "$WORK/pgwarden.toml" 2>"$WORK/pgwarden.log" &
-WARDEN_PID=$!
+detached target/release/pgwarden run --config "$WORK/pgwarden.toml" 2>"$WORK/pgwarden.log"
+WARDEN_PID=$DETACHED_PID
 sleep 1
 # The masked path really masks.
 "$PGBIN/psql" -X -A -t -h 127.0.0.1 -p "$WARDEN_PORT" -U agent postgres -c "SELECT phone FROM customers WHERE id = 1" | grep -q '\*\*\*\*'

@@ -70,8 +70,8 @@ CFG
 as_pg pgbouncer -d "$WORK/pgbouncer.ini"
 
 plain_warden_config "$WORK/pgwarden.toml" "$WARDEN_PORT" "$PG_PORT"
-target/release/pgwarden run --config "$WORK/pgwarden.toml" 2>"$WORK/pgwarden.log" &
-WARDEN_PID=$!
+detached target/release/pgwarden run --config "$WORK/pgwarden.toml" 2>"$WORK/pgwarden.log"
+WARDEN_PID=$DETACHED_PID
 # pgwarden-wN targets: more pgwarden instances with `workers = N`.
 declare -A EXTRA_PORT EXTRA_PID
 for t in $TARGETS; do
@@ -79,8 +79,8 @@ for t in $TARGETS; do
   EXTRA_PORT[$t]=$(free_port)
   plain_warden_config "$WORK/$t.toml" "${EXTRA_PORT[$t]}" "$PG_PORT"
   sed -i "1i workers = ${BASH_REMATCH[1]}" "$WORK/$t.toml"
-  target/release/pgwarden run --config "$WORK/$t.toml" 2>"$WORK/$t.log" &
-  EXTRA_PID[$t]=$!
+  detached target/release/pgwarden run --config "$WORK/$t.toml" 2>"$WORK/$t.log"
+  EXTRA_PID[$t]=$DETACHED_PID
 done
 sleep 1
 
@@ -148,15 +148,25 @@ python3 - "$RESULTS" "$TARGETS" <<'PY'
 import sys, statistics, collections
 rows = [l.split('\t') for l in open(sys.argv[1]).read().strip().split('\n')]
 targets = sys.argv[2].split()
-med = collections.defaultdict(list)
+runs = collections.defaultdict(list)
+by_round = collections.defaultdict(dict)
 for r, mode, c, t, tps in rows:
-    med[(mode, int(c), t)].append(float(tps))
+    runs[(mode, int(c), t)].append(float(tps))
+    by_round[(mode, int(c), r)][t] = float(tps)
+# Ratios are paired: pgwarden against another target in the same round
+# (minutes apart at most), then the median over rounds, with the range.
+# The machine's speed drifts more between rounds than within one.
+def ratio(mode, c, a, b):
+    rs = [v[a] / v[b] for (m, cc, _), v in by_round.items()
+          if m == mode and cc == c and a in v and b in v and v[b]]
+    if not rs:
+        return "-"
+    return f"{statistics.median(rs):.2f} ({min(rs):.2f}-{max(rs):.2f})"
 print("| mode | clients | " + " | ".join(targets) + " | pgwarden/relay | pgwarden/pgbouncer | pgwarden/direct |")
 print("|---|---|" + "---|" * (len(targets) + 3))
-for mode in dict.fromkeys(k[0] for k in med):
-    for c in sorted(set(k[1] for k in med if k[0] == mode)):
-        m = {t: statistics.median(med[(mode, c, t)]) for t in targets if (mode, c, t) in med}
-        ratio = lambda a, b: f"{m[a] / m[b]:.2f}" if a in m and b in m and m[b] else "-"
+for mode in dict.fromkeys(k[0] for k in runs):
+    for c in sorted(set(k[1] for k in runs if k[0] == mode)):
+        m = {t: statistics.median(runs[(mode, c, t)]) for t in targets if (mode, c, t) in runs}
         print(f"| {mode} | {c} | " + " | ".join(f"{m.get(t, 0):.0f}" for t in targets)
-              + f" | {ratio('pgwarden','relay')} | {ratio('pgwarden','pgbouncer')} | {ratio('pgwarden','direct')} |")
+              + " | " + " | ".join(ratio(mode, c, "pgwarden", b) for b in ("relay", "pgbouncer", "direct")) + " |")
 PY
