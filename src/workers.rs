@@ -45,11 +45,8 @@ impl Workers {
         let stop = CancellationToken::new();
         let mut workers = Vec::with_capacity(n.max(1));
         for i in 0..n.max(1) {
-            // Sessions need sockets and timers only: no signal or
-            // process driver to poll on every park.
             let runtime = tokio::runtime::Builder::new_current_thread()
-                .enable_io()
-                .enable_time()
+                .enable_all()
                 .build()?;
             let handle = runtime.handle().clone();
             let stop = stop.clone();

@@ -251,14 +251,9 @@ impl Files {
         }
         // One buffer for every record's JSON: no growing a new string
         // from nothing per line.
-        let mut body = std::mem::take(&mut self.json);
-        body.clear();
-        let written = serde_json::to_writer(&mut body, r).map_err(io::Error::other);
-        if written.is_ok() {
-            self.mac = chain::seal_line(&self.key, &self.mac, &body, buf);
-        }
-        self.json = body;
-        written?;
+        self.json.clear();
+        serde_json::to_writer(&mut self.json, r).map_err(io::Error::other)?;
+        self.mac = chain::seal_line(&self.key, &self.mac, &self.json, buf);
         self.seq = r.seq;
         if r.event == "checkpoint" {
             self.checkpoint_seq = r.seq;
