@@ -109,6 +109,53 @@ async fn malformed_bodies_never_reach_the_server() {
     still_serving(&proxy).await;
 }
 
+/// Once a session has run a statement, pgwarden knows its login has full
+/// access and forwards its messages before tracking them. They are still
+/// decoded first: a malformed message stops the whole read it came in, so
+/// a statement sent ahead of it in the same write never runs either.
+#[tokio::test]
+async fn malformed_messages_of_a_running_session_never_reach_the_server() {
+    let proxy = start_proxy("").await;
+    let admin = connect(&proxy, SCRAM_USER).await;
+    admin
+        .batch_execute("create table robustness_probe (x int)")
+        .await
+        .unwrap();
+    let insert = b"Q\0\0\0\x2cinsert into robustness_probe values (1)\0";
+    assert_eq!(insert.len(), 0x2d);
+    for bad in [
+        &b"B\0\0\0\x08\0\0\0\x05"[..],
+        b"E\0\0\0\x05\0",
+        b"Q\0\0\0\x0cselect 1",
+        b"S\0\0\0\x05\0",
+    ] {
+        let mut s = raw_session(&proxy).await;
+        // A first statement: from now on the session passes through.
+        s.write_all(b"Q\0\0\0\x0dselect 1\0").await.unwrap();
+        let mut seen = Vec::new();
+        let mut buf = [0u8; 1024];
+        while !seen.windows(6).any(|w| w == b"Z\0\0\0\x05I") {
+            let n = s.read(&mut buf).await.unwrap();
+            assert!(n > 0, "closed: {seen:?}");
+            seen.extend_from_slice(&buf[..n]);
+        }
+        s.write_all(&[&insert[..], bad].concat()).await.unwrap();
+        let reply = read_to_close(&mut s).await;
+        assert!(has_sqlstate(&reply, "08P01"), "{bad:?} -> {reply:?}");
+        assert!(
+            reply.windows(24).any(|w| w == b"invalid frontend message"),
+            "{reply:?}"
+        );
+    }
+    let rows: i64 = admin
+        .query_one("select count(*) from robustness_probe", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(rows, 0, "a statement ahead of a malformed message ran");
+    still_serving(&proxy).await;
+}
+
 #[tokio::test]
 async fn oversized_message_is_refused_before_it_is_buffered() {
     let proxy = start_proxy("max_client_message_bytes = 65536\n").await;

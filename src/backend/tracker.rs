@@ -51,6 +51,7 @@ impl PendingQueue {
     /// Move everything queued into `tracker`.
     pub fn drain_into(&self, tracker: &mut Tracker) {
         if let Ok(mut q) = self.queue.lock() {
+            tracker.inspected |= q.iter().any(Pending::inspected);
             append(&mut tracker.queue, &mut q);
         }
     }
@@ -105,6 +106,20 @@ pub enum Pending {
     FunctionCall,
     /// Bytes pgwarden sends to the client itself when this entry's turn comes.
     Reply(Bytes),
+}
+
+impl Pending {
+    /// Whether the responses to this request may have to be rewritten,
+    /// counted against a limit, replaced or hidden before the client sees
+    /// them.
+    fn inspected(&self) -> bool {
+        match self {
+            Pending::Query(s) | Pending::Parse(s) | Pending::Execute(s) => s.inspected(),
+            Pending::Describe(d) => d.is_some(),
+            Pending::Hidden | Pending::Reply(_) => true,
+            Pending::Bind | Pending::Close | Pending::Sync | Pending::FunctionCall => false,
+        }
+    }
 }
 
 /// Bind parameters as the audit trail records them (`None` for NULL).
@@ -241,6 +256,17 @@ impl Statement {
         })
     }
 
+    /// Whether its results may have to be rewritten (a restricted role's),
+    /// replaced (a refusal) or counted against a limit (classified).
+    fn inspected(&self) -> bool {
+        self.decision.is_some()
+            || self.refusal.is_some()
+            || self
+                .reads
+                .as_deref()
+                .is_some_and(|r| r.iter().any(|r| !r.touched.is_empty()))
+    }
+
     /// Results of a restricted role's statement that pgwarden let run:
     /// never shown without their audit record.
     pub fn restricted_results(&self) -> bool {
@@ -304,6 +330,9 @@ struct Progress {
 #[derive(Debug, Default)]
 pub struct Tracker {
     queue: VecDeque<Pending>,
+    /// A request queued since the queue was last empty is
+    /// [`Pending::inspected`].
+    inspected: bool,
     progress: Progress,
     /// Results already completed of the simple Query at the head.
     query_results: usize,
@@ -321,6 +350,7 @@ pub struct Observed<'a> {
 
 impl Tracker {
     pub fn push(&mut self, p: Pending) {
+        self.inspected |= p.inspected();
         self.queue.push_back(p);
     }
 
@@ -331,6 +361,13 @@ impl Tracker {
 
     pub fn is_empty(&self) -> bool {
         self.queue.is_empty()
+    }
+
+    /// Whether the responses now due go to the client exactly as the
+    /// server sends them, whatever they are: no request queued since the
+    /// queue was last empty has its responses inspected first.
+    pub fn passes_through(&self) -> bool {
+        !self.inspected
     }
 
     /// The decision the next result message (RowDescription, DataRow,
@@ -429,6 +466,9 @@ impl Tracker {
                 }
                 self.progress = Progress::default();
                 self.query_results = 0;
+                if self.queue.is_empty() {
+                    self.inspected = false;
+                }
             }
             _ => {}
         }

@@ -6,6 +6,10 @@
 //! restricted sessions as their decision says ([`crate::masking::rows`],
 //! [`crate::masking::notices`]), and forwards the bytes in one write per
 //! read. Results stream: nothing is held beyond one read.
+//!
+//! When nothing due can be rewritten, limited, hidden or held for an audit
+//! record ([`crate::backend::tracker::Tracker::passes_through`], no trail),
+//! the bytes read go out as they are first and are accounted for after.
 
 use super::{Error, SessionInfo, trail};
 use crate::alerts::Alert;
@@ -40,7 +44,6 @@ pub async fn run(
     pending: &PendingQueue,
     server_key: Option<(i32, bytes::Bytes)>,
 ) -> Result<(), Error> {
-    let max = ctx.config.max_server_message_bytes;
     let mut tracker = Tracker::default();
     let mut out = BytesMut::with_capacity(READ_CHUNK);
     let mut direction = Direction {
@@ -61,67 +64,13 @@ pub async fn run(
         // Every response in `buf` answers a request whose expectation was
         // queued before the request was written: one drain per read suffices.
         pending.drain_into(direction.tracker);
-        let framing = |e: FrameError| Error::UpstreamProtocol(e.to_string());
         // Messages are handled in place; the buffer moves on after them.
-        let mut used = 0;
-        while let Some(frame) = peek_frame(&buf[used..], max).map_err(framing)? {
-            used += frame.bytes.len();
-            if direction.cut.is_some() {
-                // The rest of a result stopped at its limit: accounted
-                // for, never shown, up to the ReadyForQuery.
-                direction.observe(&frame)?;
-                if frame.tag == b'Z' {
-                    direction.cut = None;
-                    out.extend_from_slice(frame.bytes);
-                }
-                release_replies(direction.tracker, &mut out);
-                continue;
-            }
-            if matches!(frame.tag, b'D' | b'd') && !direction.copy_header {
-                if let Some(message) = direction.count_row(&frame) {
-                    out.extend_from_slice(
-                        &PgError::new(Severity::Error, "42501", message).encode(),
-                    );
-                    direction.observe(&frame)?;
-                    continue;
-                }
-            }
-            let rewritten = rewrite(
-                direction.tracker,
-                &mut direction.copy_header,
-                ctx,
-                &frame,
-                &mut out,
-            )?;
-            let hidden = direction.observe(&frame)?;
-            if !rewritten && !hidden {
-                out.extend_from_slice(frame.bytes);
-            }
-            if frame.tag != b'D' {
-                release_replies(direction.tracker, &mut out);
-            }
-        }
-        consume(&mut buf, used, max).map_err(framing)?;
-        // Stop the server-side query of a result cut at its limit, unless
-        // the server has already finished (then a cancel could only hit
-        // a later statement).
-        if std::mem::take(&mut direction.cancel_due) && direction.cut.is_some() {
-            if let Some((pid, secret)) = &server_key {
-                if let Err(e) = crate::upstream::cancel(ctx, *pid, secret).await {
-                    warn!(error = %e, "cannot cancel a query stopped at its limit");
-                }
-            }
-        }
-        if !out.is_empty() {
-            direction.await_audit().await?;
-            ctx.metrics.hot.bytes_to_client.inc_by(out.len() as u64);
-            wr.write_all(&out)
-                .await
-                .map_err(|e| Error::ClientIo(e.to_string()))?;
-            out.clear();
-            if out.capacity() > SHRINK_ABOVE {
-                out = BytesMut::with_capacity(READ_CHUNK);
-            }
+        if out.is_empty() && direction.passes_through() {
+            direction.forward_then_observe(&mut buf, wr).await?;
+        } else {
+            direction
+                .inspect_then_forward(&mut buf, &mut out, wr, &server_key)
+                .await?;
         }
         if buf.is_empty() && buf.capacity() > SHRINK_ABOVE {
             buf = BytesMut::with_capacity(READ_CHUNK);
@@ -204,6 +153,113 @@ struct Cut {
 }
 
 impl Direction<'_> {
+    /// Whether the responses now due go to the client exactly as the
+    /// server sends them: nothing waits on an audit record, nothing is
+    /// rewritten, limited or hidden, no result is being cut.
+    fn passes_through(&self) -> bool {
+        self.ctx.audit.is_none() && self.cut.is_none() && self.tracker.passes_through()
+    }
+
+    /// Forward the complete messages in `buf` as they are, then account
+    /// for them while the client reads them.
+    async fn forward_then_observe(
+        &mut self,
+        buf: &mut BytesMut,
+        wr: &mut ClientWrite,
+    ) -> Result<(), Error> {
+        let max = self.ctx.config.max_server_message_bytes;
+        let framing = |e: FrameError| Error::UpstreamProtocol(e.to_string());
+        let mut used = 0;
+        while let Some(frame) = peek_frame(&buf[used..], max).map_err(framing)? {
+            used += frame.bytes.len();
+        }
+        if used > 0 {
+            self.ctx.metrics.hot.bytes_to_client.inc_by(used as u64);
+            wr.write_all(&buf[..used])
+                .await
+                .map_err(|e| Error::ClientIo(e.to_string()))?;
+            let mut at = 0;
+            while let Some(frame) = peek_frame(&buf[at..used], max).map_err(framing)? {
+                at += frame.bytes.len();
+                self.observe(&frame)?;
+            }
+        }
+        consume(buf, used, max).map_err(framing)
+    }
+
+    /// Handle the complete messages in `buf` one by one (rewritten,
+    /// counted against limits, hidden or passed on into `out`), then
+    /// forward `out` once the audit records it depends on are written.
+    async fn inspect_then_forward(
+        &mut self,
+        buf: &mut BytesMut,
+        out: &mut BytesMut,
+        wr: &mut ClientWrite,
+        server_key: &Option<(i32, bytes::Bytes)>,
+    ) -> Result<(), Error> {
+        let max = self.ctx.config.max_server_message_bytes;
+        let framing = |e: FrameError| Error::UpstreamProtocol(e.to_string());
+        let mut used = 0;
+        while let Some(frame) = peek_frame(&buf[used..], max).map_err(framing)? {
+            used += frame.bytes.len();
+            if self.cut.is_some() {
+                // The rest of a result stopped at its limit: accounted
+                // for, never shown, up to the ReadyForQuery.
+                self.observe(&frame)?;
+                if frame.tag == b'Z' {
+                    self.cut = None;
+                    out.extend_from_slice(frame.bytes);
+                }
+                release_replies(self.tracker, out);
+                continue;
+            }
+            if matches!(frame.tag, b'D' | b'd') && !self.copy_header {
+                if let Some(message) = self.count_row(&frame) {
+                    out.extend_from_slice(
+                        &PgError::new(Severity::Error, "42501", message).encode(),
+                    );
+                    self.observe(&frame)?;
+                    continue;
+                }
+            }
+            let rewritten = rewrite(self.tracker, &mut self.copy_header, self.ctx, &frame, out)?;
+            let hidden = self.observe(&frame)?;
+            if !rewritten && !hidden {
+                out.extend_from_slice(frame.bytes);
+            }
+            if frame.tag != b'D' {
+                release_replies(self.tracker, out);
+            }
+        }
+        consume(buf, used, max).map_err(framing)?;
+        // Stop the server-side query of a result cut at its limit, unless
+        // the server has already finished (then a cancel could only hit
+        // a later statement).
+        if std::mem::take(&mut self.cancel_due) && self.cut.is_some() {
+            if let Some((pid, secret)) = &server_key {
+                if let Err(e) = crate::upstream::cancel(self.ctx, *pid, secret).await {
+                    warn!(error = %e, "cannot cancel a query stopped at its limit");
+                }
+            }
+        }
+        if !out.is_empty() {
+            self.await_audit().await?;
+            self.ctx
+                .metrics
+                .hot
+                .bytes_to_client
+                .inc_by(out.len() as u64);
+            wr.write_all(out)
+                .await
+                .map_err(|e| Error::ClientIo(e.to_string()))?;
+            out.clear();
+            if out.capacity() > SHRINK_ABOVE {
+                *out = BytesMut::with_capacity(READ_CHUNK);
+            }
+        }
+        Ok(())
+    }
+
     /// Hold the bytes about to go to the client until the audit records
     /// of the statements they answer are durable (`sync`), announcing a
     /// statement whose rows stream before it completes.

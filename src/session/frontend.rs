@@ -6,7 +6,14 @@
 //! which responses to expect (with the decision that rewrites them), and
 //! forwards the bytes in one write per read: the original bytes, a Bind
 //! asking for text, or a refusal in place of a statement. A malformed
-//! message ends the session with a protocol error.
+//! message ends the session with a protocol error, and nothing of the read
+//! it came in reaches the server.
+//!
+//! A login known to have full access, with no audit trail to record for,
+//! passes through: its messages are still decoded before they go out, but
+//! the state and expectations are kept after the write, while the server
+//! already works on them (PgBouncer's latency on the critical path, not a
+//! full inspection's).
 
 use super::enforce::{Enforcer, Standing, log_refusal, refusal_extended, refusal_query};
 use super::state::{Prepared, SessionState};
@@ -21,8 +28,12 @@ use crate::frontend::FrontendMessage;
 use crate::frontend::extended::Bind;
 use crate::net::{ClientRead, UpstreamWrite};
 use bytes::BytesMut;
+use pgwire::messages::DecodeContext;
+use smallvec::SmallVec;
 use std::collections::VecDeque;
+use std::pin::pin;
 use std::sync::Arc;
+use std::task::Poll;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tracing::{debug, warn};
 
@@ -38,7 +49,6 @@ pub async fn run(
     pending: &PendingQueue,
 ) -> Result<(), Error> {
     let dctx = codec::context();
-    let max = ctx.config.max_client_message_bytes;
     let mut state = SessionState::default();
     let mut out = BytesMut::with_capacity(READ_CHUNK);
     let mut inspector = Inspector {
@@ -49,31 +59,12 @@ pub async fn run(
         batch: VecDeque::new(),
     };
     loop {
-        let mut terminate = false;
-        let framing = |e: FrameError| Error::Protocol(DecodeError::new(0, e.to_string()));
         // Messages are handled in place; the buffer moves on after them.
-        let mut used = 0;
-        while let Some(frame) = peek_frame(&buf[used..], max).map_err(framing)? {
-            used += frame.bytes.len();
-            let msg = FrontendMessage::decode(&frame, &dctx).map_err(Error::Protocol)?;
-            terminate = matches!(msg, FrontendMessage::Terminate);
-            if let Some(msg) = inspector.inspect_now(msg, &frame, &mut out) {
-                inspector.inspect(msg, &frame, &mut out).await;
-            }
-            if terminate {
-                break;
-            }
-        }
-        consume(&mut buf, used, max).map_err(framing)?;
-        // Expectations go out before the bytes they answer to.
-        pending.push_all(&mut inspector.batch);
-        if !out.is_empty() {
-            ctx.metrics.hot.bytes_to_server.inc_by(out.len() as u64);
-            wr.write_all(&out)
-                .await
-                .map_err(|e| Error::UpstreamRead(e.to_string()))?;
-            out.clear();
-        }
+        let terminate = if inspector.passes_through() {
+            forward_then_track(&mut inspector, &mut buf, wr, pending, &dctx).await?
+        } else {
+            inspect_then_forward(&mut inspector, &mut buf, wr, pending, &dctx, &mut out).await?
+        };
         if terminate {
             return Ok(());
         }
@@ -93,6 +84,106 @@ pub async fn run(
             };
         }
     }
+}
+
+fn framing(e: FrameError) -> Error {
+    Error::Protocol(DecodeError::new(0, e.to_string()))
+}
+
+/// Forward the complete messages in `buf` once each is decoded, then track
+/// them while the server works on them: for sessions whose bytes nothing
+/// changes or holds back ([`Inspector::passes_through`]). Returns whether
+/// the client said Terminate.
+async fn forward_then_track(
+    inspector: &mut Inspector<'_>,
+    buf: &mut BytesMut,
+    wr: &mut UpstreamWrite,
+    pending: &PendingQueue,
+    dctx: &DecodeContext,
+) -> Result<bool, Error> {
+    let max = inspector.ctx.config.max_client_message_bytes;
+    let mut used = 0;
+    let mut terminate = false;
+    {
+        let mut msgs = SmallVec::<[FrontendMessage<'_>; 4]>::new();
+        while let Some(frame) = peek_frame(&buf[used..], max).map_err(framing)? {
+            used += frame.bytes.len();
+            let msg = FrontendMessage::decode(&frame, dctx).map_err(Error::Protocol)?;
+            terminate = matches!(msg, FrontendMessage::Terminate);
+            msgs.push(msg);
+            if terminate {
+                break;
+            }
+        }
+        if used > 0 {
+            inspector
+                .ctx
+                .metrics
+                .hot
+                .bytes_to_server
+                .inc_by(used as u64);
+            let mut write = pin!(wr.write_all(&buf[..used]));
+            // One attempt now, without yielding: the backend direction runs
+            // only when this task yields, so the expectations still go out
+            // before it can see the responses.
+            let first = std::future::poll_fn(|cx| Poll::Ready(write.as_mut().poll(cx))).await;
+            for msg in msgs {
+                inspector.track_passed_through(msg);
+            }
+            pending.push_all(&mut inspector.batch);
+            match first {
+                Poll::Ready(r) => r,
+                Poll::Pending => write.await,
+            }
+            .map_err(|e| Error::UpstreamRead(e.to_string()))?;
+        }
+    }
+    consume(buf, used, max).map_err(framing)?;
+    Ok(terminate)
+}
+
+/// Inspect the complete messages in `buf`, queue what their responses are
+/// expected to be, then forward what goes to the server: the original
+/// bytes, rewritten messages or refusals. Returns whether the client said
+/// Terminate.
+async fn inspect_then_forward(
+    inspector: &mut Inspector<'_>,
+    buf: &mut BytesMut,
+    wr: &mut UpstreamWrite,
+    pending: &PendingQueue,
+    dctx: &DecodeContext,
+    out: &mut BytesMut,
+) -> Result<bool, Error> {
+    let max = inspector.ctx.config.max_client_message_bytes;
+    let mut used = 0;
+    let mut terminate = false;
+    while let Some(frame) = peek_frame(&buf[used..], max).map_err(framing)? {
+        used += frame.bytes.len();
+        let msg = FrontendMessage::decode(&frame, dctx).map_err(Error::Protocol)?;
+        terminate = matches!(msg, FrontendMessage::Terminate);
+        if let Some(msg) = inspector.inspect_now(msg, &frame, out) {
+            inspector.inspect(msg, &frame, out).await;
+        }
+        if terminate {
+            break;
+        }
+    }
+    consume(buf, used, max).map_err(framing)?;
+    // Expectations go out before the bytes they answer to.
+    pending.push_all(&mut inspector.batch);
+    if !out.is_empty() {
+        inspector
+            .ctx
+            .metrics
+            .hot
+            .bytes_to_server
+            .inc_by(out.len() as u64);
+        wr.write_all(out)
+            .await
+            .map_err(|e| Error::UpstreamRead(e.to_string()))?;
+        out.clear();
+    }
+    Ok(terminate)
 }
 
 /// Keeps protocol state, applies policy decisions and queues expected
@@ -184,32 +275,59 @@ impl Inspector<'_> {
     async fn inspect_full_access(&mut self, msg: FrontendMessage<'_>) {
         match msg {
             FrontendMessage::Query(sql) => {
-                self.ctx.metrics.hot.statements_simple.inc();
-                self.ctx.metrics.hot.queries_forward.inc();
-                self.track_cursors(&sql);
-                debug!(sql = %sql, "query");
                 let observed = self.observe(&sql).await;
-                self.expect(Pending::Query(Statement::decided(
-                    sql, false, None, observed,
-                )));
+                self.full_access_query(sql, observed);
             }
             FrontendMessage::Parse(p) => {
                 let sql: Arc<str> = p.query.into();
                 let observed = self.observe(&sql).await;
-                let reads = observed
-                    .as_ref()
-                    .and_then(|o| o.first().cloned())
-                    .unwrap_or_default();
-                self.state.parse(
-                    p.name.as_deref().unwrap_or(""),
-                    Prepared::new(sql.clone(), None, false, None, reads),
-                );
-                self.expect(Pending::Parse(Statement::decided(
-                    sql, true, None, observed,
-                )));
+                self.full_access_parse(p.name.as_deref().unwrap_or(""), sql, observed);
             }
             other => self.track(other),
         }
+    }
+
+    /// Full-access sessions with nothing to observe ([`Self::passes_through`]):
+    /// the same state and expectations as [`Self::inspect_full_access`],
+    /// without waiting.
+    fn track_passed_through(&mut self, msg: FrontendMessage<'_>) {
+        match msg {
+            FrontendMessage::Query(sql) => self.full_access_query(sql, None),
+            FrontendMessage::Parse(p) => {
+                self.full_access_parse(p.name.as_deref().unwrap_or(""), p.query.into(), None)
+            }
+            other => self.track(other),
+        }
+    }
+
+    /// Whether every message of this session goes to the server as the
+    /// client sent it and is tracked without waiting: a login known to
+    /// have full access, with no audit trail to record its statements
+    /// for. Its bytes can then be forwarded before they are inspected.
+    fn passes_through(&self) -> bool {
+        self.ctx.audit.is_none() && self.enforcer.known_full_access(self.ctx)
+    }
+
+    fn full_access_query(&mut self, sql: Arc<str>, observed: Option<Arc<[Reads]>>) {
+        self.ctx.metrics.hot.statements_simple.inc();
+        self.ctx.metrics.hot.queries_forward.inc();
+        self.track_cursors(&sql);
+        debug!(sql = %sql, "query");
+        self.expect(Pending::Query(Statement::decided(
+            sql, false, None, observed,
+        )));
+    }
+
+    fn full_access_parse(&mut self, name: &str, sql: Arc<str>, observed: Option<Arc<[Reads]>>) {
+        let reads = observed
+            .as_ref()
+            .and_then(|o| o.first().cloned())
+            .unwrap_or_default();
+        self.state
+            .parse(name, Prepared::new(sql.clone(), None, false, None, reads));
+        self.expect(Pending::Parse(Statement::decided(
+            sql, true, None, observed,
+        )));
     }
 
     /// State and expectations of a full-access message that needs no
