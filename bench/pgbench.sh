@@ -7,6 +7,7 @@
 #   BENCH_SECONDS=15 ROUNDS=3 SCALE=10 bench/pgbench.sh
 #   CPU_PER_TX=10000 ROUNDS=2 bench/pgbench.sh   # proxy CPU per transaction
 #   STRACE=1 CPU_PER_TX=5000 ROUNDS=1 bench/pgbench.sh  # + syscall counts in /tmp/strace-*.txt
+#   RESIDENCE=20000 CLIENTS=1 bench/pgbench.sh  # how long each proxy holds a message (bpftrace, root)
 #   TARGETS="pgbouncer pgwarden pgwarden-w1" bench/pgbench.sh  # pgwarden-wN: workers = N
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -117,6 +118,60 @@ n = $CPU_PER_TX * $c
 us = lambda ticks: ticks / $tick / n * 1e6
 print(f'round $round  $mode c=$c  $t: proxy {us($c1 - $c0):.1f} µs CPU and {($s1 - $s0) / n:.2f} context switches, '
       f'server backends {us($p1 - $p0):.1f} µs, machine busy {us(${m1[0]} - ${m0[0]}):.1f} µs, idle {us(${m1[1]} - ${m0[1]}):.1f} µs per transaction')"
+        done
+      done
+    done
+  done
+  exit 0
+fi
+
+# RESIDENCE=N: instead of throughput, how long each proxy holds a message
+# on its way, measured in the kernel by bpftrace over N transactions per
+# client: from its epoll_wait returning to its recvfrom (the event loop),
+# and from the recvfrom returning to the sendto that forwards the bytes
+# (its own work: the part of a transaction's latency a proxy controls).
+# Averages over both directions, ROUNDS times in rotating order.
+if [ -n "${RESIDENCE:-}" ]; then
+  command -v bpftrace >/dev/null || {
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq bpftrace >/dev/null
+  }
+  pid_of() { case $1 in relay) echo "$HAPROXY_PID";; pgbouncer) cat "$WORK/pgbouncer.pid";; pgwarden) echo "$WARDEN_PID";; esac; }
+  cat > "$WORK/residence.bt" <<'BT'
+tracepoint:syscalls:sys_exit_epoll_wait /pid == $1/ { @woke[tid] = nsecs; }
+tracepoint:syscalls:sys_enter_recvfrom /pid == $1 && @woke[tid]/ {
+  @loop = stats(nsecs - @woke[tid]); delete(@woke[tid]);
+}
+tracepoint:syscalls:sys_exit_recvfrom /pid == $1 && args->ret > 0/ { @got[tid] = nsecs; }
+tracepoint:syscalls:sys_enter_sendto /pid == $1 && @got[tid]/ {
+  @work = stats(nsecs - @got[tid]); delete(@got[tid]);
+}
+END { clear(@woke); clear(@got); }
+BT
+  proxies=(relay pgbouncer pgwarden)
+  for round in $(seq 1 "$ROUNDS"); do
+    for mode in $MODES; do
+      for c in $CLIENTS; do
+        for ((k = 0; k < 3; k++)); do
+          t=${proxies[$(( (k + round) % 3 ))]}
+          bpftrace "$WORK/residence.bt" "$(pid_of "$t")" > "$WORK/residence.out" 2>/dev/null &
+          BT_PID=$!
+          sleep 3  # attaching takes a moment
+          pgbench -n -S -M "$mode" -c "$c" -j "$(( c < 2 ? c : 2 ))" -t "$RESIDENCE" \
+            -h 127.0.0.1 -p "$(port_of "$t")" -U postgres postgres >/dev/null 2>&1
+          # bpftrace prints its figures on SIGINT; it seldom misses one.
+          kill -INT "$BT_PID"
+          for _ in $(seq 50); do kill -0 "$BT_PID" 2>/dev/null || break; sleep 0.2; done
+          kill -9 "$BT_PID" 2>/dev/null || true
+          wait "$BT_PID" 2>/dev/null || true
+          python3 - "$WORK/residence.out" "round $round  $mode c=$c  $t" <<'PY'
+import re, sys
+avg = {m.group(1): int(m.group(2)) / 1000 for m in
+       re.finditer(r'@(\w+): count \d+, average (\d+)', open(sys.argv[1]).read())}
+if 'work' in avg:
+    print(f"{sys.argv[2]}: event loop {avg['loop']:.1f} µs, own work {avg['work']:.1f} µs per message")
+else:
+    print(f"{sys.argv[2]}: bpftrace gave no figures")
+PY
         done
       done
     done
