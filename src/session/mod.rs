@@ -172,7 +172,9 @@ async fn serve(
     id: SessionId,
     shutdown: CancellationToken,
 ) -> Result<(), Error> {
-    let opening = tokio::time::timeout(ctx.config.startup_timeout(), startup::accept(ctx, tcp))
+    let opening = ctx
+        .timers
+        .timeout(ctx.config.startup_timeout(), startup::accept(ctx, tcp))
         .await
         .map_err(|_| Error::StartupTimeout)?;
     let (mut client, params, raw_startup) = match opening? {
@@ -201,7 +203,11 @@ async fn serve(
         let greeting = auth::relay_greeting(ctx, &mut client, &mut upstream).await?;
         Ok::<_, Error>((upstream, greeting, admitted))
     };
-    let result = match tokio::time::timeout(ctx.config.startup_timeout(), startup).await {
+    let result = match ctx
+        .timers
+        .timeout(ctx.config.startup_timeout(), startup)
+        .await
+    {
         Ok(r) => r,
         Err(_) => Err(Error::StartupTimeout),
     };
@@ -376,7 +382,7 @@ async fn forward_cancel(ctx: &ProxyContext, pid: i32, secret: &bytes::Bytes) {
                 .with_label_values(&["forwarded"])
                 .inc();
             info!(pid, "cancel request forwarded");
-            sent.confirmed().await;
+            sent.confirmed(&ctx.timers).await;
         }
         Err(e) => {
             ctx.metrics
