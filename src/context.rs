@@ -13,7 +13,6 @@ use crate::masking::HashKey;
 use crate::metrics::Metrics;
 use crate::net::tls;
 use crate::policy::PolicyStore;
-use crate::timers::Timers;
 use rustls::{ClientConfig, ServerConfig};
 use rustls_pki_types::ServerName;
 use std::sync::Arc;
@@ -42,8 +41,6 @@ pub struct ProxyContext {
     pub limiter: Arc<Limiter>,
     /// Connect rules: networks, certificates, hours, second addresses.
     pub gate: Gate,
-    /// Timeouts for the session workers, kept on the main runtime.
-    pub timers: Timers,
 }
 
 impl ProxyContext {
@@ -58,15 +55,13 @@ impl ProxyContext {
         let audit = crate::audit::open(&config, metrics.clone())?;
         let webhooks = crate::ship::start_webhooks(&config.alerts.webhook, &metrics)?;
         let alerts = Arc::new(Alerts::new(audit.clone(), metrics.clone(), webhooks));
-        let timers = Timers::current();
         Ok(Arc::new(ProxyContext {
             gate: Gate::new(alerts.clone()),
             limiter: Arc::new(Limiter::new(alerts)),
             hash_key,
             audit,
             client_tls: tls::server_config(&config.tls)?,
-            catalog: CatalogClient::new(config.clone(), upstream_tls.clone(), timers.clone()),
-            timers,
+            catalog: CatalogClient::new(config.clone(), upstream_tls.clone()),
             policy,
             events,
             upstream_tls,

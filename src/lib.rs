@@ -67,7 +67,6 @@ pub mod net;
 pub mod policy;
 pub mod session;
 pub mod ship;
-pub mod timers;
 pub mod upstream;
 pub mod workers;
 

@@ -45,11 +45,8 @@ impl Workers {
         let stop = CancellationToken::new();
         let mut workers = Vec::with_capacity(n.max(1));
         for i in 0..n.max(1) {
-            // No timer driver: it would read the clock and visit its wheel
-            // on every wake-up. Timeouts run on the main runtime
-            // ([`crate::timers`]).
             let runtime = tokio::runtime::Builder::new_current_thread()
-                .enable_io()
+                .enable_all()
                 .build()?;
             let handle = runtime.handle().clone();
             let stop = stop.clone();

@@ -13,7 +13,6 @@ pub use schema::Schema;
 
 use crate::config::{Config, UpstreamTlsMode, split_host_port};
 use crate::fastmap::FastDashMap;
-use crate::timers::Timers;
 use schema::RelationRow;
 use std::sync::Arc;
 use tokio::sync::Mutex;
@@ -30,8 +29,6 @@ pub enum Error {
     Connect(tokio_postgres::Error),
     #[error("catalog query: {0}")]
     Query(tokio_postgres::Error),
-    #[error("pgwarden is shutting down")]
-    ShuttingDown,
 }
 
 pub struct CatalogClient {
@@ -39,25 +36,17 @@ pub struct CatalogClient {
     tls: Option<Arc<rustls::ClientConfig>>,
     client: Mutex<Option<Client>>,
     schemas: FastDashMap<String, Arc<Schema>>,
-    /// Connections are opened, and their tasks run, on the main runtime:
-    /// they need timers, which the session workers do not have.
-    timers: Timers,
 }
 
 const RELATIONS_SQL: &str = include_str!("queries/relations.sql");
 
 impl CatalogClient {
-    pub fn new(
-        config: Arc<Config>,
-        tls: Option<Arc<rustls::ClientConfig>>,
-        timers: Timers,
-    ) -> Self {
+    pub fn new(config: Arc<Config>, tls: Option<Arc<rustls::ClientConfig>>) -> Self {
         CatalogClient {
             config,
             tls,
             client: Mutex::new(None),
             schemas: FastDashMap::default(),
-            timers,
         }
     }
 
@@ -86,30 +75,24 @@ impl CatalogClient {
         if let Some(p) = c.catalog_password() {
             pg.password(p);
         }
-        let tls = self.tls.clone();
-        let prefer = c.upstream_tls.mode == UpstreamTlsMode::Prefer;
-        let connect = async move {
-            let client = match tls {
-                None => {
-                    let (client, conn) = pg.connect(NoTls).await.map_err(Error::Connect)?;
-                    tokio::spawn(conn);
-                    client
-                }
-                Some(tls) => {
-                    pg.ssl_mode(if prefer {
-                        SslMode::Prefer
-                    } else {
-                        SslMode::Require
-                    });
-                    let connector = tokio_postgres_rustls::MakeRustlsConnect::new((*tls).clone());
-                    let (client, conn) = pg.connect(connector).await.map_err(Error::Connect)?;
-                    tokio::spawn(conn);
-                    client
-                }
-            };
-            Ok(client)
+        let client = match &self.tls {
+            None => {
+                let (client, conn) = pg.connect(NoTls).await.map_err(Error::Connect)?;
+                tokio::spawn(conn);
+                client
+            }
+            Some(tls) => {
+                pg.ssl_mode(match c.upstream_tls.mode {
+                    UpstreamTlsMode::Prefer => SslMode::Prefer,
+                    _ => SslMode::Require,
+                });
+                let connector = tokio_postgres_rustls::MakeRustlsConnect::new((**tls).clone());
+                let (client, conn) = pg.connect(connector).await.map_err(Error::Connect)?;
+                tokio::spawn(conn);
+                client
+            }
         };
-        self.timers.run(connect).await.ok_or(Error::ShuttingDown)?
+        Ok(client)
     }
 
     /// A live connection, opened if needed.

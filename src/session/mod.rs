@@ -172,9 +172,7 @@ async fn serve(
     id: SessionId,
     shutdown: CancellationToken,
 ) -> Result<(), Error> {
-    let opening = ctx
-        .timers
-        .timeout(ctx.config.startup_timeout(), startup::accept(ctx, tcp))
+    let opening = tokio::time::timeout(ctx.config.startup_timeout(), startup::accept(ctx, tcp))
         .await
         .map_err(|_| Error::StartupTimeout)?;
     let (mut client, params, raw_startup) = match opening? {
@@ -203,11 +201,7 @@ async fn serve(
         let greeting = auth::relay_greeting(ctx, &mut client, &mut upstream).await?;
         Ok::<_, Error>((upstream, greeting, admitted))
     };
-    let result = match ctx
-        .timers
-        .timeout(ctx.config.startup_timeout(), startup)
-        .await
-    {
+    let result = match tokio::time::timeout(ctx.config.startup_timeout(), startup).await {
         Ok(r) => r,
         Err(_) => Err(Error::StartupTimeout),
     };
@@ -382,7 +376,7 @@ async fn forward_cancel(ctx: &ProxyContext, pid: i32, secret: &bytes::Bytes) {
                 .with_label_values(&["forwarded"])
                 .inc();
             info!(pid, "cancel request forwarded");
-            sent.confirmed(&ctx.timers).await;
+            sent.confirmed().await;
         }
         Err(e) => {
             ctx.metrics

@@ -8,7 +8,6 @@ use crate::cancel::encode_cancel_request;
 use crate::config::UpstreamTlsMode;
 use crate::context::ProxyContext;
 use crate::net::{FramedIo, Stream, UpstreamStream};
-use crate::timers::Timers;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
@@ -44,15 +43,13 @@ const SSL_REQUEST: [u8; 8] = [0, 0, 0, 8, 0x04, 0xd2, 0x16, 0x2f];
 
 /// Open a connection to the server, with TLS as configured.
 pub async fn connect(ctx: &ProxyContext) -> Result<FramedIo<UpstreamStream>, Error> {
-    let tcp = ctx
-        .timers
-        .timeout(
-            ctx.config.connect_timeout(),
-            TcpStream::connect(&ctx.config.upstream),
-        )
-        .await
-        .map_err(|_| Error::Timeout)?
-        .map_err(Error::Connect)?;
+    let tcp = tokio::time::timeout(
+        ctx.config.connect_timeout(),
+        TcpStream::connect(&ctx.config.upstream),
+    )
+    .await
+    .map_err(|_| Error::Timeout)?
+    .map_err(Error::Connect)?;
     let _ = tcp.set_nodelay(true);
     let stream = match &ctx.upstream_tls {
         None => Stream::Plain(tcp),
@@ -94,7 +91,7 @@ async fn negotiate_tls(
 /// then wait (briefly) for the server to confirm it.
 pub async fn cancel(ctx: &ProxyContext, pid: i32, secret: &[u8]) -> Result<(), Error> {
     let sent = send_cancel(ctx, pid, secret).await?;
-    sent.confirmed(&ctx.timers).await;
+    sent.confirmed().await;
     Ok(())
 }
 
@@ -115,13 +112,12 @@ impl SentCancel {
     /// signalled the backend: wait for that (briefly), so that whoever
     /// asked for the cancel can tell the signal went out before the
     /// session's next statement does.
-    pub async fn confirmed(mut self, timers: &Timers) {
+    pub async fn confirmed(mut self) {
         let mut sink = [0u8; 64];
-        let _ = timers
-            .timeout(CANCEL_CONFIRM, async {
-                while matches!(self.0.io.read(&mut sink).await, Ok(n) if n > 0) {}
-            })
-            .await;
+        let _ = tokio::time::timeout(CANCEL_CONFIRM, async {
+            while matches!(self.0.io.read(&mut sink).await, Ok(n) if n > 0) {}
+        })
+        .await;
     }
 }
 
