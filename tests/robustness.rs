@@ -156,6 +156,36 @@ async fn malformed_messages_of_a_running_session_never_reach_the_server() {
     still_serving(&proxy).await;
 }
 
+/// A session's opening has a deadline: a client that says nothing, one
+/// that stops halfway through its startup packet, and one that never
+/// answers the password request are all dropped after
+/// `startup_timeout_secs`, the last with an error saying why.
+#[tokio::test]
+async fn stalled_openings_end_at_the_startup_timeout() {
+    let proxy = start_proxy("startup_timeout_secs = 1\n").await;
+    let started = std::time::Instant::now();
+    let mut silent = TcpStream::connect(proxy.addr).await.unwrap();
+    let mut halfway = TcpStream::connect(proxy.addr).await.unwrap();
+    halfway
+        .write_all(&startup_packet("postgres", "app")[..6])
+        .await
+        .unwrap();
+    let mut no_password = TcpStream::connect(proxy.addr).await.unwrap();
+    no_password
+        .write_all(&startup_packet(SCRAM_USER.0, "app"))
+        .await
+        .unwrap();
+    assert!(read_to_close(&mut silent).await.is_empty());
+    assert!(read_to_close(&mut halfway).await.is_empty());
+    let reply = read_to_close(&mut no_password).await;
+    assert!(
+        reply.windows(13).any(|w| w == b"took too long"),
+        "{reply:?}"
+    );
+    assert!(started.elapsed() < Duration::from_secs(8));
+    still_serving(&proxy).await;
+}
+
 #[tokio::test]
 async fn oversized_message_is_refused_before_it_is_buffered() {
     let proxy = start_proxy("max_client_message_bytes = 65536\n").await;
