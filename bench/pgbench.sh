@@ -86,13 +86,29 @@ done
 sleep 1
 
 port_of() { case $1 in direct) echo "$PG_PORT";; relay) echo "$RELAY_PORT";; pgbouncer) echo "$BOUNCER_PORT";; pgwarden) echo "$WARDEN_PORT";; *) echo "${EXTRA_PORT[$1]}";; esac; }
+pid_of() { case $1 in relay) echo "$HAPROXY_PID";; pgbouncer) cat "$WORK/pgbouncer.pid";; pgwarden) echo "$WARDEN_PID";; esac; }
+
+# each_proxy FN: call `FN ROUND MODE CLIENTS PROXY` for every mode and
+# client count and each of the three proxies, in an order rotated every
+# round, ROUNDS times.
+each_proxy() {
+  local proxies=(relay pgbouncer pgwarden) round mode c k
+  for round in $(seq 1 "$ROUNDS"); do
+    for mode in $MODES; do
+      for c in $CLIENTS; do
+        for ((k = 0; k < 3; k++)); do
+          "$1" "$round" "$mode" "$c" "${proxies[$(( (k + round) % 3 ))]}"
+        done
+      done
+    done
+  done
+}
 
 # CPU_PER_TX=N: instead of throughput, each proxy's own CPU time and
 # context switches per transaction over N transactions per client (utime +
 # stime and voluntary + involuntary switches of all its threads, from
 # /proc), for every mode and client count, ROUNDS times in rotating order.
 if [ -n "${CPU_PER_TX:-}" ]; then
-  pid_of() { case $1 in relay) echo "$HAPROXY_PID";; pgbouncer) cat "$WORK/pgbouncer.pid";; pgwarden) echo "$WARDEN_PID";; esac; }
   switches() { cat /proc/"$1"/task/*/status | awk '/ctxt_switches/ {n += $2} END {print n}'; }
   # Busy and idle ticks of the whole machine (all CPUs), and the CPU of
   # the server's exited backends (the postmaster's reaped children).
@@ -100,28 +116,22 @@ if [ -n "${CPU_PER_TX:-}" ]; then
   children() { awk '{print $16 + $17}' "/proc/$1/stat"; }
   pg=$(head -1 "$WORK/data/postmaster.pid")
   tick=$(getconf CLK_TCK)
-  proxies=(relay pgbouncer pgwarden)
-  for round in $(seq 1 "$ROUNDS"); do
-    for mode in $MODES; do
-      for c in $CLIENTS; do
-        for ((k = 0; k < 3; k++)); do
-          t=${proxies[$(( (k + round) % 3 ))]}
-          pid=$(pid_of "$t")
-          [ -n "${STRACE:-}" ] && { strace -c -f -o "/tmp/strace-$t-$mode.txt" -p "$pid" 2>/dev/null & STRACE_PID=$!; sleep 1; }
-          c0=$(cpu_ticks "$pid"); s0=$(switches "$pid"); read -r -a m0 <<< "$(machine)"; p0=$(children "$pg")
-          pgbench -n -S -M "$mode" -c "$c" -j "$(( c < 2 ? c : 2 ))" -t "$CPU_PER_TX" \
-            -h 127.0.0.1 -p "$(port_of "$t")" -U postgres postgres >/dev/null 2>&1
-          c1=$(cpu_ticks "$pid"); s1=$(switches "$pid"); read -r -a m1 <<< "$(machine)"; p1=$(children "$pg")
-          [ -n "${STRACE:-}" ] && { kill -INT "$STRACE_PID"; wait "$STRACE_PID" || true; }
-          python3 -c "
+  cpu_per_tx() {
+    local round=$1 mode=$2 c=$3 t=$4
+    pid=$(pid_of "$t")
+    [ -n "${STRACE:-}" ] && { strace -c -f -o "/tmp/strace-$t-$mode.txt" -p "$pid" 2>/dev/null & STRACE_PID=$!; sleep 1; }
+    c0=$(cpu_ticks "$pid"); s0=$(switches "$pid"); read -r -a m0 <<< "$(machine)"; p0=$(children "$pg")
+    pgbench -n -S -M "$mode" -c "$c" -j "$(( c < 2 ? c : 2 ))" -t "$CPU_PER_TX" \
+      -h 127.0.0.1 -p "$(port_of "$t")" -U postgres postgres >/dev/null 2>&1
+    c1=$(cpu_ticks "$pid"); s1=$(switches "$pid"); read -r -a m1 <<< "$(machine)"; p1=$(children "$pg")
+    [ -n "${STRACE:-}" ] && { kill -INT "$STRACE_PID"; wait "$STRACE_PID" || true; }
+    python3 -c "
 n = $CPU_PER_TX * $c
 us = lambda ticks: ticks / $tick / n * 1e6
 print(f'round $round  $mode c=$c  $t: proxy {us($c1 - $c0):.1f} µs CPU and {($s1 - $s0) / n:.2f} context switches, '
       f'server backends {us($p1 - $p0):.1f} µs, machine busy {us(${m1[0]} - ${m0[0]}):.1f} µs, idle {us(${m1[1]} - ${m0[1]}):.1f} µs per transaction')"
-        done
-      done
-    done
-  done
+  }
+  each_proxy cpu_per_tx
   exit 0
 fi
 
@@ -135,7 +145,6 @@ if [ -n "${RESIDENCE:-}" ]; then
   command -v bpftrace >/dev/null || {
     apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq bpftrace >/dev/null
   }
-  pid_of() { case $1 in relay) echo "$HAPROXY_PID";; pgbouncer) cat "$WORK/pgbouncer.pid";; pgwarden) echo "$WARDEN_PID";; esac; }
   cat > "$WORK/residence.bt" <<'BT'
 tracepoint:syscalls:sys_exit_epoll_wait /pid == $1/ { @woke[tid] = nsecs; }
 tracepoint:syscalls:sys_enter_recvfrom /pid == $1 && @woke[tid]/ {
@@ -147,23 +156,19 @@ tracepoint:syscalls:sys_enter_sendto /pid == $1 && @got[tid]/ {
 }
 END { clear(@woke); clear(@got); }
 BT
-  proxies=(relay pgbouncer pgwarden)
-  for round in $(seq 1 "$ROUNDS"); do
-    for mode in $MODES; do
-      for c in $CLIENTS; do
-        for ((k = 0; k < 3; k++)); do
-          t=${proxies[$(( (k + round) % 3 ))]}
-          bpftrace "$WORK/residence.bt" "$(pid_of "$t")" > "$WORK/residence.out" 2>/dev/null &
-          BT_PID=$!
-          sleep 3  # attaching takes a moment
-          pgbench -n -S -M "$mode" -c "$c" -j "$(( c < 2 ? c : 2 ))" -t "$RESIDENCE" \
-            -h 127.0.0.1 -p "$(port_of "$t")" -U postgres postgres >/dev/null 2>&1
-          # bpftrace prints its figures on SIGINT; it seldom misses one.
-          kill -INT "$BT_PID"
-          for _ in $(seq 50); do kill -0 "$BT_PID" 2>/dev/null || break; sleep 0.2; done
-          kill -9 "$BT_PID" 2>/dev/null || true
-          wait "$BT_PID" 2>/dev/null || true
-          python3 - "$WORK/residence.out" "round $round  $mode c=$c  $t" <<'PY'
+  residence() {
+    local round=$1 mode=$2 c=$3 t=$4
+    bpftrace "$WORK/residence.bt" "$(pid_of "$t")" > "$WORK/residence.out" 2>/dev/null &
+    BT_PID=$!
+    sleep 3  # attaching takes a moment
+    pgbench -n -S -M "$mode" -c "$c" -j "$(( c < 2 ? c : 2 ))" -t "$RESIDENCE" \
+      -h 127.0.0.1 -p "$(port_of "$t")" -U postgres postgres >/dev/null 2>&1
+    # bpftrace prints its figures on SIGINT; it seldom misses one.
+    kill -INT "$BT_PID"
+    for _ in $(seq 50); do kill -0 "$BT_PID" 2>/dev/null || break; sleep 0.2; done
+    kill -9 "$BT_PID" 2>/dev/null || true
+    wait "$BT_PID" 2>/dev/null || true
+    python3 - "$WORK/residence.out" "round $round  $mode c=$c  $t" <<'PY'
 import re, sys
 avg = {m.group(1): int(m.group(2)) / 1000 for m in
        re.finditer(r'@(\w+): count \d+, average (\d+)', open(sys.argv[1]).read())}
@@ -172,10 +177,8 @@ if 'work' in avg:
 else:
     print(f"{sys.argv[2]}: bpftrace gave no figures")
 PY
-        done
-      done
-    done
-  done
+  }
+  each_proxy residence
   exit 0
 fi
 

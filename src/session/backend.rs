@@ -95,6 +95,10 @@ pub async fn run(
     }
 }
 
+fn framing(e: FrameError) -> Error {
+    Error::UpstreamProtocol(e.to_string())
+}
+
 /// Append pgwarden's own replies whose turn has come.
 fn release_replies(tracker: &mut Tracker, out: &mut BytesMut) {
     while let Some(r) = tracker.next_reply() {
@@ -168,7 +172,6 @@ impl Direction<'_> {
         wr: &mut ClientWrite,
     ) -> Result<(), Error> {
         let max = self.ctx.config.max_server_message_bytes;
-        let framing = |e: FrameError| Error::UpstreamProtocol(e.to_string());
         let mut used = 0;
         while let Some(frame) = peek_frame(&buf[used..], max).map_err(framing)? {
             used += frame.bytes.len();
@@ -198,7 +201,6 @@ impl Direction<'_> {
         server_key: &Option<(i32, bytes::Bytes)>,
     ) -> Result<(), Error> {
         let max = self.ctx.config.max_server_message_bytes;
-        let framing = |e: FrameError| Error::UpstreamProtocol(e.to_string());
         let mut used = 0;
         while let Some(frame) = peek_frame(&buf[used..], max).map_err(framing)? {
             used += frame.bytes.len();
