@@ -6,6 +6,7 @@
 # batches, from pgwarden's metrics.
 #
 #   BENCH_SECONDS=10 ROUNDS=3 bench/audit.sh
+#   BIN=target/pgo/release/pgwarden bench/audit.sh   # another build than target/release
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -17,7 +18,7 @@ TARGETS="none async sync"
 
 source bench/lib.sh
 PGBIN=$(ls -d /usr/lib/postgresql/*/bin | sort -V | tail -1)
-cargo build --release -q
+warden_bin
 WORK=$(mktemp -d /tmp/pgwarden-auditbench.XXXXXX)
 chmod 755 "$WORK"
 [ "$(id -u)" = 0 ] && chown postgres: "$WORK"
@@ -44,7 +45,7 @@ for t in $TARGETS; do
       echo "durability = \"$t\""
     fi
   } > "$WORK/$t.toml"
-  detached target/release/pgwarden run --config "$WORK/$t.toml" 2>"$WORK/$t.log"
+  detached "$BIN" run --config "$WORK/$t.toml" 2>"$WORK/$t.log"
   PID[$t]=$DETACHED_PID
 done
 sleep 1

@@ -24,10 +24,7 @@ command -v valgrind >/dev/null || {
   apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq valgrind >/dev/null
 }
 PGBIN=$(ls -d /usr/lib/postgresql/*/bin | sort -V | tail -1)
-if [ -z "${BIN:-}" ]; then
-  cargo build --release -q
-  BIN=target/release/pgwarden
-fi
+warden_bin
 
 WORK=$(mktemp -d /tmp/pgwarden-instr.XXXXXX)
 chmod 755 "$WORK"

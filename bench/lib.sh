@@ -58,6 +58,17 @@ level = "warn"
 CFG
 }
 
+# warden_bin: set BIN to the pgwarden binary to measure: BIN as given
+# (another build, e.g. bench/pgo.sh's target/pgo/release/pgwarden), or the
+# plain release build, built first.
+warden_bin() {
+  if [ -z "${BIN:-}" ]; then
+    cargo build --release -q
+    BIN=target/release/pgwarden
+  fi
+  [ -x "$BIN" ] || { echo "$BIN is not an executable" >&2; exit 1; }
+}
+
 # cpu_ticks PID: user + system CPU time of a process so far, in clock ticks.
 cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
 

@@ -11,6 +11,7 @@
 #   BENCH_SECONDS=15 ROUNDS=3 bench/masked.sh
 #   CPU_PER_QUERY=20000 ROUNDS=5 bench/masked.sh        # CPU µs per lookup
 #   CPU_PER_QUERY=2000 ROWS=100 ROUNDS=5 bench/masked.sh # per 100-row read
+#   BIN=target/pgo/release/pgwarden bench/masked.sh   # another build than target/release
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -27,7 +28,7 @@ command -v haproxy >/dev/null || {
 }
 PGBIN=$(ls -d /usr/lib/postgresql/*/bin | sort -V | tail -1)
 
-cargo build --release -q
+warden_bin
 WORK=$(mktemp -d /tmp/pgwarden-masked.XXXXXX)
 chmod 755 "$WORK"
 [ "$(id -u)" = 0 ] && chown postgres: "$WORK"
@@ -59,7 +60,7 @@ SQL
 fi
 start_relay "$RELAY_PORT" "$PG_PORT"
 masked_warden_config "$WORK/pgwarden.toml" "$WARDEN_PORT" "$PG_PORT" "$WORK"
-detached target/release/pgwarden run --config "$WORK/pgwarden.toml" 2>"$WORK/pgwarden.log"
+detached "$BIN" run --config "$WORK/pgwarden.toml" 2>"$WORK/pgwarden.log"
 WARDEN_PID=$DETACHED_PID
 sleep 1
 # The masked path really masks.

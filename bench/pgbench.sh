@@ -9,6 +9,8 @@
 #   STRACE=1 CPU_PER_TX=5000 ROUNDS=1 bench/pgbench.sh  # + syscall counts in /tmp/strace-*.txt
 #   RESIDENCE=20000 CLIENTS=1 bench/pgbench.sh  # how long each proxy holds a message (bpftrace, root)
 #   TARGETS="pgbouncer pgwarden pgwarden-w1" bench/pgbench.sh  # pgwarden-wN: workers = N
+#   TARGETS="pgbouncer pgwarden pgwarden-pgo" bench/pgbench.sh # + bench/pgo.sh's build
+#   BIN=target/pgo/release/pgwarden bench/pgbench.sh   # another build than target/release
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -30,7 +32,7 @@ if [ ${#missing[@]} -gt 0 ]; then
 fi
 PGBIN=$(ls -d /usr/lib/postgresql/*/bin | sort -V | tail -1)
 
-cargo build --release -q
+warden_bin
 WORK=$(mktemp -d /tmp/pgwarden-bench.XXXXXX)
 chmod 755 "$WORK"
 [ "$(id -u)" = 0 ] && chown postgres: "$WORK"
@@ -71,33 +73,42 @@ CFG
 as_pg pgbouncer -d "$WORK/pgbouncer.ini"
 
 plain_warden_config "$WORK/pgwarden.toml" "$WARDEN_PORT" "$PG_PORT"
-detached target/release/pgwarden run --config "$WORK/pgwarden.toml" 2>"$WORK/pgwarden.log"
+detached "$BIN" run --config "$WORK/pgwarden.toml" 2>"$WORK/pgwarden.log"
 WARDEN_PID=$DETACHED_PID
-# pgwarden-wN targets: more pgwarden instances with `workers = N`.
+# More pgwarden instances: pgwarden-wN with `workers = N`, pgwarden-pgo
+# built by bench/pgo.sh (profile-guided).
 declare -A EXTRA_PORT EXTRA_PID
 for t in $TARGETS; do
-  [[ $t =~ ^pgwarden-w([0-9]+)$ ]] || continue
+  bin=$BIN
+  case $t in
+    pgwarden-w*) ;;
+    pgwarden-pgo) bin=target/pgo/release/pgwarden
+                  [ -x "$bin" ] || { echo "$bin is missing: run bench/pgo.sh first" >&2; exit 1; } ;;
+    *) continue ;;
+  esac
   EXTRA_PORT[$t]=$(free_port)
   plain_warden_config "$WORK/$t.toml" "${EXTRA_PORT[$t]}" "$PG_PORT"
-  sed -i "1i workers = ${BASH_REMATCH[1]}" "$WORK/$t.toml"
-  detached target/release/pgwarden run --config "$WORK/$t.toml" 2>"$WORK/$t.log"
+  [[ $t =~ ^pgwarden-w([0-9]+)$ ]] && sed -i "1i workers = ${BASH_REMATCH[1]}" "$WORK/$t.toml"
+  detached "$bin" run --config "$WORK/$t.toml" 2>"$WORK/$t.log"
   EXTRA_PID[$t]=$DETACHED_PID
 done
 sleep 1
 
 port_of() { case $1 in direct) echo "$PG_PORT";; relay) echo "$RELAY_PORT";; pgbouncer) echo "$BOUNCER_PORT";; pgwarden) echo "$WARDEN_PORT";; *) echo "${EXTRA_PORT[$1]}";; esac; }
-pid_of() { case $1 in relay) echo "$HAPROXY_PID";; pgbouncer) cat "$WORK/pgbouncer.pid";; pgwarden) echo "$WARDEN_PID";; esac; }
+pid_of() { case $1 in relay) echo "$HAPROXY_PID";; pgbouncer) cat "$WORK/pgbouncer.pid";; pgwarden) echo "$WARDEN_PID";; *) echo "${EXTRA_PID[$1]}";; esac; }
 
 # each_proxy FN: call `FN ROUND MODE CLIENTS PROXY` for every mode and
-# client count and each of the three proxies, in an order rotated every
+# client count and each proxy among TARGETS, in an order rotated every
 # round, ROUNDS times.
 each_proxy() {
-  local proxies=(relay pgbouncer pgwarden) round mode c k
+  local proxies=() round mode c k t
+  for t in $TARGETS; do [ "$t" = direct ] || proxies+=("$t"); done
+  local n=${#proxies[@]}
   for round in $(seq 1 "$ROUNDS"); do
     for mode in $MODES; do
       for c in $CLIENTS; do
-        for ((k = 0; k < 3; k++)); do
-          "$1" "$round" "$mode" "$c" "${proxies[$(( (k + round) % 3 ))]}"
+        for ((k = 0; k < n; k++)); do
+          "$1" "$round" "$mode" "$c" "${proxies[$(( (k + round) % n ))]}"
         done
       done
     done
@@ -227,4 +238,15 @@ for mode in dict.fromkeys(k[0] for k in runs):
         m = {t: statistics.median(runs[(mode, c, t)]) for t in targets if (mode, c, t) in runs}
         print(f"| {mode} | {c} | " + " | ".join(f"{m.get(t, 0):.0f}" for t in targets)
               + " | " + " | ".join(ratio(mode, c, "pgwarden", b) for b in ("relay", "pgbouncer", "direct")) + " |")
+# Further pgwarden builds or settings (pgwarden-wN, pgwarden-pgo), each
+# against the others in the same rounds.
+extra = [t for t in targets if t.startswith("pgwarden-")]
+if extra:
+    print()
+    print("| mode | clients | target | /pgwarden | /relay | /pgbouncer |")
+    print("|---|---|---|---|---|---|")
+    for mode in dict.fromkeys(k[0] for k in runs):
+        for c in sorted(set(k[1] for k in runs if k[0] == mode)):
+            for t in extra:
+                print(f"| {mode} | {c} | {t} | " + " | ".join(ratio(mode, c, t, b) for b in ("pgwarden", "relay", "pgbouncer")) + " |")
 PY
