@@ -24,6 +24,9 @@
 //! - [`auth`], [`catalog`]: terminate-mode authentication (SCRAM, md5)
 //!   and pgwarden's own catalog connection.
 //! - [`policy`]: classified columns and role access, loaded from YAML.
+//! - [`analysis`]: what a restricted statement reads, and whether it may;
+//!   [`rewrite`]: the text it reaches the server as (relations with masked
+//!   columns read through the SQL form of their masks).
 //! - [`masking`]: masks by kind and keyed pseudonyms.
 //! - [`cancel`]: cancel keys handed to clients and the server's behind them.
 //! - [`error`]: errors as the client sees them (SQLSTATE).
@@ -65,6 +68,7 @@ pub mod masking;
 pub mod metrics;
 pub mod net;
 pub mod policy;
+pub mod rewrite;
 pub mod session;
 pub mod ship;
 pub mod upstream;

@@ -24,10 +24,20 @@ impl std::fmt::Display for Source {
     }
 }
 
-/// Where a value comes from. An empty flow is free of classified data.
+/// Where a value comes from. A flow without `sources` carries no raw
+/// classified value.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Flow {
+    /// Classified columns whose stored values reach this one raw: hashed
+    /// (pgwarden pseudonymises them on the way out), denied, or masked
+    /// columns of a table the statement writes. The analysis keeps these
+    /// to a short list of positions.
     pub sources: BTreeSet<Source>,
+    /// Classified columns that reach this value only through the server's
+    /// evaluation of their mask (the relation was rewritten): whatever is
+    /// computed from them shows nothing the mask does not. Kept for the
+    /// audit trail and the volume limits.
+    pub masked: BTreeSet<Source>,
     /// Computed from the sources rather than one of them as stored.
     pub derived: bool,
 }
@@ -36,8 +46,27 @@ impl Flow {
     pub fn source(s: Source) -> Flow {
         Flow {
             sources: BTreeSet::from([s]),
-            derived: false,
+            ..Flow::default()
         }
+    }
+
+    /// A column the server masks.
+    pub fn masked(s: Source) -> Flow {
+        Flow {
+            masked: BTreeSet::from([s]),
+            ..Flow::default()
+        }
+    }
+
+    /// A masked column as the relation's rewrite delivers it, not computed
+    /// upon: the target of an equality lookup.
+    pub fn is_bare_masked(&self) -> bool {
+        !self.derived && self.sources.is_empty() && self.masked.len() == 1
+    }
+
+    /// Every classified column this value comes from, raw or masked.
+    pub fn all_sources(&self) -> impl Iterator<Item = &Source> {
+        self.sources.iter().chain(&self.masked)
     }
 
     pub fn is_clean(&self) -> bool {
@@ -60,6 +89,7 @@ impl Flow {
     pub fn merge(&mut self, other: Flow) {
         self.derived |= other.derived;
         self.sources.extend(other.sources);
+        self.masked.extend(other.masked);
     }
 
     /// A value computed from this one and `other`.
@@ -70,7 +100,7 @@ impl Flow {
 
     /// A value computed from this one.
     pub fn derive(mut self) -> Flow {
-        if !self.sources.is_empty() {
+        if !self.sources.is_empty() || !self.masked.is_empty() {
             self.derived = true;
         }
         self

@@ -32,6 +32,7 @@ pub use flow::{Flow, Source};
 pub use shape::shape;
 
 use crate::catalog::Schema;
+use crate::rewrite::{Offsets, Rewrite};
 use crate::policy::{MaskSpec, Policy, Role};
 use sqlparser::dialect::PostgreSqlDialect;
 use sqlparser::parser::Parser;
@@ -55,6 +56,8 @@ pub struct Env<'a> {
     /// of a full-access role): no rule refuses, only what cannot be
     /// analysed fails.
     pub observe: bool,
+    /// The statement text, for rewriting it ([`analyze`] sets it).
+    pub text: Option<&'a crate::rewrite::Offsets<'a>>,
 }
 
 /// Cursors and SQL prepared statements the session remembers by name;
@@ -211,18 +214,34 @@ pub struct Analyzed {
     /// column position, a setting, a COPY option): it may not be reused
     /// for other texts of the same [`shape`].
     pub reads_literals: bool,
+    /// It reads or writes a relation with classified columns the role may
+    /// not see as stored: error and notice text is withheld.
+    pub withholds_text: bool,
 }
 
 /// All statements of one message.
 #[derive(Debug, Clone, Default)]
 pub struct Analysis {
     pub statements: Vec<Analyzed>,
+    /// The text the server gets in place of the client's; `None`: the
+    /// client's text as it is.
+    pub rewrite: Option<Arc<Rewrite>>,
 }
 
 impl Analysis {
     /// Whether any statement touches a classified column.
     pub fn sensitive(&self) -> bool {
         self.statements.iter().any(|s| !s.touched.is_empty())
+    }
+
+    /// Whether error and notice text of this message is withheld.
+    pub fn withholds_text(&self) -> bool {
+        self.sensitive() || self.statements.iter().any(|s| s.withholds_text)
+    }
+
+    /// The text the server gets for `sql` (a text of the shape analysed).
+    pub fn server_text(&self, sql: &str) -> Option<String> {
+        self.rewrite.as_ref().and_then(|r| r.apply(sql))
     }
 
     /// Whether this analysis holds for every text of the same [`shape`].
@@ -255,16 +274,30 @@ pub fn analyze(sql: &str, env: &Env) -> Result<Analysis, Refusal> {
         cursors: Vec::new(),
         prepared: Vec::new(),
     };
+    let offsets = Offsets::new(sql);
+    let mut edits = Vec::new();
     for st in &statements {
-        let analyzed = statement::analyze(
+        let (analyzed, mut e) = statement::analyze(
             st,
             &Env {
                 session: &overlay,
+                text: Some(&offsets),
                 ..*env
             },
         )?;
+        edits.append(&mut e);
         overlay.apply(&analyzed.effect);
         out.statements.push(analyzed);
+    }
+    if !edits.is_empty() {
+        let r = Rewrite::from_edits(edits, sql.len()).ok_or_else(|| {
+            Refusal::new(format!(
+                "pgwarden cannot rewrite this statement for role {}; statements it cannot \
+                 rewrite are refused",
+                env.role.name
+            ))
+        })?;
+        out.rewrite = Some(Arc::new(r));
     }
     Ok(out)
 }

@@ -18,6 +18,8 @@
 use super::flow::{Flow, Source};
 use super::scope::{Columns, Item, OutColumn, Scope};
 use super::{Env, Refusal, Remembered, ResultPlan, functions};
+use crate::rewrite::relation::{ColumnSub, Substitution};
+use crate::rewrite::{Edit, Segment};
 use crate::catalog::schema::{RelKind, Relation, fold_identifier};
 use crate::policy::{Action, Lookup, QualifiedTable};
 use sqlparser::ast::{
@@ -30,6 +32,11 @@ use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::sync::atomic::AtomicU64;
 
+/// Most values one equality lookup may compare a classified column with
+/// (`IN` lists, arrays written in the statement).
+pub const MAX_LOOKUP_VALUES: usize = 100;
+/// Rounds a recursive CTE is analysed for its flows to settle.
+const RECURSION_ROUNDS: usize = 8;
 /// Longest identifier PostgreSQL keeps (NAMEDATALEN - 1 bytes).
 const MAX_IDENT_BYTES: usize = 63;
 /// Deepest nesting of views analysed through one another.
@@ -109,6 +116,14 @@ pub struct Analyzer<'e, 'a> {
     pub relations: u32,
     /// A FETCH: the row count of its cursor.
     pub fetched: Option<Arc<AtomicU64>>,
+    /// Relations read in FROM, rewritten as subqueries.
+    pub substitutions: Vec<Substitution>,
+    /// Other edits of the statement text (lookups moved into a rewrite).
+    pub edits: Vec<Edit>,
+    /// The statement reads or writes a relation with classified columns
+    /// the role may not see as stored: server errors and notices lose
+    /// their text, whatever columns the statement names.
+    pub withholds_text: bool,
 }
 
 type R<T> = Result<T, Refusal>;
@@ -123,7 +138,29 @@ impl<'e, 'a> Analyzer<'e, 'a> {
             reads_literals: false,
             relations: 0,
             fetched: None,
+            substitutions: Vec::new(),
+            edits: Vec::new(),
+            withholds_text: false,
         }
+    }
+
+    /// The text edits of the statement: each rewritten relation and each
+    /// lookup moved into one.
+    pub fn take_edits(&mut self) -> Vec<Edit> {
+        let mut edits = std::mem::take(&mut self.edits);
+        for s in self.substitutions.drain(..) {
+            edits.push(Edit {
+                range: s.range.clone(),
+                with: s.segments(),
+            });
+        }
+        edits
+    }
+
+    /// Whether the statement text can be rewritten here: not inside a
+    /// view's definition, and not for a full-access role.
+    fn rewriting(&self) -> bool {
+        !self.view_mode && !self.env.observe && self.env.text.is_some()
     }
 
     /// What a cursor or SQL prepared statement over the query just
@@ -182,14 +219,56 @@ impl<'e, 'a> Analyzer<'e, 'a> {
             );
             self.rule(msg)?;
         }
-        self.touched.extend(flow.sources.iter().cloned());
+        self.computed(&flow)?;
+        self.touched.extend(flow.all_sources().cloned());
         Ok(flow)
+    }
+
+    /// Refuse a value computed from raw classified values (hashed, denied,
+    /// or masked columns of a written table): such values may only be
+    /// read as stored, compared for equality and grouped.
+    fn computed(&mut self, flow: &Flow) -> R<()> {
+        if !flow.derived {
+            return Ok(());
+        }
+        match flow.sources.first() {
+            None => Ok(()),
+            Some(s) => {
+                let msg = format!(
+                    "column {s} may be read only as stored by role {}; functions, operators, \
+                     casts and expressions over it are refused",
+                    self.role()
+                );
+                self.rule(msg)
+            }
+        }
     }
 
     // ----- rules on uses outside the output -----
 
-    /// `a = b` (or IN, = ANY) in a predicate.
-    fn equality(&mut self, a: &Flow, b: &Flow) -> R<()> {
+    /// `a = b` (or IN, = ANY) in a predicate; `*_value`: that side is a
+    /// literal or a bind parameter.
+    fn equality(&mut self, (a, a_value): (&Flow, bool), (b, b_value): (&Flow, bool)) -> R<()> {
+        for (f, other_value) in [(a, b_value), (b, a_value)] {
+            if f.is_bare_masked() && other_value {
+                let s = f.masked.first().expect("bare");
+                let msg = if self.env.role.lookup == Lookup::Equality {
+                    format!(
+                        "an equality lookup on column {s} must be a condition of its own in the \
+                         WHERE clause of the query that reads its table (not under OR or NOT, not on \
+                         the nullable side of an outer join); role {} sees this column only masked",
+                        self.role()
+                    )
+                } else {
+                    format!(
+                        "column {s} may not be used in a predicate by role {} (it has no \
+                         `lookup: equality` rule)",
+                        self.role()
+                    )
+                };
+                return self.rule(msg);
+            }
+        }
         if a.is_clean() && b.is_clean() {
             return Ok(());
         }
@@ -206,6 +285,17 @@ impl<'e, 'a> Analyzer<'e, 'a> {
                 return self.rule(format!(
                     "column {s} may appear in a predicate only bare, compared with = or IN \
                      (lookup: equality of role {}); functions, casts and operators over it are refused",
+                    self.role()
+                ));
+            }
+        }
+        for (f, other, other_value) in [(a, b, b_value), (b, a, a_value)] {
+            if !f.is_clean() && !other_value && other.is_clean() {
+                let s = f.first().expect("not clean");
+                return self.rule(format!(
+                    "column {s} may be compared only with a literal, a bind parameter or another \
+                     classified column as stored (lookup: equality of role {}); comparing it with \
+                     a computed value is a search and is refused",
                     self.role()
                 ));
             }
@@ -321,7 +411,8 @@ impl<'e, 'a> Analyzer<'e, 'a> {
         scope: &Scope,
     ) -> R<Columns> {
         let mut current: Option<Columns> = None;
-        for _ in 0..4 {
+        let mut settled = false;
+        for _ in 0..RECURSION_ROUNDS {
             let mut s = Scope::child(scope);
             s.ctes.push((
                 name.to_string(),
@@ -331,7 +422,7 @@ impl<'e, 'a> Analyzer<'e, 'a> {
                 }),
             ));
             let out = rename(self.query(q, &s)?, alias);
-            let settled = current.as_ref().is_some_and(|c| {
+            settled = current.as_ref().is_some_and(|c| {
                 c.exact == out.exact
                     && c.columns.len() == out.columns.len()
                     && c.columns
@@ -344,7 +435,10 @@ impl<'e, 'a> Analyzer<'e, 'a> {
                 break;
             }
         }
-        current.ok_or_else(|| self.unsupported("this recursive query"))
+        match current {
+            Some(c) if settled => Ok(c),
+            _ => Err(self.unsupported("this recursive query (its flows do not settle)")),
+        }
     }
 
     fn set_expr(&mut self, body: &SetExpr, parent: &Scope) -> R<Columns> {
@@ -363,11 +457,25 @@ impl<'e, 'a> Analyzer<'e, 'a> {
                     return Err(self.unsupported("set operations of different widths"));
                 }
                 let mut out = l;
-                out.exact &= r.exact;
-                for (i, c) in r.columns.into_iter().enumerate() {
-                    if let Some(o) = out.columns.get_mut(i) {
+                if out.exact && r.exact {
+                    for (o, c) in out.columns.iter_mut().zip(r.columns) {
                         o.flow.merge(c.flow);
                     }
+                } else {
+                    // Positions unknown on one side: every column may hold
+                    // any value of either side.
+                    let mut all = Flow::default();
+                    for c in out.columns.iter().chain(&r.columns) {
+                        all.merge(c.flow.clone());
+                    }
+                    let all = all.derive();
+                    if r.columns.len() > out.columns.len() {
+                        out.columns.extend(r.columns[out.columns.len()..].iter().cloned());
+                    }
+                    for c in &mut out.columns {
+                        c.flow = all.clone();
+                    }
+                    out.exact = false;
                 }
                 let distinct = !(matches!(op, SetOperator::Union)
                     && matches!(set_quantifier, SetQuantifier::All));
@@ -437,7 +545,7 @@ impl<'e, 'a> Analyzer<'e, 'a> {
         }
         let out = self.projection(&s.projection, &scope)?;
         if let Some(w) = &s.selection {
-            self.predicate(w, &scope)?;
+            self.where_clause(w, &scope)?;
         }
         match &s.group_by {
             GroupByExpr::Expressions(exprs, modifiers) => {
@@ -616,6 +724,11 @@ impl<'e, 'a> Analyzer<'e, 'a> {
                     for it in &scope.items {
                         self.expand(it, &mut out)?;
                     }
+                    if scope.merged_columns && out.columns.iter().any(|c| !c.flow.is_clean()) {
+                        return Err(self.unsupported(
+                            "`*` over a USING or NATURAL join next to classified columns",
+                        ));
+                    }
                 }
                 SelectItem::QualifiedWildcard(kind, opts) => {
                     self.wildcard_options(opts)?;
@@ -679,10 +792,23 @@ impl<'e, 'a> Analyzer<'e, 'a> {
     // ----- FROM -----
 
     pub fn join_tree(&mut self, twj: &TableWithJoins, scope: &mut Scope) -> R<()> {
+        let first = scope.items.len();
         self.table_factor(&twj.relation, scope)?;
         for j in &twj.joins {
             let before = scope.items.len();
             self.table_factor(&j.relation, scope)?;
+            let (left_nullable, right_nullable) = match &j.join_operator {
+                JoinOperator::Left(_) | JoinOperator::LeftOuter(_) => (false, true),
+                JoinOperator::Right(_) | JoinOperator::RightOuter(_) => (true, false),
+                JoinOperator::FullOuter(_) => (true, true),
+                _ => (false, false),
+            };
+            for it in &mut scope.items[first..before] {
+                it.nullable |= left_nullable;
+            }
+            for it in &mut scope.items[before..] {
+                it.nullable |= right_nullable;
+            }
             let constraint = match &j.join_operator {
                 JoinOperator::Join(c)
                 | JoinOperator::Inner(c)
@@ -697,6 +823,7 @@ impl<'e, 'a> Analyzer<'e, 'a> {
             match constraint {
                 JoinConstraint::On(e) => self.predicate(e, scope)?,
                 JoinConstraint::Using(cols) => {
+                    scope.merged_columns = true;
                     for c in cols {
                         let parts = name_parts(c).ok_or_else(|| self.unsupported("USING"))?;
                         let [name] = parts.as_slice() else {
@@ -706,6 +833,7 @@ impl<'e, 'a> Analyzer<'e, 'a> {
                     }
                 }
                 JoinConstraint::Natural => {
+                    scope.merged_columns = true;
                     let right: Vec<String> = scope.items[before..]
                         .iter()
                         .flat_map(|i| i.columns.iter().flatten().map(|c| c.name.clone()))
@@ -741,7 +869,7 @@ impl<'e, 'a> Analyzer<'e, 'a> {
         };
         let l = self.referenced(l)?;
         let r = self.referenced(r)?;
-        self.equality(&l, &r)
+        self.equality((&l, false), (&r, false))
     }
 
     fn table_factor(&mut self, tf: &TableFactor, scope: &mut Scope) -> R<()> {
@@ -760,7 +888,7 @@ impl<'e, 'a> Analyzer<'e, 'a> {
                     let args = self.function_args(&a.args, scope)?;
                     return self.table_function(name, args, alias.as_ref(), scope);
                 }
-                self.relation_item(name, alias.as_ref(), scope)?
+                self.relation_item(name, alias.as_ref(), scope, true)?
             }
             TableFactor::Function {
                 name, args, alias, ..
@@ -776,7 +904,9 @@ impl<'e, 'a> Analyzer<'e, 'a> {
                     f.merge(self.expr(e, scope)?);
                 }
                 self.relations += 1;
-                opaque_item("unnest", f.derive(), alias.as_ref())
+                let f = f.derive();
+                self.computed(&f)?;
+                opaque_item("unnest", f, alias.as_ref())
             }
             TableFactor::Derived {
                 lateral,
@@ -788,22 +918,15 @@ impl<'e, 'a> Analyzer<'e, 'a> {
                     self.query(subquery, scope)?
                 } else {
                     let outer = Scope {
-                        items: Vec::new(),
-                        ctes: Vec::new(),
                         parent: scope.parent,
+                        ..Scope::default()
                     };
                     self.query(subquery, &outer)?
                 };
                 let Some(alias) = alias else {
                     return Err(self.unsupported("a subquery without alias"));
                 };
-                let out = rename(out, alias);
-                Item {
-                    alias: fold(&alias.name),
-                    relation: None,
-                    columns: out.exact.then_some(out.columns),
-                    opaque: Flow::default(),
-                }
+                columns_item(fold(&alias.name), rename(out, alias))
             }
             TableFactor::NestedJoin {
                 table_with_joins,
@@ -836,16 +959,22 @@ impl<'e, 'a> Analyzer<'e, 'a> {
             self.rule(msg)?;
         }
         self.relations += 1;
-        scope.items.push(opaque_item(&fname, args.derive(), alias));
+        let args = args.derive();
+        self.computed(&args)?;
+        scope.items.push(opaque_item(&fname, args, alias));
         Ok(())
     }
 
     /// A relation named in FROM: a CTE, or a table or view of the catalog.
+    /// With `substitute`, a relation in FROM whose classified columns the
+    /// role may not see as stored is rewritten as a subquery
+    /// ([`crate::rewrite::relation`]); write targets are not.
     pub fn relation_item(
         &mut self,
         name: &ObjectName,
         alias: Option<&TableAlias>,
         scope: &Scope,
+        substitute: bool,
     ) -> R<Item> {
         let parts = name_parts(name).ok_or_else(|| self.unsupported("this name"))?;
         self.relations += 1;
@@ -855,16 +984,18 @@ impl<'e, 'a> Analyzer<'e, 'a> {
                     Some(a) => rename(cte.clone(), a),
                     None => cte.clone(),
                 };
-                return Ok(Item {
-                    alias: alias.map(|a| fold(&a.name)).unwrap_or_else(|| n.clone()),
-                    relation: None,
-                    columns: cols.exact.then_some(cols.columns),
-                    opaque: Flow::default(),
-                });
+                let name = alias.map(|a| fold(&a.name)).unwrap_or_else(|| n.clone());
+                return Ok(columns_item(name, cols));
             }
         }
         let rel = self.resolve(&parts, name)?;
-        let columns = self.relation_columns(rel)?;
+        let mut columns = self.relation_columns(rel)?;
+        let classified = columns.iter().any(|c| !c.flow.is_clean());
+        self.withholds_text |= classified;
+        let mut sub = None;
+        if classified && substitute && self.rewriting() {
+            sub = Some(self.substitute(rel, name, alias, &mut columns)?);
+        }
         let cols = Columns {
             columns,
             exact: true,
@@ -880,7 +1011,72 @@ impl<'e, 'a> Analyzer<'e, 'a> {
             relation: Some(rel.name.clone()),
             columns: Some(cols.columns),
             opaque: Flow::default(),
+            sub,
+            nullable: false,
         })
+    }
+
+    /// Rewrite a relation read in FROM as a subquery that masks, hides and
+    /// redacts its columns for the role; `columns` become the flows of the
+    /// subquery's columns. Returns the substitution's number.
+    fn substitute(
+        &mut self,
+        rel: &Relation,
+        name: &ObjectName,
+        alias: Option<&TableAlias>,
+        columns: &mut [OutColumn],
+    ) -> R<usize> {
+        let range = self
+            .env
+            .text
+            .and_then(|t| t.range(sqlparser::ast::Spanned::span(name)))
+            .ok_or_else(|| self.unsupported("this relation name"))?;
+        let mut subs = Vec::with_capacity(columns.len());
+        for c in columns.iter_mut() {
+            let f = std::mem::take(&mut c.flow);
+            let (how, flow) = if f.is_clean() {
+                (ColumnSub::Raw, f)
+            } else if f.denied().is_some() {
+                (ColumnSub::Hidden, f)
+            } else if f.is_bare() {
+                let s = f.first().expect("bare");
+                match s.action {
+                    Action::Hash => (ColumnSub::Raw, f),
+                    _ => {
+                        let how = match self.env.policy.kinds.get(&s.kind) {
+                            Some(def) => ColumnSub::Mask(def.mask.clone()),
+                            None => ColumnSub::Redacted,
+                        };
+                        let masked = Flow {
+                            masked: f.sources.iter().chain(&f.masked).cloned().collect(),
+                            ..Flow::default()
+                        };
+                        (how, masked)
+                    }
+                }
+            } else {
+                let masked = Flow {
+                    masked: f.sources.iter().chain(&f.masked).cloned().collect(),
+                    derived: true,
+                    ..Flow::default()
+                };
+                (ColumnSub::Redacted, masked)
+            };
+            subs.push((c.name.clone(), how));
+            c.flow = flow;
+        }
+        // A recursive CTE is analysed more than once: one rewrite each.
+        if let Some(i) = self.substitutions.iter().position(|s| s.range == range) {
+            return Ok(i);
+        }
+        self.substitutions.push(Substitution {
+            range,
+            relation: rel.name.clone(),
+            columns: subs,
+            alias: alias.is_none().then(|| rel.name.table.clone()),
+            lookups: Vec::new(),
+        });
+        Ok(self.substitutions.len() - 1)
     }
 
     /// Find a relation the way PostgreSQL would, or refuse when the answer
@@ -1015,6 +1211,9 @@ impl<'e, 'a> Analyzer<'e, 'a> {
             reads_literals: false,
             relations: 0,
             fetched: None,
+            substitutions: Vec::new(),
+            edits: Vec::new(),
+            withholds_text: false,
         };
         let out = inner.query(q, &Scope::default()).map_err(|_| fail())?;
         // A view of several relations may repeat the rows of each.
@@ -1030,6 +1229,12 @@ impl<'e, 'a> Analyzer<'e, 'a> {
     /// The flow of a value expression, checking the predicates, orderings
     /// and subqueries inside it.
     pub fn expr(&mut self, e: &Expr, scope: &Scope) -> R<Flow> {
+        let f = self.expr_flow(e, scope)?;
+        self.computed(&f)?;
+        Ok(f)
+    }
+
+    fn expr_flow(&mut self, e: &Expr, scope: &Scope) -> R<Flow> {
         Ok(match e {
             Expr::Identifier(id) => self.column_ref(std::slice::from_ref(id), scope)?,
             Expr::CompoundIdentifier(ids) => self.column_ref(ids, scope)?,
@@ -1169,7 +1374,7 @@ impl<'e, 'a> Analyzer<'e, 'a> {
                     match &op {
                         Some(o) => {
                             let v = self.expr(&w.condition, scope)?;
-                            self.equality(o, &v)?;
+                            self.equality((o, false), (&v, is_value(&w.condition)))?;
                         }
                         None => self.predicate(&w.condition, scope)?,
                     }
@@ -1376,6 +1581,160 @@ impl<'e, 'a> Analyzer<'e, 'a> {
 
     // ----- predicates -----
 
+    /// A WHERE clause: each condition of its top-level AND that is an
+    /// equality lookup on a masked column moves into the rewrite of that
+    /// column's relation (the only place a raw masked value is compared);
+    /// the rest are predicates.
+    pub fn where_clause(&mut self, w: &Expr, scope: &Scope) -> R<()> {
+        let mut conds = Vec::new();
+        conjuncts(w, &mut conds);
+        for c in conds {
+            if !self.push_lookup(c, scope)? {
+                self.predicate(c, scope)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Move `col = value`, `col IN (values)` or `col = ANY(value)` on a
+    /// masked column of a rewritten relation of this query level into its
+    /// rewrite, leaving `TRUE` in its place. `false`: not such a lookup.
+    fn push_lookup(&mut self, c: &Expr, scope: &Scope) -> R<bool> {
+        use ast::BinaryOperator as Op;
+        let (col, values, close): (&Expr, Vec<&Expr>, &str) = match c {
+            Expr::BinaryOp {
+                left,
+                op: Op::Eq,
+                right,
+            } if is_literal(right) => (&**left, vec![&**right], ""),
+            Expr::BinaryOp {
+                left,
+                op: Op::Eq,
+                right,
+            } if is_literal(left) => (&**right, vec![&**left], ""),
+            Expr::InList {
+                expr,
+                list,
+                negated: false,
+            } if !list.is_empty() && list.iter().all(is_literal) => {
+                (&**expr, list.iter().collect(), "IN")
+            }
+            Expr::AnyOp {
+                left,
+                compare_op: Op::Eq,
+                right,
+                is_some: false,
+            } if is_literal(right) => (&**left, vec![&**right], "ANY"),
+            _ => return Ok(false),
+        };
+        let ids: Vec<String> = match col {
+            Expr::Identifier(i) => vec![fold(i)],
+            Expr::CompoundIdentifier(ids) => ids.iter().map(fold).collect(),
+            _ => return Ok(false),
+        };
+        let Some((item, flow)) = scope.local(&ids) else {
+            return Ok(false);
+        };
+        let (Some(sub), false) = (item.sub, item.nullable) else {
+            return Ok(false);
+        };
+        if !flow.is_bare_masked() {
+            return Ok(false);
+        }
+        let col_name = ids.last().expect("a name");
+        let Some(pos) = item
+            .columns
+            .iter()
+            .flatten()
+            .position(|c| &c.name == col_name)
+        else {
+            return Ok(false);
+        };
+        let s = flow.masked.first().expect("bare").clone();
+        if self.env.role.lookup != Lookup::Equality {
+            return self
+                .rule(format!(
+                    "column {s} may not be used in a predicate by role {} (it has no \
+                     `lookup: equality` rule)",
+                    self.role()
+                ))
+                .map(|()| false);
+        }
+        let count = match close {
+            "ANY" => self.array_values(values[0])?.unwrap_or(1),
+            _ => values.len(),
+        };
+        if count > MAX_LOOKUP_VALUES {
+            return Err(self.too_many_values(&flow));
+        }
+        let text = self.env.text.expect("rewriting");
+        let span = |e: &Expr| text.range(sqlparser::ast::Spanned::span(e));
+        let first = span(values[0]);
+        let last = span(values[values.len() - 1]);
+        let whole_start = span(col).map(|r| r.start).zip(first.clone()).map(|(a, b)| a.min(b.start));
+        let (Some(first), Some(last), Some(start)) = (first, last, whole_start) else {
+            return Err(self.unsupported("this lookup"));
+        };
+        let col_end = span(col).map(|r| r.end).unwrap_or(0);
+        let end = match close {
+            "" => last.end.max(col_end),
+            _ => close_paren(text.text(), last.end)
+                .ok_or_else(|| self.unsupported("this lookup"))?,
+        };
+        let raw = crate::rewrite::quote_ident(&self.substitutions[sub].columns[pos].0);
+        let cond = match close {
+            "" => vec![Segment::Text(format!("{raw} = ")), Segment::Keep(first)],
+            "IN" => vec![
+                Segment::Text(format!("{raw} IN (")),
+                Segment::Keep(first.start..last.end),
+                Segment::Text(")".into()),
+            ],
+            _ => vec![
+                Segment::Text(format!("{raw} = ANY (")),
+                Segment::Keep(first),
+                Segment::Text(")".into()),
+            ],
+        };
+        if !self.edits.iter().any(|e| e.range == (start..end)) {
+            self.substitutions[sub].lookups.push(cond);
+            self.edits.push(Edit {
+                range: start..end,
+                with: vec![Segment::Text("TRUE".into())],
+            });
+        }
+        self.touched.insert(s);
+        Ok(true)
+    }
+
+    /// The number of values of an array a lookup compares with, when they
+    /// are written in the statement (`ARRAY[...]`, `'{...}'`); `Some(1)`
+    /// for a bind parameter (counted when bound); `None`: not a value.
+    fn array_values(&mut self, e: &Expr) -> R<Option<usize>> {
+        Ok(match e {
+            Expr::Nested(x) => self.array_values(x)?,
+            Expr::Array(a) if a.elem.iter().all(is_literal) => Some(a.elem.len()),
+            Expr::Value(v) => match &v.value {
+                Value::Placeholder(_) => Some(1),
+                Value::SingleQuotedString(t) => {
+                    self.reads_literals = true;
+                    Some(t.matches(',').count() + 1)
+                }
+                _ => None,
+            },
+            Expr::Cast { expr, .. } => self.array_values(expr)?,
+            _ => None,
+        })
+    }
+
+    fn too_many_values(&self, f: &Flow) -> Refusal {
+        let s = f.all_sources().next().map(|s| s.to_string()).unwrap_or_default();
+        Refusal::new(format!(
+            "permission denied by pgwarden: a lookup on column {s} compares it with more than \
+             {MAX_LOOKUP_VALUES} values; role {} may look up at most {MAX_LOOKUP_VALUES} at once",
+            self.role()
+        ))
+    }
+
     /// A condition (WHERE, ON, HAVING, CASE WHEN, FILTER).
     pub fn predicate(&mut self, e: &Expr, scope: &Scope) -> R<()> {
         use ast::BinaryOperator as Op;
@@ -1400,7 +1759,7 @@ impl<'e, 'a> Analyzer<'e, 'a> {
             } => {
                 let l = self.expr(left, scope)?;
                 let r = self.expr(right, scope)?;
-                self.equality(&l, &r)
+                self.equality((&l, is_value(left)), (&r, is_value(right)))
             }
             Expr::AnyOp {
                 left,
@@ -1410,14 +1769,21 @@ impl<'e, 'a> Analyzer<'e, 'a> {
             } => {
                 let l = self.expr(left, scope)?;
                 let r = self.expr(right, scope)?;
-                self.equality(&l, &r)
+                let values = self.array_values(right)?;
+                if values.is_some_and(|n| n > MAX_LOOKUP_VALUES) && !l.is_clean() {
+                    return Err(self.too_many_values(&l));
+                }
+                self.equality((&l, is_value(left)), (&r, values.is_some()))
             }
             Expr::InList { expr, list, .. } => {
                 let l = self.expr(expr, scope)?;
+                if list.len() > MAX_LOOKUP_VALUES && (!l.is_clean() || l.is_bare_masked()) {
+                    return Err(self.too_many_values(&l));
+                }
                 for x in list {
                     // Each member is compared on its own.
                     let f = self.expr(x, scope)?;
-                    self.equality(&l, &f)?;
+                    self.equality((&l, is_value(expr)), (&f, is_value(x)))?;
                 }
                 Ok(())
             }
@@ -1428,7 +1794,7 @@ impl<'e, 'a> Analyzer<'e, 'a> {
                 for c in out.columns {
                     r.merge(c.flow);
                 }
-                self.equality(&l, &r)
+                self.equality((&l, is_value(expr)), (&r, false))
             }
             Expr::Exists { subquery, .. } => {
                 self.query(subquery, scope)?;
@@ -1476,19 +1842,48 @@ fn opaque_item(fname: &str, flow: Flow, alias: Option<&TableAlias>) -> Item {
                     .collect(),
             ),
             opaque: Flow::default(),
+            sub: None,
+            nullable: false,
         },
         Some(a) => Item {
             alias: fold(&a.name),
             relation: None,
             columns: None,
             opaque: flow,
+            sub: None,
+            nullable: false,
         },
         None => Item {
             alias: fname.to_string(),
             relation: None,
             columns: None,
             opaque: flow,
+            sub: None,
+            nullable: false,
         },
+    }
+}
+
+/// An item over a subquery's or CTE's columns. When their positions are
+/// not known (a `*` of unknown width inside), every column of the item
+/// carries the flows of all of them, computed: nothing is lost.
+fn columns_item(alias: String, cols: Columns) -> Item {
+    let opaque = if cols.exact {
+        Flow::default()
+    } else {
+        let mut f = Flow::default();
+        for c in &cols.columns {
+            f.merge(c.flow.clone());
+        }
+        f.derive()
+    };
+    Item {
+        alias,
+        relation: None,
+        columns: cols.exact.then_some(cols.columns),
+        opaque,
+        sub: None,
+        nullable: false,
     }
 }
 
@@ -1516,5 +1911,59 @@ fn expr_name(e: &Expr) -> String {
             .unwrap_or_else(|| "?column?".into()),
         Expr::Cast { expr, .. } | Expr::Nested(expr) => expr_name(expr),
         _ => "?column?".into(),
+    }
+}
+
+/// The conditions of a top-level AND, through parentheses.
+fn conjuncts<'x>(e: &'x Expr, out: &mut Vec<&'x Expr>) {
+    match e {
+        Expr::BinaryOp {
+            left,
+            op: ast::BinaryOperator::And,
+            right,
+        } => {
+            conjuncts(left, out);
+            conjuncts(right, out);
+        }
+        Expr::Nested(x) => conjuncts(x, out),
+        _ => out.push(e),
+    }
+}
+
+/// A literal or a bind parameter as written: a lookup may move it.
+fn is_literal(e: &Expr) -> bool {
+    matches!(e, Expr::Value(v) if matches!(
+        v.value,
+        Value::SingleQuotedString(_) | Value::Number(..) | Value::Placeholder(_)
+    ))
+}
+
+/// A literal or a bind parameter, perhaps cast or in parentheses.
+fn is_value(e: &Expr) -> bool {
+    match e {
+        Expr::Nested(x) => is_value(x),
+        Expr::Cast { expr, .. } => is_value(expr),
+        Expr::TypedString(_) => true,
+        e => is_literal(e),
+    }
+}
+
+/// The offset just past the `)` that follows `from` in `sql`, skipping
+/// whitespace and comments.
+fn close_paren(sql: &str, from: usize) -> Option<usize> {
+    let b = sql.as_bytes();
+    let mut i = from;
+    loop {
+        match b.get(i)? {
+            c if c.is_ascii_whitespace() => i += 1,
+            b'-' if b.get(i + 1) == Some(&b'-') => {
+                i += b[i..].iter().position(|&c| c == b'\n')?;
+            }
+            b'/' if b.get(i + 1) == Some(&b'*') => {
+                i += 2 + b[i + 2..].windows(2).position(|w| w == b"*/")? + 2;
+            }
+            b')' => return Some(i + 1),
+            _ => return None,
+        }
     }
 }

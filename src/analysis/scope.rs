@@ -31,6 +31,12 @@ pub struct Item {
     /// `opaque`, the flow of the function's arguments.
     pub columns: Option<Vec<OutColumn>>,
     pub opaque: Flow,
+    /// The relation is rewritten as the analyser's substitution number
+    /// `sub` (equality lookups on its masked columns move into it).
+    pub sub: Option<usize>,
+    /// On the nullable side of an outer join: a WHERE condition on it may
+    /// not move into its rewrite.
+    pub nullable: bool,
 }
 
 impl Item {
@@ -64,14 +70,16 @@ pub struct Scope<'p> {
     pub items: Vec<Item>,
     pub ctes: Vec<(String, Columns)>,
     pub parent: Option<&'p Scope<'p>>,
+    /// A USING or NATURAL join merged columns: `*` no longer lists each
+    /// item's columns in order.
+    pub merged_columns: bool,
 }
 
 impl<'p> Scope<'p> {
     pub fn child(parent: &'p Scope<'p>) -> Scope<'p> {
         Scope {
-            items: Vec::new(),
-            ctes: Vec::new(),
             parent: Some(parent),
+            ..Scope::default()
         }
     }
 
@@ -108,6 +116,31 @@ impl<'p> Scope<'p> {
                 Some(a)
             }
             (a, b) => a.or(b),
+        }
+    }
+
+    /// The item of this level (not an enclosing one) that an unqualified
+    /// or qualified column reference names, with the column's flow; `None`
+    /// when it is not exactly one item of this level.
+    pub fn local(&self, parts: &[String]) -> Option<(&Item, Flow)> {
+        match parts {
+            [c] => {
+                let mut found = self
+                    .items
+                    .iter()
+                    .filter(|it| it.columns.is_none() || it.column(c).is_some());
+                let it = found.next()?;
+                if found.next().is_some() || it.columns.is_none() {
+                    return None;
+                }
+                Some((it, it.column(c)?))
+            }
+            [t, c] => {
+                let it = self.items.iter().find(|i| i.alias == *t)?;
+                it.columns.as_ref()?;
+                Some((it, it.column(c)?))
+            }
+            _ => None,
         }
     }
 

@@ -62,23 +62,29 @@ const SETTABLE: &[&str] = &[
     "tcp_keepalives_count",
 ];
 
-pub fn analyze(st: &Statement, env: &Env) -> R<Analyzed> {
+/// Analyse one statement: what it returns, and the edits of its text.
+pub fn analyze(st: &Statement, env: &Env) -> R<(Analyzed, Vec<crate::rewrite::Edit>)> {
     let mut a = Analyzer::new(env);
     let (result, effect) = run(&mut a, st)?;
+    let edits = a.take_edits();
     let fetched = a.fetched.take();
     // Settings, COPY options and the like are read by value.
     let by_value = !matches!(
         st,
         Statement::Query(_) | Statement::Insert(_) | Statement::Update(_) | Statement::Delete(_)
     );
-    Ok(Analyzed {
-        result,
-        effect,
-        single_relation: a.relations == 1,
-        touched: Arc::new(a.touched),
-        fetched,
-        reads_literals: a.reads_literals || by_value,
-    })
+    Ok((
+        Analyzed {
+            result,
+            effect,
+            single_relation: a.relations == 1,
+            withholds_text: a.withholds_text,
+            touched: Arc::new(a.touched),
+            fetched,
+            reads_literals: a.reads_literals || by_value,
+        },
+        edits,
+    ))
 }
 
 fn refuse(a: &Analyzer, what: &str) -> Refusal {
@@ -235,6 +241,12 @@ fn run(a: &mut Analyzer, st: &Statement) -> R<Outcome> {
                     a.env.role.name
                 )));
             }
+            if inner.withholds_text {
+                return Err(refuse(
+                    a,
+                    "EXPLAIN of a statement over a relation with classified columns",
+                ));
+            }
             Ok((None, Effect::None))
         }
         _ => Err(refuse(a, &format!("this statement type ({})", kind_of(st)))),
@@ -257,6 +269,18 @@ fn kind_of(st: &Statement) -> String {
 fn plan(a: &Analyzer, out: &Columns, copy: Option<CopyFormat>) -> R<Option<Arc<ResultPlan>>> {
     if out.columns.iter().all(|c| c.flow.is_clean()) {
         return Ok(None);
+    }
+    if let Some(s) = out
+        .columns
+        .iter()
+        .find(|c| !c.flow.is_clean() && !c.flow.is_bare())
+        .and_then(|c| c.flow.first())
+    {
+        return Err(Refusal::new(format!(
+            "permission denied by pgwarden: a result column computed from column {s} is refused \
+             for role {} (it may read that column only as stored)",
+            a.env.role.name
+        )));
     }
     if !out.exact {
         return Err(a.unsupported("`*` of unknown width next to classified columns"));
@@ -282,7 +306,7 @@ fn target_item(a: &mut Analyzer, name: &ObjectName, alias: Option<String>) -> R<
             &format!("writing to or copying {} (not a table)", rel.name),
         ));
     }
-    let mut item = a.relation_item(name, None, &Scope::default())?;
+    let mut item = a.relation_item(name, None, &Scope::default(), false)?;
     if let Some(al) = alias {
         item.alias = al;
     }
@@ -413,7 +437,7 @@ fn update(a: &mut Analyzer, up: &ast::Update) -> R<Outcome> {
     }
     touch_columns(a, &item, Some(&targets));
     if let Some(w) = &up.selection {
-        a.predicate(w, &scope)?;
+        a.where_clause(w, &scope)?;
     }
     returning(a, &up.returning, &scope)
 }
@@ -427,15 +451,23 @@ fn delete(a: &mut Analyzer, del: &ast::Delete) -> R<Outcome> {
         return Err(a.unsupported("this DELETE form"));
     }
     let (ast::FromTable::WithFromKeyword(from) | ast::FromTable::WithoutKeyword(from)) = &del.from;
-    let mut scope = Scope::default();
-    for twj in from {
-        a.join_tree(twj, &mut scope)?;
+    let [target] = from.as_slice() else {
+        return Err(a.unsupported("this DELETE form"));
+    };
+    let ast::TableFactor::Table { name, alias, .. } = &target.relation else {
+        return Err(a.unsupported("this DELETE target"));
+    };
+    if !target.joins.is_empty() {
+        return Err(a.unsupported("this DELETE target"));
     }
+    let item = target_item(a, name, alias.as_ref().map(|al| fold(&al.name)))?;
+    let mut scope = Scope::default();
+    scope.items.push(item);
     for twj in del.using.iter().flatten() {
         a.join_tree(twj, &mut scope)?;
     }
     if let Some(w) = &del.selection {
-        a.predicate(w, &scope)?;
+        a.where_clause(w, &scope)?;
     }
     returning(a, &del.returning, &scope)
 }

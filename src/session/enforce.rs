@@ -221,6 +221,7 @@ fn run(
         user: &info.user,
         session: state,
         observe: false,
+        text: None,
     };
     // Observing, every classified column is followed as if masked (an
     // allowed one leaves no trace in the analysis); the real actions are
@@ -360,6 +361,28 @@ pub fn refusal_extended(message: &str, out: &mut BytesMut) {
     put_frame(out, b'E', |b| {
         b.put_u8(0);
         b.put_i32(0);
+    });
+}
+
+/// A simple Query of `sql` (a rewritten statement).
+pub fn query_message(sql: &str, out: &mut BytesMut) {
+    put_frame(out, b'Q', |b| {
+        b.put_slice(sql.as_bytes());
+        b.put_u8(0);
+    });
+}
+
+/// A Parse of `sql` (a rewritten statement) as statement `name`.
+pub fn parse_message(name: &str, sql: &str, type_oids: &[u32], out: &mut BytesMut) {
+    put_frame(out, b'P', |b| {
+        b.put_slice(name.as_bytes());
+        b.put_u8(0);
+        b.put_slice(sql.as_bytes());
+        b.put_u8(0);
+        b.put_i16(type_oids.len() as i16);
+        for t in type_oids {
+            b.put_u32(*t);
+        }
     });
 }
 

@@ -15,7 +15,9 @@
 //! already works on them (PgBouncer's latency on the critical path, not a
 //! full inspection's).
 
-use super::enforce::{Enforcer, Standing, log_refusal, refusal_extended, refusal_query};
+use super::enforce::{
+    Enforcer, Standing, log_refusal, parse_message, query_message, refusal_extended, refusal_query,
+};
 use super::state::{Prepared, SessionState};
 use super::{Error, SessionInfo};
 use crate::analysis::{Effect, Refusal, ResultPlan};
@@ -455,8 +457,12 @@ impl Inspector<'_> {
                             a.statements.iter().map(|s| s.result.clone()).collect();
                         self.count(results.iter().any(Option::is_some), false);
                         let reads = a.statements.iter().map(Reads::from).collect();
-                        let d = self.decision(view, results, Vec::new(), a.sensitive(), false);
-                        out.extend_from_slice(frame.bytes);
+                        let d =
+                            self.decision(view, results, Vec::new(), a.withholds_text(), false);
+                        match a.server_text(&sql) {
+                            Some(text) => query_message(&text, out),
+                            None => out.extend_from_slice(frame.bytes),
+                        }
                         self.expect(Pending::Query(Statement::decided(
                             sql,
                             false,
@@ -467,6 +473,8 @@ impl Inspector<'_> {
                 }
             }
             FrontendMessage::Parse(p) => {
+                let name = p.name.unwrap_or_default();
+                let type_oids = p.type_oids;
                 let sql: Arc<str> = p.query.into();
                 let analysis = self
                     .enforcer
@@ -480,7 +488,7 @@ impl Inspector<'_> {
                     });
                 match analysis {
                     Err(r) => {
-                        self.state.close(b'S', p.name.as_deref().unwrap_or(""));
+                        self.state.close(b'S', &name);
                         self.refuse_parse(sql, &r, out);
                     }
                     Ok(a) => {
@@ -490,19 +498,24 @@ impl Inspector<'_> {
                         }
                         let plan = st.and_then(|s| s.result.clone());
                         let reads = st.map(Reads::from).unwrap_or_default();
-                        let sensitive = a.sensitive();
+                        let sensitive = a.withholds_text();
+                        let server_sql: Option<Arc<str>> = a.server_text(&sql).map(Arc::from);
+                        match &server_sql {
+                            Some(text) => parse_message(&name, text, &type_oids, out),
+                            None => out.extend_from_slice(frame.bytes),
+                        }
                         self.state.parse(
-                            p.name.as_deref().unwrap_or(""),
-                            Prepared::new(
+                            &name,
+                            Prepared::rewritten(
                                 sql.clone(),
                                 plan.clone(),
                                 sensitive,
                                 Some(view.clone()),
                                 reads.clone(),
+                                server_sql,
                             ),
                         );
                         let d = self.decision(view, vec![plan], Vec::new(), sensitive, false);
-                        out.extend_from_slice(frame.bytes);
                         self.expect(Pending::Parse(Statement::decided(
                             sql,
                             true,
@@ -693,18 +706,32 @@ impl Inspector<'_> {
             return Ok(());
         }
         let sql = p.sql.clone();
+        let prepared_as = p.server_sql.clone();
         let analysis = self
             .enforcer
             .analyze(self.ctx, self.info, view, self.state, &sql)
             .await
             .map_err(|r| (sql.clone(), r))?;
+        let server_sql: Option<Arc<str>> = analysis.server_text(&sql).map(Arc::from);
+        if server_sql != prepared_as {
+            // The server holds the statement as it was rewritten under the
+            // old policy or schema: it must be prepared again.
+            return Err((
+                sql,
+                Refusal::new(
+                    "permission denied by pgwarden: this prepared statement was rewritten under \
+                     a policy or schema that has changed since; prepare it again",
+                ),
+            ));
+        }
         let st = analysis.statements.first();
-        let refreshed = Prepared::new(
+        let refreshed = Prepared::rewritten(
             sql.clone(),
             st.and_then(|s| s.result.clone()),
-            analysis.sensitive(),
+            analysis.withholds_text(),
             Some(view.clone()),
             st.map(Reads::from).unwrap_or_default(),
+            server_sql,
         );
         self.state.parse(name, refreshed);
         Ok(())

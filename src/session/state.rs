@@ -28,6 +28,8 @@ pub struct Prepared {
     pub view: Option<Arc<RoleView>>,
     /// What it reads (for limits and the audit trail).
     pub reads: Reads,
+    /// The text the server prepared in place of `sql`, when rewritten.
+    pub server_sql: Option<Arc<str>>,
     /// What each Execute of a statement without classified columns reads:
     /// shared by all of them, as nothing is counted per portal.
     unclassified_reads: Option<Arc<[Reads]>>,
@@ -41,6 +43,19 @@ impl Prepared {
         view: Option<Arc<RoleView>>,
         reads: Reads,
     ) -> Arc<Prepared> {
+        Self::rewritten(sql, plan, sensitive, view, reads, None)
+    }
+
+    /// A statement the server prepared as `server_sql` (the rewrite of
+    /// `sql`, when there is one).
+    pub fn rewritten(
+        sql: Arc<str>,
+        plan: Option<Arc<ResultPlan>>,
+        sensitive: bool,
+        view: Option<Arc<RoleView>>,
+        reads: Reads,
+        server_sql: Option<Arc<str>>,
+    ) -> Arc<Prepared> {
         let unclassified_reads = reads.touched.is_empty().then(|| Arc::from([reads.clone()]));
         Arc::new(Prepared {
             sql,
@@ -48,6 +63,7 @@ impl Prepared {
             sensitive,
             view,
             reads,
+            server_sql,
             unclassified_reads,
         })
     }
