@@ -71,6 +71,9 @@ pub struct Decision {
     /// shown without its context line.
     pub refusal: bool,
     pub view: Arc<RoleView>,
+    /// The statement reached the server rewritten (relations read through
+    /// their masks).
+    pub rewritten: bool,
     /// A Describe of a prepared statement or portal: where to note the
     /// subject key column its RowDescription shows.
     pub subject: Option<crate::backend::tracker::SubjectSlot>,
@@ -86,7 +89,7 @@ impl Decision {
     pub fn outcome(&self, index: usize) -> &'static str {
         if self.refusal {
             "refuse"
-        } else if self.plan(index).is_some_and(ResultPlan::rewrites) {
+        } else if self.rewritten || self.plan(index).is_some_and(ResultPlan::rewrites) {
             "rewrite"
         } else {
             "forward"

@@ -32,8 +32,8 @@ pub use flow::{Flow, Source};
 pub use shape::shape;
 
 use crate::catalog::Schema;
-use crate::rewrite::{Offsets, Rewrite};
 use crate::policy::{MaskSpec, Policy, Role};
+use crate::rewrite::{Offsets, Rewrite};
 use sqlparser::dialect::PostgreSqlDialect;
 use sqlparser::parser::Parser;
 use std::collections::BTreeSet;

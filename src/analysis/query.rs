@@ -18,10 +18,10 @@
 use super::flow::{Flow, Source};
 use super::scope::{Columns, Item, OutColumn, Scope};
 use super::{Env, Refusal, Remembered, ResultPlan, functions};
-use crate::rewrite::relation::{ColumnSub, Substitution};
-use crate::rewrite::{Edit, Segment};
 use crate::catalog::schema::{RelKind, Relation, fold_identifier};
 use crate::policy::{Action, Lookup, QualifiedTable};
+use crate::rewrite::relation::{ColumnSub, Substitution};
+use crate::rewrite::{Edit, Segment};
 use sqlparser::ast::{
     self, Expr, FunctionArg, FunctionArgExpr, FunctionArguments, GroupByExpr, Ident,
     JoinConstraint, JoinOperator, ObjectName, ObjectNamePart, OrderBy, OrderByKind, Query, Select,
@@ -470,7 +470,8 @@ impl<'e, 'a> Analyzer<'e, 'a> {
                     }
                     let all = all.derive();
                     if r.columns.len() > out.columns.len() {
-                        out.columns.extend(r.columns[out.columns.len()..].iter().cloned());
+                        out.columns
+                            .extend(r.columns[out.columns.len()..].iter().cloned());
                     }
                     for c in &mut out.columns {
                         c.flow = all.clone();
@@ -1671,15 +1672,19 @@ impl<'e, 'a> Analyzer<'e, 'a> {
         let span = |e: &Expr| text.range(sqlparser::ast::Spanned::span(e));
         let first = span(values[0]);
         let last = span(values[values.len() - 1]);
-        let whole_start = span(col).map(|r| r.start).zip(first.clone()).map(|(a, b)| a.min(b.start));
+        let whole_start = span(col)
+            .map(|r| r.start)
+            .zip(first.clone())
+            .map(|(a, b)| a.min(b.start));
         let (Some(first), Some(last), Some(start)) = (first, last, whole_start) else {
             return Err(self.unsupported("this lookup"));
         };
         let col_end = span(col).map(|r| r.end).unwrap_or(0);
         let end = match close {
             "" => last.end.max(col_end),
-            _ => close_paren(text.text(), last.end)
-                .ok_or_else(|| self.unsupported("this lookup"))?,
+            _ => {
+                close_paren(text.text(), last.end).ok_or_else(|| self.unsupported("this lookup"))?
+            }
         };
         let raw = crate::rewrite::quote_ident(&self.substitutions[sub].columns[pos].0);
         let cond = match close {
@@ -1727,7 +1732,11 @@ impl<'e, 'a> Analyzer<'e, 'a> {
     }
 
     fn too_many_values(&self, f: &Flow) -> Refusal {
-        let s = f.all_sources().next().map(|s| s.to_string()).unwrap_or_default();
+        let s = f
+            .all_sources()
+            .next()
+            .map(|s| s.to_string())
+            .unwrap_or_default();
         Refusal::new(format!(
             "permission denied by pgwarden: a lookup on column {s} compares it with more than \
              {MAX_LOOKUP_VALUES} values; role {} may look up at most {MAX_LOOKUP_VALUES} at once",

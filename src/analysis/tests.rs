@@ -218,9 +218,15 @@ fn masked_relations_are_read_through_their_masks() {
     );
     // An alias stays the client's.
     let text = server(SUPPORT, "SELECT c.phone FROM public.customers AS c");
-    assert!(text.ends_with("FROM \"public\".\"customers\") AS c"), "{text}");
+    assert!(
+        text.ends_with("FROM \"public\".\"customers\") AS c"),
+        "{text}"
+    );
     // Unclassified relations and full reads of clean ones are untouched.
-    assert_eq!(server(SUPPORT, "SELECT body FROM public.notes"), "SELECT body FROM public.notes");
+    assert_eq!(
+        server(SUPPORT, "SELECT body FROM public.notes"),
+        "SELECT body FROM public.notes"
+    );
     // Hashed columns stay raw and are hashed on the way out.
     assert_eq!(
         actions(ANALYST, "SELECT name, phone FROM customers"),
@@ -228,7 +234,10 @@ fn masked_relations_are_read_through_their_masks() {
     );
     // Views: the view's masked columns are masked over the view.
     let text = server(SUPPORT, "SELECT phone FROM customer_contacts");
-    assert!(text.contains("FROM \"public\".\"customer_contacts\") AS \"customer_contacts\""), "{text}");
+    assert!(
+        text.contains("FROM \"public\".\"customer_contacts\") AS \"customer_contacts\""),
+        "{text}"
+    );
 }
 
 #[test]
@@ -268,11 +277,26 @@ fn denied_columns_refused_everywhere() {
 #[test]
 fn hashed_flows_through_subqueries_ctes_views_and_unions() {
     for (sql, want) in [
-        ("SELECT x FROM (SELECT phone AS x FROM customers) s", vec!["hash"]),
-        ("WITH t(p) AS (SELECT phone FROM customers) SELECT p FROM t", vec!["hash"]),
-        ("SELECT phone FROM customers UNION ALL SELECT recipient_phone FROM shipments", vec!["hash"]),
-        ("SELECT (SELECT phone FROM customers WHERE id = 1)", vec!["hash"]),
-        ("SELECT t.p FROM customers c, LATERAL (SELECT c.phone AS p) t", vec!["hash"]),
+        (
+            "SELECT x FROM (SELECT phone AS x FROM customers) s",
+            vec!["hash"],
+        ),
+        (
+            "WITH t(p) AS (SELECT phone FROM customers) SELECT p FROM t",
+            vec!["hash"],
+        ),
+        (
+            "SELECT phone FROM customers UNION ALL SELECT recipient_phone FROM shipments",
+            vec!["hash"],
+        ),
+        (
+            "SELECT (SELECT phone FROM customers WHERE id = 1)",
+            vec!["hash"],
+        ),
+        (
+            "SELECT t.p FROM customers c, LATERAL (SELECT c.phone AS p) t",
+            vec!["hash"],
+        ),
         (
             "WITH RECURSIVE r(p, n) AS (SELECT phone, 1 FROM customers UNION ALL SELECT p, n + 1 FROM r WHERE n < 3) SELECT p, n FROM r",
             vec!["hash", "pass"],
@@ -320,22 +344,58 @@ fn raw_values_are_never_computed_upon() {
         (ANALYST, "SELECT phone LIKE '138%' FROM customers"),
         (ANALYST, "SELECT left(phone, 3) FROM customers"),
         (ANALYST, "SELECT count(nullif(phone, '1')) FROM customers"),
-        (ANALYST, "SELECT num_nulls(nullif(phone, '1')) FROM customers"),
-        (ANALYST, "SELECT generate_series(1, length(phone)) FROM customers"),
-        (ANALYST, "SELECT x FROM customers, generate_series(1, length(phone)) x"),
+        (
+            ANALYST,
+            "SELECT num_nulls(nullif(phone, '1')) FROM customers",
+        ),
+        (
+            ANALYST,
+            "SELECT generate_series(1, length(phone)) FROM customers",
+        ),
+        (
+            ANALYST,
+            "SELECT x FROM customers, generate_series(1, length(phone)) x",
+        ),
         (ANALYST, "SELECT ROW(phone, id) FROM customers"),
         (ANALYST, "SELECT c FROM customers c"),
-        (ANALYST, "COPY (SELECT phone FROM customers) TO STDOUT WITH (FORMAT binary)"),
-        (ANALYST, "COPY (SELECT phone FROM customers) TO STDOUT WITH (FORMAT csv, DELIMITER '|')"),
-        (ANALYST, "SELECT CASE WHEN id = 1 THEN phone END FROM customers"),
-        (SUPPORT, "UPDATE customers SET city = 'x' WHERE substr(phone, 4, 1) = '5'"),
-        (SUPPORT, "UPDATE customers SET city = 'x' WHERE id = 1 RETURNING upper(phone)"),
+        (
+            ANALYST,
+            "COPY (SELECT phone FROM customers) TO STDOUT WITH (FORMAT binary)",
+        ),
+        (
+            ANALYST,
+            "COPY (SELECT phone FROM customers) TO STDOUT WITH (FORMAT csv, DELIMITER '|')",
+        ),
+        (
+            ANALYST,
+            "SELECT CASE WHEN id = 1 THEN phone END FROM customers",
+        ),
+        (
+            SUPPORT,
+            "UPDATE customers SET city = 'x' WHERE substr(phone, 4, 1) = '5'",
+        ),
+        (
+            SUPPORT,
+            "UPDATE customers SET city = 'x' WHERE id = 1 RETURNING upper(phone)",
+        ),
         (SUPPORT, "DELETE FROM customers WHERE phone LIKE '1%'"),
-        ("hash_he", "SELECT id FROM customers WHERE phone = (SELECT g::text FROM generate_series(1, 2) g LIMIT 1)"),
-        ("hash_he", "SELECT count(*) FROM customers c, generate_series(1, 9) g WHERE c.phone = g::text"),
-        ("hash_he", "SELECT id FROM customers WHERE phone IN (SELECT g::text FROM generate_series(1, 9) g)"),
+        (
+            "hash_he",
+            "SELECT id FROM customers WHERE phone = (SELECT g::text FROM generate_series(1, 2) g LIMIT 1)",
+        ),
+        (
+            "hash_he",
+            "SELECT count(*) FROM customers c, generate_series(1, 9) g WHERE c.phone = g::text",
+        ),
+        (
+            "hash_he",
+            "SELECT id FROM customers WHERE phone IN (SELECT g::text FROM generate_series(1, 9) g)",
+        ),
         ("hash_he", "SELECT id FROM customers ORDER BY phone"),
-        ("hash_he", "SELECT id FROM customers LIMIT (SELECT count(*) FROM customers WHERE phone IS NULL)"),
+        (
+            "hash_he",
+            "SELECT id FROM customers LIMIT (SELECT count(*) FROM customers WHERE phone IS NULL)",
+        ),
     ] {
         let m = refused(user, sql);
         assert!(m.contains("permission denied by pgwarden"), "{sql}: {m}");
@@ -354,15 +414,30 @@ fn raw_values_are_never_computed_upon() {
 
 #[test]
 fn lookups_move_into_the_rewrite() {
-    let text = server(SUPPORT, "SELECT id, phone FROM customers WHERE phone = '13812345678' AND city = 'x'");
+    let text = server(
+        SUPPORT,
+        "SELECT id, phone FROM customers WHERE phone = '13812345678' AND city = 'x'",
+    );
     assert!(
         text.contains("FROM \"public\".\"customers\" WHERE (\"phone\" = '13812345678')) AS \"customers\" WHERE TRUE AND city = 'x'"),
         "{text}"
     );
-    let text = server(SUPPORT, "SELECT c.id FROM customers c WHERE c.phone IN ('1', $2 ) AND c.id = $1");
-    assert!(text.contains("WHERE (\"phone\" IN ('1', $2))) c WHERE TRUE AND c.id = $1"), "{text}");
-    let text = server(SUPPORT, "SELECT id FROM customers WHERE (phone = ANY($1 /* x */) )");
-    assert!(text.contains("WHERE (\"phone\" = ANY ($1))) AS \"customers\" WHERE (TRUE )"), "{text}");
+    let text = server(
+        SUPPORT,
+        "SELECT c.id FROM customers c WHERE c.phone IN ('1', $2 ) AND c.id = $1",
+    );
+    assert!(
+        text.contains("WHERE (\"phone\" IN ('1', $2))) c WHERE TRUE AND c.id = $1"),
+        "{text}"
+    );
+    let text = server(
+        SUPPORT,
+        "SELECT id FROM customers WHERE (phone = ANY($1 /* x */) )",
+    );
+    assert!(
+        text.contains("WHERE (\"phone\" = ANY ($1))) AS \"customers\" WHERE (TRUE )"),
+        "{text}"
+    );
     for sql in [
         "SELECT id FROM customers WHERE '1' = phone",
         "SELECT id FROM customers WHERE id IN (SELECT customer_id FROM shipments WHERE recipient_phone = '1')",
@@ -386,11 +461,23 @@ fn lookups_move_into_the_rewrite() {
         assert!(m.contains("lookup"), "{sql}: {m}");
     }
     // Bounded candidate lists.
-    let many = (0..101).map(|i| format!("'{i}'")).collect::<Vec<_>>().join(", ");
-    let m = refused(SUPPORT, &format!("SELECT id FROM customers WHERE phone IN ({many})"));
+    let many = (0..101)
+        .map(|i| format!("'{i}'"))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let m = refused(
+        SUPPORT,
+        &format!("SELECT id FROM customers WHERE phone IN ({many})"),
+    );
     assert!(m.contains("more than 100 values"), "{m}");
-    let arr = (0..101).map(|i| i.to_string()).collect::<Vec<_>>().join(",");
-    let m = refused(SUPPORT, &format!("SELECT id FROM customers WHERE phone = ANY('{{{arr}}}')"));
+    let arr = (0..101)
+        .map(|i| i.to_string())
+        .collect::<Vec<_>>()
+        .join(",");
+    let m = refused(
+        SUPPORT,
+        &format!("SELECT id FROM customers WHERE phone = ANY('{{{arr}}}')"),
+    );
     assert!(m.contains("more than 100 values"), "{m}");
     // Without lookup, no predicate at all.
     for sql in [
@@ -414,7 +501,11 @@ fn errors_of_statements_over_classified_relations_are_withheld() {
         let a = run(SUPPORT, sql).unwrap();
         assert!(a.withholds_text(), "{sql}");
     }
-    assert!(!run(SUPPORT, "SELECT body FROM public.notes").unwrap().withholds_text());
+    assert!(
+        !run(SUPPORT, "SELECT body FROM public.notes")
+            .unwrap()
+            .withholds_text()
+    );
 }
 
 #[test]
@@ -625,7 +716,11 @@ fn cursors_and_multi_statement_messages() {
     // Both statements' rewrites apply to the one text.
     let sql = "SELECT phone FROM customers; SELECT name FROM customers c";
     let text = server(SUPPORT, sql);
-    assert_eq!(text.matches("FROM \"public\".\"customers\")").count(), 2, "{text}");
+    assert_eq!(
+        text.matches("FROM \"public\".\"customers\")").count(),
+        2,
+        "{text}"
+    );
     run(SUPPORT, "SELECT 1; SELECT id_number FROM public.customers").unwrap_err();
 }
 

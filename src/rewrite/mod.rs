@@ -139,19 +139,37 @@ mod tests {
 
     #[test]
     fn spans_map_to_the_bytes_of_their_tokens() {
-        let sql = "SELECT 张, phone\n FROM public.customers c WHERE phone = '1张8' AND x IN (1, $2)";
+        let sql =
+            "SELECT 张, phone\n FROM public.customers c WHERE phone = '1张8' AND x IN (1, $2)";
         let st = Parser::parse_sql(&PostgreSqlDialect {}, sql).unwrap();
-        let Statement::Query(q) = &st[0] else { panic!() };
-        let SetExpr::Select(s) = &*q.body else { panic!() };
+        let Statement::Query(q) = &st[0] else {
+            panic!()
+        };
+        let SetExpr::Select(s) = &*q.body else {
+            panic!()
+        };
         let o = Offsets::new(sql);
         let from = &s.from[0].relation;
-        let sqlparser::ast::TableFactor::Table { name, .. } = from else { panic!() };
+        let sqlparser::ast::TableFactor::Table { name, .. } = from else {
+            panic!()
+        };
         assert_eq!(&sql[o.range(name.span()).unwrap()], "public.customers");
-        let Some(Expr::BinaryOp { left, right, .. }) = &s.selection else { panic!() };
-        let Expr::BinaryOp { left: l2, right: r2, .. } = &**left else { panic!() };
+        let Some(Expr::BinaryOp { left, right, .. }) = &s.selection else {
+            panic!()
+        };
+        let Expr::BinaryOp {
+            left: l2,
+            right: r2,
+            ..
+        } = &**left
+        else {
+            panic!()
+        };
         assert_eq!(&sql[o.range(l2.span()).unwrap()], "phone");
         assert_eq!(&sql[o.range(r2.span()).unwrap()], "'1张8'");
-        let Expr::InList { list, .. } = &**right else { panic!() };
+        let Expr::InList { list, .. } = &**right else {
+            panic!()
+        };
         assert_eq!(&sql[o.range(list[1].span()).unwrap()], "$2");
     }
 
@@ -183,8 +201,14 @@ mod tests {
         assert!(
             Rewrite::from_edits(
                 vec![
-                    Edit { range: 1..5, with: vec![] },
-                    Edit { range: 4..6, with: vec![] }
+                    Edit {
+                        range: 1..5,
+                        with: vec![]
+                    },
+                    Edit {
+                        range: 4..6,
+                        with: vec![]
+                    }
                 ],
                 10
             )

@@ -388,12 +388,14 @@ impl Inspector<'_> {
         formats: Vec<i16>,
         sensitive: bool,
         refusal: bool,
+        rewritten: bool,
     ) -> Option<Arc<Decision>> {
         Some(Arc::new(Decision {
             results,
             formats,
             sensitive,
             refusal,
+            rewritten,
             view: view.clone(),
             subject: None,
         }))
@@ -401,7 +403,7 @@ impl Inspector<'_> {
 
     fn refusal_decision(&self) -> Option<Arc<Decision>> {
         let view = self.enforcer.current_view()?;
-        self.decision(&view, Vec::new(), Vec::new(), true, true)
+        self.decision(&view, Vec::new(), Vec::new(), true, true, false)
     }
 
     fn refuse_query(&mut self, sql: Arc<str>, r: &Refusal, out: &mut BytesMut) {
@@ -455,10 +457,17 @@ impl Inspector<'_> {
                         }
                         let results: Vec<_> =
                             a.statements.iter().map(|s| s.result.clone()).collect();
-                        self.count(results.iter().any(Option::is_some), false);
+                        let rewritten = a.rewrite.is_some();
+                        self.count(rewritten || results.iter().any(Option::is_some), false);
                         let reads = a.statements.iter().map(Reads::from).collect();
-                        let d =
-                            self.decision(view, results, Vec::new(), a.withholds_text(), false);
+                        let d = self.decision(
+                            view,
+                            results,
+                            Vec::new(),
+                            a.withholds_text(),
+                            false,
+                            rewritten,
+                        );
                         match a.server_text(&sql) {
                             Some(text) => query_message(&text, out),
                             None => out.extend_from_slice(frame.bytes),
@@ -515,7 +524,8 @@ impl Inspector<'_> {
                                 server_sql,
                             ),
                         );
-                        let d = self.decision(view, vec![plan], Vec::new(), sensitive, false);
+                        let d =
+                            self.decision(view, vec![plan], Vec::new(), sensitive, false, false);
                         self.expect(Pending::Parse(Statement::decided(
                             sql,
                             true,
@@ -599,6 +609,7 @@ impl Inspector<'_> {
                     formats,
                     sensitive,
                     refusal: false,
+                    rewritten: false,
                     view: view.clone(),
                     subject,
                 }));
@@ -606,7 +617,7 @@ impl Inspector<'_> {
                 self.expect(Pending::Describe(dec));
             }
             FrontendMessage::Execute(e) => {
-                let (sql, plan, formats, sensitive, reads, params) =
+                let (sql, plan, formats, sensitive, reads, params, rewritten) =
                     match self.state.portal(&e.portal) {
                         Some(p) => (
                             p.statement.sql.clone(),
@@ -615,10 +626,11 @@ impl Inspector<'_> {
                             p.statement.sensitive,
                             p.reads.clone(),
                             p.params.clone(),
+                            p.statement.server_sql.is_some(),
                         ),
                         None => {
                             let (sql, params, reads) = unknown_portal();
-                            (sql, None, Vec::new(), false, reads, params)
+                            (sql, None, Vec::new(), false, reads, params, false)
                         }
                     };
                 if reads.iter().any(|r| !r.touched.is_empty()) {
@@ -629,8 +641,8 @@ impl Inspector<'_> {
                         return;
                     }
                 }
-                self.count(plan.is_some(), true);
-                let d = self.decision(view, vec![plan], formats, sensitive, false);
+                self.count(rewritten || plan.is_some(), true);
+                let d = self.decision(view, vec![plan], formats, sensitive, false, rewritten);
                 out.extend_from_slice(frame.bytes);
                 self.expect(Pending::Execute(Statement::with_params(
                     sql, d, params, reads,
