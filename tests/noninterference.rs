@@ -1,0 +1,660 @@
+//! Noninterference: two databases agree on everything a restricted role
+//! may see (unclassified columns, the masked form of masked values, the
+//! equality structure of hashed values) and differ in everything it may
+//! not (the hidden digits and characters, hashed and denied values). Every
+//! statement a restricted role sends through pgwarden must give the same
+//! results, errors and row counts on both, or be refused on both.
+//!
+//! The corpus holds attacks of each family of implicit channels (counting,
+//! row multiplicity, lost result shapes, protocol state, error details,
+//! timing, equality turned into search), each run through the simple and
+//! the extended protocol; a generator adds random statements
+//! (`NI_GENERATED=N`, `NI_SEED=S`; `bench/noninterference.sh` runs a long
+//! one). Results are compared as multisets of rows: the order of an
+//! unordered result may follow the planner's statistics.
+
+mod common;
+
+use pgwarden::Proxy;
+use pgwarden::config::Config;
+use pgwarden::demo::postgres::{ClusterOptions, PgCluster};
+use pgwarden::policy::MaskSpec;
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+use std::collections::HashMap;
+use std::path::Path;
+use tokio_postgres::types::{FromSql, Type};
+use tokio_postgres::{Client, NoTls, SimpleQueryMessage};
+
+const POLICY: &str = r#"
+classify:
+  public.customers:
+    name: person_name
+    phone: phone
+    id_number: id_card
+    email: email
+    address: address
+roles:
+  support:
+    users: [ni_support]
+    access: {person_name: mask, phone: mask, email: mask, address: mask, id_card: deny}
+    lookup: equality
+  analyst:
+    users: [ni_analyst]
+    access: {person_name: hash, phone: hash, "*": deny}
+    lookup: equality
+default:
+  access: {"*": deny}
+"#;
+
+/// The same rows in both databases but for what the roles may not see.
+/// `$V` is 0 in one database and 1 in the other.
+const DATA: &str = r#"
+CREATE TABLE customers (id int PRIMARY KEY, name text NOT NULL, phone text NOT NULL,
+  id_number text NOT NULL, email text, address text NOT NULL, city text NOT NULL);
+CREATE TABLE orders (id int PRIMARY KEY, customer_id int NOT NULL, amount int NOT NULL, note text);
+INSERT INTO customers
+SELECT i,
+  substr('张王李赵刘', i % 5 + 1, 1) || substr('伟芳娜敏静丽强磊军洋', (i * 3 + $V * 7) % 10 + 1, 1)
+    || CASE WHEN i % 3 = 0 THEN substr('明华', (i + $V) % 2 + 1, 1) ELSE '' END,
+  '13' || (i % 10) || lpad(((i * 7919 + $V * 4321) % 10000)::text, 4, '0') || lpad(i::text, 4, '0'),
+  '1101' || lpad((i * 31 + $V * 17)::text, 14, '0'),
+  CASE WHEN i % 7 = 0 THEN NULL ELSE 'u' || (i * (3 + $V)) || '@ex' || (i % 3) || '.cn' END,
+  CASE i % 3 WHEN 0 THEN '广东省深圳市' || substr('南山福田罗湖', ((i + $V) % 3) * 2 + 1, 2) || '区' || (i * (1 + $V)) || '号'
+             WHEN 1 THEN '北京市' || substr('朝阳海淀', ((i + $V) % 2) * 2 + 1, 2) || '区' || i || '号'
+             ELSE '新疆维吾尔自治区乌鲁木齐市天山区' || (i + $V * 1000) || '号' END,
+  (ARRAY['深圳','北京','乌鲁木齐'])[i % 3 + 1]
+FROM generate_series(1, 300) i;
+-- The one value the corpus looks up by equality (a granted lookup): its
+-- presence is what the role may learn, so both databases agree on it.
+INSERT INTO customers VALUES (1000, '张三' || substr('伟芳', $V + 1, 1), '13900000000',
+  '110105194912310021', 'z@ex.cn', '北京市海淀区' || $V || '号', '北京');
+INSERT INTO orders SELECT i, i % 300 + 1, (i * 37) % 1000, CASE WHEN i % 4 = 0 THEN 'gift' END
+FROM generate_series(1, 900) i;
+CREATE VIEW contact_view AS SELECT id, name, phone, city FROM customers;
+"#;
+
+const USERS: &[&str] = &["ni_support", "ni_analyst", "ni_nobody"];
+
+struct World {
+    _cluster: PgCluster,
+    proxy: Proxy,
+}
+
+async fn world() -> World {
+    let cluster = tokio::task::spawn_blocking(|| PgCluster::start(&ClusterOptions::default()))
+        .await
+        .unwrap()
+        .expect("cluster");
+    let mut roles = String::from("SET password_encryption = 'scram-sha-256';\n");
+    for u in USERS {
+        roles.push_str(&format!("CREATE ROLE {u} LOGIN PASSWORD '{u}';\n"));
+    }
+    roles.push_str(
+        "CREATE ROLE pgwarden LOGIN PASSWORD 'pgwarden-catalog' IN ROLE pg_read_all_data;\n",
+    );
+    cluster.psql("postgres", &roles).unwrap();
+    for (db, v) in [("ni_a", "0"), ("ni_b", "1")] {
+        cluster
+            .psql("postgres", &format!("CREATE DATABASE {db};"))
+            .unwrap();
+        cluster.psql(db, &DATA.replace("$V", v)).unwrap();
+        cluster
+            .psql(
+                db,
+                &format!(
+                    "GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA public TO {};",
+                    USERS.join(", ")
+                ),
+            )
+            .unwrap();
+    }
+    let dir = tempfile::tempdir().unwrap().keep();
+    std::fs::write(dir.join("ni.yaml"), POLICY).unwrap();
+    let text = format!(
+        "listen = \"127.0.0.1:0\"\nupstream = \"{}\"\npolicies = \"{}\"\n\n[catalog]\nuser = \"pgwarden\"\npassword = \"pgwarden-catalog\"\n",
+        cluster.addr(),
+        dir.display()
+    );
+    let config = Config::parse(&text, Path::new("/tmp/ni.toml")).unwrap();
+    let proxy = Proxy::start(config).await.expect("proxy starts");
+    World {
+        _cluster: cluster,
+        proxy,
+    }
+}
+
+async fn connect(w: &World, user: &str, db: &str) -> Client {
+    let (client, conn) = tokio_postgres::Config::new()
+        .host("127.0.0.1")
+        .port(w.proxy.addr.port())
+        .user(user)
+        .password(user)
+        .dbname(db)
+        .connect(NoTls)
+        .await
+        .unwrap_or_else(|e| panic!("{user} connects: {e}"));
+    tokio::spawn(conn);
+    client
+}
+
+/// Any value, as its bytes in the format the server sent.
+struct Raw(Option<Vec<u8>>);
+
+impl<'a> FromSql<'a> for Raw {
+    fn from_sql(_: &Type, raw: &'a [u8]) -> Result<Self, Box<dyn std::error::Error + Sync + Send>> {
+        Ok(Raw(Some(raw.to_vec())))
+    }
+    fn from_sql_null(_: &Type) -> Result<Self, Box<dyn std::error::Error + Sync + Send>> {
+        Ok(Raw(None))
+    }
+    fn accepts(_: &Type) -> bool {
+        true
+    }
+}
+
+fn describe_error(e: &tokio_postgres::Error) -> String {
+    match e.as_db_error() {
+        Some(d) => format!(
+            "error {} {} {:?} {:?}",
+            d.code().code(),
+            d.message(),
+            d.detail(),
+            d.hint()
+        ),
+        None => format!("error {e}"),
+    }
+}
+
+/// What the client sees of one statement through one protocol path.
+async fn transcript(
+    c: &Client,
+    sql: &str,
+    extended: bool,
+    dml: bool,
+    map: &HashMap<String, String>,
+) -> String {
+    if dml {
+        c.simple_query("BEGIN").await.unwrap();
+    }
+    let out = if extended {
+        match c.query(sql, &[]).await {
+            Ok(rows) => {
+                let mut lines: Vec<String> = rows
+                    .iter()
+                    .map(|r| {
+                        (0..r.len())
+                            .map(|i| match r.get::<_, Raw>(i).0 {
+                                None => "NULL".to_string(),
+                                Some(b) => match String::from_utf8(b) {
+                                    Ok(t) => format!("{:?}", map.get(&t).unwrap_or(&t)),
+                                    Err(e) => format!("{:?}", e.into_bytes()),
+                                },
+                            })
+                            .collect::<Vec<_>>()
+                            .join("|")
+                    })
+                    .collect();
+                lines.sort();
+                let names = rows
+                    .first()
+                    .map(|r| {
+                        r.columns()
+                            .iter()
+                            .map(|c| c.name().to_string())
+                            .collect::<Vec<_>>()
+                    })
+                    .unwrap_or_default();
+                format!("rows {} {names:?}\n{}", rows.len(), lines.join("\n"))
+            }
+            Err(e) => describe_error(&e),
+        }
+    } else {
+        match c.simple_query(sql).await {
+            Ok(msgs) => {
+                let mut out = Vec::new();
+                let mut rows = Vec::new();
+                for m in msgs {
+                    match m {
+                        SimpleQueryMessage::Row(r) => rows.push(
+                            (0..r.len())
+                                .map(|i| {
+                                    format!(
+                                        "{:?}",
+                                        r.get(i).map(|t| map.get(t).map_or(t, |a| a.as_str()))
+                                    )
+                                })
+                                .collect::<Vec<_>>()
+                                .join("|"),
+                        ),
+                        SimpleQueryMessage::CommandComplete(n) => {
+                            rows.sort();
+                            out.append(&mut rows);
+                            out.push(format!("complete {n}"));
+                        }
+                        SimpleQueryMessage::RowDescription(d) => out.push(format!(
+                            "columns {:?}",
+                            d.iter().map(|c| c.name().to_string()).collect::<Vec<_>>()
+                        )),
+                        _ => {}
+                    }
+                }
+                out.join("\n")
+            }
+            Err(e) => describe_error(&e),
+        }
+    };
+    if dml {
+        c.simple_query("ROLLBACK").await.unwrap();
+    }
+    out
+}
+
+/// The analyst's pseudonyms of database B, renamed to A's for the same
+/// customer: hashed values keep their equality structure, not their
+/// values.
+async fn pseudonym_map(w: &World) -> HashMap<String, String> {
+    let mut map = HashMap::new();
+    let a = connect(w, "ni_analyst", "ni_a").await;
+    let b = connect(w, "ni_analyst", "ni_b").await;
+    let q = "SELECT id, name, phone FROM customers";
+    let ra = a.query(q, &[]).await.unwrap();
+    let rb = b.query(q, &[]).await.unwrap();
+    let by_id: HashMap<i32, (String, String)> = ra
+        .iter()
+        .map(|r| (r.get(0), (r.get(1), r.get(2))))
+        .collect();
+    for r in rb {
+        let (na, pa) = &by_id[&r.get::<_, i32>(0)];
+        map.insert(r.get::<_, String>(1), na.clone());
+        map.insert(r.get::<_, String>(2), pa.clone());
+    }
+    map
+}
+
+fn rename(text: &str, map: &HashMap<String, String>) -> String {
+    let mut out = text.to_string();
+    for (b, a) in map {
+        if out.contains(b.as_str()) {
+            out = out.replace(b.as_str(), a);
+        }
+    }
+    out
+}
+
+/// Attacks by family; each runs as every role through both protocols.
+const CORPUS: &[&str] = &[
+    // 1. counting and cardinality
+    "SELECT count(*) FROM customers WHERE substr(phone, 4, 1) = '5'",
+    "SELECT num_nulls(nullif(substr(phone, 4, 1), '5')) FROM customers WHERE id = 1",
+    "SELECT count(nullif(phone, '13100000001')) FROM customers",
+    "SELECT regr_count(1, CASE WHEN substr(phone, 5, 1) = '3' THEN 1 END) FROM customers",
+    "SELECT (SELECT count(*) FROM customers c2 WHERE substr(c2.phone, 4, 4) = substr(c.phone, 4, 4)) FROM customers c WHERE id < 5",
+    "SELECT id, (SELECT count(*) FROM generate_series(1, 10) g WHERE g::text = substr(phone, 4, 1)) FROM customers WHERE id < 20",
+    "SELECT count(DISTINCT phone), count(DISTINCT name), count(DISTINCT address) FROM customers",
+    "SELECT city, count(*) FROM customers GROUP BY city, phone",
+    "SELECT length(string_agg(phone, '')) FROM customers",
+    "INSERT INTO orders (id, customer_id, amount) SELECT 100000 + id, id, 1 FROM customers WHERE substr(phone, 4, 1) = '7'",
+    "UPDATE orders SET note = 'x' WHERE customer_id IN (SELECT id FROM customers WHERE substr(phone, 6, 1) = '2')",
+    "SELECT count(*) FROM customers WHERE phone > '135'",
+    // 2. set-returning functions and row multiplicity
+    "SELECT generate_series(1, (substr(phone, 4, 1) || '0')::int) FROM customers WHERE id = 2",
+    "SELECT g FROM customers, generate_series(1, length(phone)) g WHERE id = 3",
+    "SELECT id FROM customers c WHERE EXISTS (SELECT 1 FROM generate_series(0, 9) g WHERE substr(c.phone, 4, 1) = g::text)",
+    "SELECT id FROM customers LIMIT (SELECT count(*) FROM customers WHERE phone LIKE '1315%')",
+    "SELECT x FROM customers c, LATERAL (SELECT 1 AS x WHERE substr(c.phone, 4, 1) = '0') l",
+    "SELECT unnest(string_to_array(phone, '3')) FROM customers WHERE id = 4",
+    "SELECT regexp_split_to_table(phone, '') FROM customers WHERE id = 5",
+    "SELECT id FROM customers ORDER BY phone, id LIMIT 5",
+    "SELECT id, row_number() OVER (ORDER BY phone, id) FROM customers WHERE id < 10",
+    "SELECT id FROM customers WHERE phone BETWEEN '1310000000' AND '13150000000' ORDER BY id",
+    // 3. result shapes
+    "SELECT * FROM (SELECT * FROM generate_series(1, 2) g UNION ALL SELECT phone::int FROM customers) s",
+    "SELECT * FROM (SELECT phone, id FROM customers) s(a) WHERE id < 4",
+    "SELECT * FROM customers JOIN orders USING (id) WHERE id < 3",
+    "SELECT * FROM customers NATURAL JOIN (SELECT id, 1 AS one FROM orders) o WHERE id < 3",
+    "SELECT * FROM unnest(ARRAY['a', 'b']) WITH ORDINALITY u, customers c WHERE c.id = 1",
+    "WITH RECURSIVE r(n, p) AS (SELECT 1, phone FROM customers WHERE id = 1 UNION ALL SELECT n + 1, substr(p, 2) FROM r WHERE n < 12) SELECT * FROM r",
+    "SELECT x FROM (SELECT phone FROM customers UNION SELECT name FROM customers) s(x) ORDER BY 1 LIMIT 5",
+    "SELECT row_to_json(c) FROM customers c WHERE id = 6",
+    "SELECT c FROM contact_view c WHERE id = 7",
+    "SELECT * FROM contact_view WHERE id < 3",
+    // 4. protocol and SQL state
+    "PREPARE p AS SELECT phone FROM customers WHERE id = 1",
+    "DECLARE k CURSOR FOR SELECT phone FROM customers",
+    "SELECT phone FROM customers WHERE id = 8; SELECT 1",
+    // 5. server error details
+    "SELECT phone::int FROM customers WHERE id = 9",
+    "SELECT name::date FROM customers WHERE id = 9",
+    "SELECT id FROM customers WHERE id = 'x'",
+    "INSERT INTO customers (id, city) VALUES (1000, 'x')",
+    "UPDATE customers SET city = NULL WHERE id = 10",
+    "INSERT INTO customers SELECT * FROM customers WHERE id = 11",
+    "SELECT 1 / (CASE WHEN substr(phone, 4, 1) = '0' THEN 0 ELSE 1 END) FROM customers WHERE id = 12",
+    "SELECT make_date(2020, 1, substr(phone, 10, 2)::int) FROM customers WHERE id = 13",
+    "SELECT to_number(email, '999') FROM customers WHERE id = 14",
+    "SELECT phone::regclass FROM customers WHERE id = 15",
+    // 6. timing
+    "SELECT pg_sleep(substr(phone, 4, 1)::int / 100.0) FROM customers WHERE id = 16",
+    "SELECT length(repeat('x', substr(phone, 4, 1)::int * 1000)) FROM customers WHERE id = 16",
+    "SELECT count(*) FROM generate_series(1, 1000 * ascii(substr(phone, 5, 1))) FROM customers",
+    // 7. equality turned into search
+    "SELECT id FROM customers WHERE phone IN (SELECT '131' || lpad(g::text, 4, '0') || '0001' FROM generate_series(0, 9999) g)",
+    "SELECT c.id FROM customers c JOIN (SELECT '131' || lpad(g::text, 4, '0') || '0001' AS p FROM generate_series(0, 9999) g) s ON s.p = c.phone",
+    "SELECT id FROM customers WHERE phone = ANY(ARRAY(SELECT '131' || lpad(g::text, 4, '0') || '0001' FROM generate_series(0, 9999) g))",
+    "SELECT CASE phone WHEN '13100000001' THEN 1 ELSE 0 END FROM customers WHERE id = 1",
+    "SELECT id FROM customers WHERE phone = '13900000000' OR phone = '13170010001'",
+    "SELECT id FROM customers WHERE phone = (SELECT '139' || '00000000')",
+    "SELECT id FROM customers WHERE phone = '139' || '00000000'",
+    "SELECT id FROM customers WHERE phone = '13900000000'",
+    "SELECT id FROM customers WHERE phone IN ('13900000000', '13100000001')",
+    "SELECT id FROM customers WHERE phone = ANY('{13900000000,13100000001}')",
+    // legitimate work
+    "SELECT id, name, phone, email, address, city FROM customers WHERE id = 17",
+    "SELECT city, count(*) FROM customers GROUP BY city ORDER BY city",
+    "SELECT c.id, o.amount FROM customers c JOIN orders o ON o.customer_id = c.id WHERE c.id = 18 ORDER BY o.id",
+    "SELECT id, name FROM customers ORDER BY id LIMIT 10 OFFSET 20",
+    "SELECT * FROM customers WHERE id = 19",
+    "SELECT id_number FROM customers WHERE id = 20",
+    "COPY (SELECT id, phone, name FROM customers WHERE id < 5) TO STDOUT",
+];
+
+fn is_dml(sql: &str) -> bool {
+    let l = sql.trim_start().to_ascii_lowercase();
+    l.starts_with("insert") || l.starts_with("update") || l.starts_with("delete")
+}
+
+/// Run `sql` as `user` on both databases through both protocols; return
+/// the first difference.
+async fn differs(
+    pairs: &HashMap<&str, (Client, Client)>,
+    map: &HashMap<String, String>,
+    user: &str,
+    sql: &str,
+) -> Option<String> {
+    let (a, b) = &pairs[user];
+    for extended in [false, true] {
+        if extended && (sql.contains(';') || sql.starts_with("COPY")) {
+            continue;
+        }
+        let dml = is_dml(sql);
+        let ta = transcript(a, sql, extended, dml, &HashMap::new()).await;
+        let tb = rename(&transcript(b, sql, extended, dml, map).await, map);
+        // Session state a statement leaves (cursors, prepared statements).
+        let _ = a.simple_query("DISCARD ALL").await;
+        let _ = b.simple_query("DISCARD ALL").await;
+        if ta != tb {
+            return Some(format!(
+                "{user} {} {sql}\nA: {ta}\nB: {tb}",
+                if extended { "extended" } else { "simple" }
+            ));
+        }
+    }
+    None
+}
+
+async fn pairs(w: &World) -> HashMap<&'static str, (Client, Client)> {
+    let mut m = HashMap::new();
+    for u in USERS {
+        m.insert(
+            *u,
+            (connect(w, u, "ni_a").await, connect(w, u, "ni_b").await),
+        );
+    }
+    m
+}
+
+#[tokio::test]
+async fn the_corpus_shows_nothing_hidden() {
+    let w = world().await;
+    let map = pseudonym_map(&w).await;
+    assert!(map.len() > 300, "{}", map.len());
+    let p = pairs(&w).await;
+    // The databases do differ: a full-access reading would tell them apart.
+    let mut leaks = Vec::new();
+    let mut allowed = 0;
+    for sql in CORPUS {
+        for user in USERS {
+            if let Some(d) = differs(&p, &map, user, sql).await {
+                leaks.push(d);
+            }
+            let (a, _) = &p[user];
+            if a.simple_query(sql).await.is_ok() {
+                allowed += 1;
+            }
+            let _ = a.simple_query("ROLLBACK").await;
+            let _ = a.simple_query("DISCARD ALL").await;
+        }
+    }
+    assert!(
+        leaks.is_empty(),
+        "{} differences:\n{}",
+        leaks.len(),
+        leaks.join("\n\n")
+    );
+    // Not everything was refused: the harmless statements ran.
+    assert!(allowed > CORPUS.len() / 2, "{allowed}");
+    w.proxy.shutdown().await;
+}
+
+/// The support desk's work still works, and shows what it should.
+#[tokio::test]
+async fn lookups_find_the_customer_and_show_the_mask() {
+    let w = world().await;
+    let c = connect(&w, "ni_support", "ni_a").await;
+    let row = c
+        .query_one(
+            "SELECT id, phone, name FROM customers WHERE phone = $1",
+            &[&"13179190001"],
+        )
+        .await
+        .unwrap();
+    assert_eq!(row.get::<_, i32>(0), 1);
+    assert_eq!(row.get::<_, &str>(1), "131****0001");
+    let rows = c
+        .simple_query("SELECT id FROM customers WHERE phone IN ('13179190001', '13200000000')")
+        .await
+        .unwrap();
+    assert_eq!(
+        rows.iter()
+            .filter(|m| matches!(m, SimpleQueryMessage::Row(_)))
+            .count(),
+        1
+    );
+    w.proxy.shutdown().await;
+}
+
+/// The SQL form of every mask computes what pgwarden's own masks compute.
+#[tokio::test]
+async fn sql_masks_agree_with_the_masks() {
+    let w = world().await;
+    let c = connect(&w, "ni_nobody", "ni_a").await;
+    let mut rng = StdRng::seed_from_u64(7);
+    let alphabet: Vec<char> = "0123456789ab@.*'张王省市区自治州特别行政区盟地 "
+        .chars()
+        .collect();
+    let mut values: Vec<String> = vec![
+        "".into(),
+        "a".into(),
+        "张".into(),
+        "广东省深圳市南山区科技园路1号".into(),
+        "北京市朝阳区建国路88号".into(),
+        "新疆维吾尔自治区乌鲁木齐市天山区".into(),
+        "香港特别行政区".into(),
+        "zhang.wei@example.cn".into(),
+        "@x".into(),
+        "a@".into(),
+    ];
+    for _ in 0..300 {
+        let n = rng.random_range(0..20);
+        values.push(
+            (0..n)
+                .map(|_| alphabet[rng.random_range(0..alphabet.len())])
+                .collect(),
+        );
+    }
+    let specs = [
+        MaskSpec::Builtin("phone"),
+        MaskSpec::Builtin("person_name"),
+        MaskSpec::Builtin("id_card"),
+        MaskSpec::Builtin("bank_card"),
+        MaskSpec::Builtin("email"),
+        MaskSpec::Builtin("address"),
+        MaskSpec::Builtin("credit_report"),
+        MaskSpec::Keep {
+            first: 2,
+            last: 1,
+            fill: '\'',
+        },
+        MaskSpec::Replace("[it's hidden]".into()),
+    ];
+    for spec in &specs {
+        let sql = format!(
+            "SELECT {} FROM unnest($1::text[]) WITH ORDINALITY AS t(v, n) ORDER BY n",
+            pgwarden::rewrite::masks::mask_sql(spec, "v")
+        );
+        let rows = c.query(&sql, &[&values]).await.unwrap();
+        for (row, v) in rows.iter().zip(&values) {
+            let got: Option<String> = row.get(0);
+            assert_eq!(
+                got.as_deref(),
+                Some(pgwarden::masking::mask(spec, v).as_str()),
+                "{spec:?} {v:?}"
+            );
+        }
+        let null = c
+            .query_one(
+                &format!(
+                    "SELECT {}",
+                    pgwarden::rewrite::masks::mask_sql(spec, "NULL::text")
+                ),
+                &[],
+            )
+            .await
+            .unwrap();
+        assert_eq!(null.get::<_, Option<String>>(0), None);
+    }
+    w.proxy.shutdown().await;
+}
+
+/// Statements generated from a small grammar over both tables.
+fn generate(rng: &mut StdRng) -> String {
+    const COLS: &[&str] = &[
+        "id",
+        "name",
+        "phone",
+        "email",
+        "address",
+        "city",
+        "id_number",
+    ];
+    const FUNCS: &[&str] = &[
+        "upper", "lower", "length", "md5", "reverse", "left", "substr", "count", "min", "max",
+    ];
+    let col = |rng: &mut StdRng| COLS[rng.random_range(0..COLS.len())];
+    let expr = |rng: &mut StdRng| -> String {
+        let c = col(rng);
+        match rng.random_range(0..7) {
+            0 => c.to_string(),
+            1 => {
+                let f = FUNCS[rng.random_range(0..FUNCS.len())];
+                match f {
+                    "left" => format!("left({c}, {})", rng.random_range(1..6)),
+                    "substr" => format!("substr({c}, {}, 1)", rng.random_range(1..12)),
+                    f => format!("{f}({c})"),
+                }
+            }
+            2 => format!("{c}::text || '#'"),
+            3 => format!(
+                "CASE WHEN {c} LIKE '%{}%' THEN 1 ELSE 0 END",
+                rng.random_range(0..10)
+            ),
+            4 => format!(
+                "(SELECT count(*) FROM orders o WHERE o.customer_id = c.id AND length(c.{c}) > {})",
+                rng.random_range(5..15)
+            ),
+            5 => format!("coalesce({c}, 'x')"),
+            _ => format!("count(DISTINCT {c})"),
+        }
+    };
+    let pred = |rng: &mut StdRng| -> String {
+        let c = col(rng);
+        match rng.random_range(0..7) {
+            0 => format!("{c} = '13900000000'"),
+            1 => format!(
+                "substr({c}, {}, 1) = '{}'",
+                rng.random_range(1..12),
+                rng.random_range(0..10)
+            ),
+            2 => format!("{c} LIKE '1{}%'", rng.random_range(0..10)),
+            3 => format!("{c} IS NOT NULL"),
+            4 => format!("id < {}", rng.random_range(1..300)),
+            5 => format!(
+                "{c} IN (SELECT {c} FROM customers WHERE id < {})",
+                rng.random_range(1..50)
+            ),
+            _ => format!("{c} > '{}'", rng.random_range(0..10)),
+        }
+    };
+    let e1 = expr(rng);
+    let e2 = expr(rng);
+    let p = pred(rng);
+    let aggregate = [&e1, &e2]
+        .iter()
+        .any(|e| e.starts_with("count") || e.starts_with("min") || e.starts_with("max"));
+    match rng.random_range(0..6) {
+        0 => format!(
+            "SELECT {e1}, {e2} FROM customers c WHERE {p}{}",
+            if aggregate { "" } else { " LIMIT 20" }
+        ),
+        1 => format!("SELECT count(*) FROM customers c WHERE {p}"),
+        2 => format!(
+            "SELECT {e1} FROM customers c WHERE {p} UNION ALL SELECT {e2} FROM customers c WHERE id = 1"
+        ),
+        3 => format!("WITH t AS (SELECT * FROM customers c WHERE {p}) SELECT count(*) FROM t"),
+        4 => format!(
+            "SELECT o.id FROM orders o JOIN customers c ON c.id = o.customer_id WHERE {p} ORDER BY o.id LIMIT 10"
+        ),
+        _ => format!(
+            "UPDATE orders SET note = 'n' WHERE customer_id IN (SELECT id FROM customers c WHERE {p})"
+        ),
+    }
+}
+
+#[tokio::test]
+async fn generated_statements_show_nothing_hidden() {
+    let n: usize = std::env::var("NI_GENERATED")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(300);
+    let seed: u64 = std::env::var("NI_SEED")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1);
+    let w = world().await;
+    let map = pseudonym_map(&w).await;
+    let p = pairs(&w).await;
+    let mut rng = StdRng::seed_from_u64(seed);
+    let mut leaks = Vec::new();
+    for i in 0..n {
+        let sql = generate(&mut rng);
+        let user = USERS[i % USERS.len()];
+        if let Some(d) = differs(&p, &map, user, &sql).await {
+            leaks.push(d);
+            if leaks.len() >= 10 {
+                break;
+            }
+        }
+    }
+    eprintln!(
+        "noninterference: {n} generated statements (seed {seed}), {} differences",
+        leaks.len()
+    );
+    assert!(
+        leaks.is_empty(),
+        "{} differences:\n{}",
+        leaks.len(),
+        leaks.join("\n\n")
+    );
+    w.proxy.shutdown().await;
+}
