@@ -125,12 +125,7 @@ async fn world() -> World {
 }
 
 async fn connect(w: &World, user: &str, db: &str) -> Client {
-    let (client, conn) = tokio_postgres::Config::new()
-        .host("127.0.0.1")
-        .port(w.proxy.addr.port())
-        .user(user)
-        .password(user)
-        .dbname(db)
+    let (client, conn) = common::pg_config(&w.proxy, (user, user), db)
         .connect(NoTls)
         .await
         .unwrap_or_else(|e| panic!("{user} connects: {e}"));

@@ -64,6 +64,16 @@ impl Flow {
         !self.derived && self.sources.is_empty() && self.masked.len() == 1
     }
 
+    /// This value as a rewritten relation delivers it: every source masked
+    /// by the server (`derived`: computed from them inside a view).
+    pub fn server_masked(self, derived: bool) -> Flow {
+        Flow {
+            masked: self.sources.into_iter().chain(self.masked).collect(),
+            derived,
+            ..Flow::default()
+        }
+    }
+
     /// Every classified column this value comes from, raw or masked.
     pub fn all_sources(&self) -> impl Iterator<Item = &Source> {
         self.sources.iter().chain(&self.masked)

@@ -1048,20 +1048,11 @@ impl<'e, 'a> Analyzer<'e, 'a> {
                             Some(def) => ColumnSub::Mask(def.mask.clone()),
                             None => ColumnSub::Redacted,
                         };
-                        let masked = Flow {
-                            masked: f.sources.iter().chain(&f.masked).cloned().collect(),
-                            ..Flow::default()
-                        };
-                        (how, masked)
+                        (how, f.server_masked(false))
                     }
                 }
             } else {
-                let masked = Flow {
-                    masked: f.sources.iter().chain(&f.masked).cloned().collect(),
-                    derived: true,
-                    ..Flow::default()
-                };
-                (ColumnSub::Redacted, masked)
+                (ColumnSub::Redacted, f.server_masked(true))
             };
             subs.push((c.name.clone(), how));
             c.flow = flow;
@@ -1602,30 +1593,30 @@ impl<'e, 'a> Analyzer<'e, 'a> {
     /// rewrite, leaving `TRUE` in its place. `false`: not such a lookup.
     fn push_lookup(&mut self, c: &Expr, scope: &Scope) -> R<bool> {
         use ast::BinaryOperator as Op;
-        let (col, values, close): (&Expr, Vec<&Expr>, &str) = match c {
+        let (col, values, form): (&Expr, Vec<&Expr>, LookupForm) = match c {
             Expr::BinaryOp {
                 left,
                 op: Op::Eq,
                 right,
-            } if is_literal(right) => (&**left, vec![&**right], ""),
+            } if is_literal(right) => (&**left, vec![&**right], LookupForm::Eq),
             Expr::BinaryOp {
                 left,
                 op: Op::Eq,
                 right,
-            } if is_literal(left) => (&**right, vec![&**left], ""),
+            } if is_literal(left) => (&**right, vec![&**left], LookupForm::Eq),
             Expr::InList {
                 expr,
                 list,
                 negated: false,
             } if !list.is_empty() && list.iter().all(is_literal) => {
-                (&**expr, list.iter().collect(), "IN")
+                (&**expr, list.iter().collect(), LookupForm::In)
             }
             Expr::AnyOp {
                 left,
                 compare_op: Op::Eq,
                 right,
                 is_some: false,
-            } if is_literal(right) => (&**left, vec![&**right], "ANY"),
+            } if is_literal(right) => (&**left, vec![&**right], LookupForm::Any),
             _ => return Ok(false),
         };
         let ids: Vec<String> = match col {
@@ -1661,8 +1652,8 @@ impl<'e, 'a> Analyzer<'e, 'a> {
                 ))
                 .map(|()| false);
         }
-        let count = match close {
-            "ANY" => self.array_values(values[0])?.unwrap_or(1),
+        let count = match form {
+            LookupForm::Any => self.array_values(values[0])?.unwrap_or(1),
             _ => values.len(),
         };
         if count > MAX_LOOKUP_VALUES {
@@ -1680,21 +1671,21 @@ impl<'e, 'a> Analyzer<'e, 'a> {
             return Err(self.unsupported("this lookup"));
         };
         let col_end = span(col).map(|r| r.end).unwrap_or(0);
-        let end = match close {
-            "" => last.end.max(col_end),
-            _ => {
+        let end = match form {
+            LookupForm::Eq => last.end.max(col_end),
+            LookupForm::In | LookupForm::Any => {
                 close_paren(text.text(), last.end).ok_or_else(|| self.unsupported("this lookup"))?
             }
         };
         let raw = crate::rewrite::quote_ident(&self.substitutions[sub].columns[pos].0);
-        let cond = match close {
-            "" => vec![Segment::Text(format!("{raw} = ")), Segment::Keep(first)],
-            "IN" => vec![
+        let cond = match form {
+            LookupForm::Eq => vec![Segment::Text(format!("{raw} = ")), Segment::Keep(first)],
+            LookupForm::In => vec![
                 Segment::Text(format!("{raw} IN (")),
                 Segment::Keep(first.start..last.end),
                 Segment::Text(")".into()),
             ],
-            _ => vec![
+            LookupForm::Any => vec![
                 Segment::Text(format!("{raw} = ANY (")),
                 Segment::Keep(first),
                 Segment::Text(")".into()),
@@ -1921,6 +1912,17 @@ fn expr_name(e: &Expr) -> String {
         Expr::Cast { expr, .. } | Expr::Nested(expr) => expr_name(expr),
         _ => "?column?".into(),
     }
+}
+
+/// How an equality lookup compares its column.
+#[derive(Clone, Copy)]
+enum LookupForm {
+    /// `col = value`
+    Eq,
+    /// `col IN (values)`
+    In,
+    /// `col = ANY(array)`
+    Any,
 }
 
 /// The conditions of a top-level AND, through parentheses.
