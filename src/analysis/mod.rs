@@ -239,9 +239,16 @@ impl Analysis {
         self.sensitive() || self.statements.iter().any(|s| s.withholds_text)
     }
 
-    /// The text the server gets for `sql` (a text of the shape analysed).
-    pub fn server_text(&self, sql: &str) -> Option<String> {
-        self.rewrite.as_ref().and_then(|r| r.apply(sql))
+    /// The text the server gets in place of `sql` (a text of the shape
+    /// analysed); `None`: `sql` as it is. A rewrite that does not fit the
+    /// text is a refusal, never the unrewritten text.
+    pub fn server_text(&self, sql: &str) -> Result<Option<String>, Refusal> {
+        match &self.rewrite {
+            None => Ok(None),
+            Some(r) => r.apply(sql).map(Some).ok_or_else(|| {
+                Refusal::new("pgwarden cannot rewrite this statement; it is refused")
+            }),
+        }
     }
 
     /// Whether this analysis holds for every text of the same [`shape`].

@@ -197,7 +197,9 @@ const ANALYST: &str = "analyst_wu";
 /// The text the server gets for `sql`.
 fn server(user: &str, sql: &str) -> String {
     let a = run(user, sql).unwrap_or_else(|e| panic!("{sql}: refused: {e}"));
-    a.server_text(sql).unwrap_or_else(|| sql.to_string())
+    a.server_text(sql)
+        .unwrap()
+        .unwrap_or_else(|| sql.to_string())
 }
 
 #[test]

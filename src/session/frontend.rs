@@ -447,11 +447,12 @@ impl Inspector<'_> {
                     if a.sensitive() {
                         self.admit()?;
                     }
-                    Ok(a)
+                    let text = a.server_text(&sql)?;
+                    Ok((a, text))
                 });
                 match analysis {
                     Err(r) => self.refuse_query(sql, &r, out),
-                    Ok(a) => {
+                    Ok((a, text)) => {
                         for st in &a.statements {
                             self.state.apply(&st.effect);
                         }
@@ -468,7 +469,7 @@ impl Inspector<'_> {
                             false,
                             rewritten,
                         );
-                        match a.server_text(&sql) {
+                        match text {
                             Some(text) => query_message(&text, out),
                             None => out.extend_from_slice(frame.bytes),
                         }
@@ -494,13 +495,17 @@ impl Inspector<'_> {
                         _ => Err(Refusal::new(
                             "permission denied by pgwarden: a prepared statement holds one statement",
                         )),
+                    })
+                    .and_then(|a| {
+                        let text = a.server_text(&sql)?;
+                        Ok((a, text))
                     });
                 match analysis {
                     Err(r) => {
                         self.state.close(b'S', &name);
                         self.refuse_parse(sql, &r, out);
                     }
-                    Ok(a) => {
+                    Ok((a, text)) => {
                         let st = a.statements.first();
                         if let Some(st) = st {
                             self.state.apply(&st.effect);
@@ -508,7 +513,7 @@ impl Inspector<'_> {
                         let plan = st.and_then(|s| s.result.clone());
                         let reads = st.map(Reads::from).unwrap_or_default();
                         let sensitive = a.withholds_text();
-                        let server_sql: Option<Arc<str>> = a.server_text(&sql).map(Arc::from);
+                        let server_sql: Option<Arc<str>> = text.map(Arc::from);
                         match &server_sql {
                             Some(text) => parse_message(&name, text, &type_oids, out),
                             None => out.extend_from_slice(frame.bytes),
@@ -724,7 +729,10 @@ impl Inspector<'_> {
             .analyze(self.ctx, self.info, view, self.state, &sql)
             .await
             .map_err(|r| (sql.clone(), r))?;
-        let server_sql: Option<Arc<str>> = analysis.server_text(&sql).map(Arc::from);
+        let server_sql: Option<Arc<str>> = analysis
+            .server_text(&sql)
+            .map_err(|r| (sql.clone(), r))?
+            .map(Arc::from);
         if server_sql != prepared_as {
             // The server holds the statement as it was rewritten under the
             // old policy or schema: it must be prepared again.
