@@ -77,12 +77,20 @@ CREATE VIEW contact_view AS SELECT id, name, phone, city FROM customers;
 const USERS: &[&str] = &["ni_support", "ni_analyst", "ni_nobody"];
 
 struct World {
-    _cluster: PgCluster,
+    cluster: PgCluster,
     proxy: Proxy,
 }
 
 async fn world() -> World {
-    let cluster = tokio::task::spawn_blocking(|| PgCluster::start(&ClusterOptions::default()))
+    // Trusted logins, so that hand-made protocol sessions need no SCRAM.
+    let opts = ClusterOptions {
+        hba: USERS
+            .iter()
+            .map(|u| format!("host all {u} 127.0.0.1/32 trust"))
+            .collect(),
+        ..ClusterOptions::default()
+    };
+    let cluster = tokio::task::spawn_blocking(move || PgCluster::start(&opts))
         .await
         .unwrap()
         .expect("cluster");
@@ -118,10 +126,7 @@ async fn world() -> World {
     );
     let config = Config::parse(&text, Path::new("/tmp/ni.toml")).unwrap();
     let proxy = Proxy::start(config).await.expect("proxy starts");
-    World {
-        _cluster: cluster,
-        proxy,
-    }
+    World { cluster, proxy }
 }
 
 async fn connect(w: &World, user: &str, db: &str) -> Client {
@@ -651,5 +656,266 @@ async fn generated_statements_show_nothing_hidden() {
         leaks.len(),
         leaks.join("\n\n")
     );
+    w.proxy.shutdown().await;
+}
+
+/// A hand-made protocol session: the messages drivers never send in this
+/// order.
+struct Wire {
+    s: tokio::net::TcpStream,
+    out: Vec<u8>,
+}
+
+impl Wire {
+    async fn connect(w: &World, user: &str, db: &str) -> Wire {
+        use tokio::io::AsyncWriteExt;
+        let mut body = vec![0, 3, 0, 0];
+        for (k, v) in [("user", user), ("database", db)] {
+            body.extend_from_slice(k.as_bytes());
+            body.push(0);
+            body.extend_from_slice(v.as_bytes());
+            body.push(0);
+        }
+        body.push(0);
+        let mut startup = ((body.len() + 4) as i32).to_be_bytes().to_vec();
+        startup.extend(body);
+        let mut s = tokio::net::TcpStream::connect(w.proxy.addr).await.unwrap();
+        s.write_all(&startup).await.unwrap();
+        let mut wire = Wire { s, out: Vec::new() };
+        wire.answers(1).await;
+        wire
+    }
+
+    fn msg(&mut self, tag: u8, body: &[u8]) -> &mut Self {
+        self.out.push(tag);
+        self.out.extend(((body.len() + 4) as i32).to_be_bytes());
+        self.out.extend_from_slice(body);
+        self
+    }
+
+    fn cstrs(parts: &[&str]) -> Vec<u8> {
+        let mut b = Vec::new();
+        for p in parts {
+            b.extend_from_slice(p.as_bytes());
+            b.push(0);
+        }
+        b
+    }
+
+    fn parse(&mut self, name: &str, sql: &str) -> &mut Self {
+        let mut b = Self::cstrs(&[name, sql]);
+        b.extend(0i16.to_be_bytes());
+        self.msg(b'P', &b)
+    }
+
+    fn bind(&mut self, portal: &str, statement: &str) -> &mut Self {
+        let mut b = Self::cstrs(&[portal, statement]);
+        b.extend([0, 0, 0, 0, 0, 0]);
+        self.msg(b'B', &b)
+    }
+
+    fn execute(&mut self, portal: &str) -> &mut Self {
+        let mut b = Self::cstrs(&[portal]);
+        b.extend(0i32.to_be_bytes());
+        self.msg(b'E', &b)
+    }
+
+    fn close(&mut self, kind: u8, name: &str) -> &mut Self {
+        let mut b = vec![kind];
+        b.extend(Self::cstrs(&[name]));
+        self.msg(b'C', &b)
+    }
+
+    fn sync(&mut self) -> &mut Self {
+        self.msg(b'S', &[])
+    }
+
+    fn query(&mut self, sql: &str) -> &mut Self {
+        let b = Self::cstrs(&[sql]);
+        self.msg(b'Q', &b)
+    }
+
+    /// Send what was queued and read until `n` ReadyForQuery messages.
+    async fn answers(&mut self, n: usize) -> Vec<u8> {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let out = std::mem::take(&mut self.out);
+        self.s.write_all(&out).await.unwrap();
+        let mut got = Vec::new();
+        let mut ready = 0;
+        let mut at = 0;
+        let mut buf = [0u8; 8192];
+        while ready < n {
+            let k = tokio::time::timeout(std::time::Duration::from_secs(10), self.s.read(&mut buf))
+                .await
+                .expect("answers in time")
+                .unwrap();
+            assert!(k > 0, "closed: {}", String::from_utf8_lossy(&got));
+            got.extend_from_slice(&buf[..k]);
+            while got.len() >= at + 5 {
+                let len = i32::from_be_bytes(got[at + 1..at + 5].try_into().unwrap()) as usize;
+                if got.len() < at + 1 + len {
+                    break;
+                }
+                if got[at] == b'Z' {
+                    ready += 1;
+                }
+                at += 1 + len;
+            }
+        }
+        got
+    }
+}
+
+/// The raw values a statement-name trick would be after.
+fn raw_values(w: &World) -> Vec<String> {
+    w.cluster
+        .psql("ni_a", "\\pset format unaligned\n\\pset tuples_only on\nSELECT phone FROM customers UNION ALL SELECT name FROM customers WHERE length(name) > 2")
+        .unwrap()
+        .lines()
+        .filter(|l| l.starts_with("13") || l.chars().count() == 3)
+        .map(str::to_string)
+        .collect()
+}
+
+fn assert_hidden(what: &str, bytes: &[u8], raw: &[String]) {
+    let text = String::from_utf8_lossy(bytes);
+    for v in raw {
+        assert!(!text.contains(v.as_str()), "{what}: {v} came back: {text}");
+    }
+}
+
+fn refused(bytes: &[u8]) -> bool {
+    bytes.windows(7).any(|w| w == b"C42501\0")
+}
+
+/// What a statement, portal or cursor name means follows the server's
+/// answers: a second Parse, PREPARE or DECLARE the server rejects or
+/// skips never lends its plan to what the server still holds.
+#[tokio::test]
+async fn names_mean_what_the_server_holds() {
+    let w = world().await;
+    let raw = raw_values(&w);
+    assert!(raw.len() > 300, "{}", raw.len());
+    const U: &str = "select name, phone from customers where id = 1 union all select name, phone from customers where id = 2";
+    const DECOY: &str = "select 'a'::text as name, 'b'::text as phone";
+    for user in ["ni_analyst", "ni_support"] {
+        // A second Parse of a name in use: the server keeps the first.
+        let mut c = Wire::connect(&w, user, "ni_a").await;
+        c.parse("s1", "copy customers (id, name, phone) to stdout")
+            .sync();
+        c.answers(1).await;
+        c.parse("s1", "copy orders (id, amount) to stdout").sync();
+        c.answers(1).await;
+        let got = c.bind("", "s1").execute("").sync().answers(1).await;
+        assert_hidden("second Parse", &got, &raw);
+        assert!(refused(&got), "{}", String::from_utf8_lossy(&got));
+
+        // The same through SQL PREPARE, and a cursor in a savepoint.
+        let mut c = Wire::connect(&w, user, "ni_a").await;
+        let got = c
+            .query(&format!("PREPARE s2 AS {U}"))
+            .query(&format!("PREPARE s2 AS {DECOY}"))
+            .query("EXECUTE s2")
+            .answers(3)
+            .await;
+        assert_hidden("second PREPARE", &got, &raw);
+        let got = c
+            .query("BEGIN")
+            .query(&format!("DECLARE k CURSOR FOR {U}"))
+            .query("SAVEPOINT a")
+            .query(&format!("DECLARE k CURSOR FOR {DECOY}"))
+            .query("ROLLBACK TO a")
+            .query("FETCH ALL FROM k")
+            .query("ROLLBACK")
+            .answers(7)
+            .await;
+        assert_hidden("cursor in a savepoint", &got, &raw);
+
+        // SQL names used through the protocol, and the other way round.
+        let mut c = Wire::connect(&w, user, "ni_a").await;
+        let got = c.query(&format!("PREPARE s3 AS {U}")).answers(1).await;
+        assert!(!refused(&got) || user == "ni_support");
+        let got = c.bind("", "s3").execute("").sync().answers(1).await;
+        assert_hidden("SQL PREPARE through Bind", &got, &raw);
+        assert!(refused(&got));
+        let got = c
+            .query(&format!("BEGIN; DECLARE cur1 CURSOR FOR {U}"))
+            .answers(1)
+            .await;
+        let _ = got;
+        let got = c.execute("cur1").sync().answers(1).await;
+        assert_hidden("cursor through Execute", &got, &raw);
+        assert!(refused(&got));
+        c.query("ROLLBACK").answers(1).await;
+
+        // A Close and a Parse skipped after an error earlier in their
+        // block.
+        let mut c = Wire::connect(&w, user, "ni_a").await;
+        c.parse("s4", U).sync();
+        c.answers(1).await;
+        c.bind("", "nope")
+            .close(b'S', "s4")
+            .parse("s4", DECOY)
+            .sync();
+        c.answers(1).await;
+        let got = c.bind("", "s4").execute("").sync().answers(1).await;
+        assert_hidden("skipped Parse", &got, &raw);
+        assert!(refused(&got));
+
+        // A Parse rejected in an aborted transaction.
+        let mut c = Wire::connect(&w, user, "ni_a").await;
+        c.query("BEGIN").answers(1).await;
+        c.parse("s5", U).sync();
+        c.answers(1).await;
+        c.query("SELECT 1/0").answers(1).await;
+        c.parse("s5", DECOY).sync();
+        c.answers(1).await;
+        c.query("ROLLBACK").answers(1).await;
+        let got = c.bind("", "s5").execute("").sync().answers(1).await;
+        assert_hidden("Parse in an aborted transaction", &got, &raw);
+        assert!(refused(&got));
+
+        // What drivers do still works: a named statement used later.
+        let mut c = Wire::connect(&w, user, "ni_a").await;
+        c.parse("ok", "select id from customers where id = 3")
+            .sync();
+        c.answers(1).await;
+        let got = c.bind("", "ok").execute("").sync().answers(1).await;
+        assert!(!refused(&got), "{}", String::from_utf8_lossy(&got));
+        // One DataRow holding "3".
+        assert!(
+            got.windows(5).any(|x| x == b"\0\0\0\x013"),
+            "{}",
+            String::from_utf8_lossy(&got)
+        );
+    }
+    w.proxy.shutdown().await;
+}
+
+/// A lookup's candidates are counted whether they are written in the
+/// statement or bound as an array parameter.
+#[tokio::test]
+async fn lookup_arrays_are_counted_when_bound() {
+    let w = world().await;
+    let c = connect(&w, "ni_support", "ni_a").await;
+    let few: Vec<String> = (0..10).map(|i| format!("1317919{i:04}")).collect();
+    c.query("SELECT id FROM customers WHERE phone = ANY($1)", &[&few])
+        .await
+        .unwrap();
+    let many: Vec<String> = (0..10_000).map(|i| format!("131{i:04}0001")).collect();
+    let e = c
+        .query(
+            "SELECT count(*) FROM customers WHERE phone = ANY($1) AND id = 1",
+            &[&many],
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(e.code().map(|c| c.code()), Some("42501"), "{e}");
+    // EXECUTE's arguments are not bound parameters: such a PREPARE is refused.
+    let e = c
+        .simple_query("PREPARE pp(text[]) AS SELECT id FROM customers WHERE phone = ANY($1)")
+        .await
+        .unwrap_err();
+    assert_eq!(e.code().map(|c| c.code()), Some("42501"), "{e}");
     w.proxy.shutdown().await;
 }

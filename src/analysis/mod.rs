@@ -29,6 +29,7 @@ mod statement;
 mod tests;
 
 pub use flow::{Flow, Source};
+pub use query::MAX_LOOKUP_VALUES;
 pub use shape::shape;
 
 use crate::catalog::Schema;
@@ -217,6 +218,9 @@ pub struct Analyzed {
     /// It reads or writes a relation with classified columns the role may
     /// not see as stored: error and notice text is withheld.
     pub withholds_text: bool,
+    /// Bind parameters (from 1) holding the arrays of an equality lookup
+    /// on a classified column (`col = ANY($n)`): counted at each Bind.
+    pub lookup_arrays: Vec<usize>,
 }
 
 /// All statements of one message.

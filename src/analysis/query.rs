@@ -124,6 +124,8 @@ pub struct Analyzer<'e, 'a> {
     /// the role may not see as stored: server errors and notices lose
     /// their text, whatever columns the statement names.
     pub withholds_text: bool,
+    /// Bind parameters holding the arrays of lookups on classified columns.
+    pub lookup_arrays: Vec<usize>,
 }
 
 type R<T> = Result<T, Refusal>;
@@ -141,6 +143,7 @@ impl<'e, 'a> Analyzer<'e, 'a> {
             substitutions: Vec::new(),
             edits: Vec::new(),
             withholds_text: false,
+            lookup_arrays: Vec::new(),
         }
     }
 
@@ -1206,6 +1209,7 @@ impl<'e, 'a> Analyzer<'e, 'a> {
             substitutions: Vec::new(),
             edits: Vec::new(),
             withholds_text: false,
+            lookup_arrays: Vec::new(),
         };
         let out = inner.query(q, &Scope::default()).map_err(|_| fail())?;
         // A view of several relations may repeat the rows of each.
@@ -1710,7 +1714,14 @@ impl<'e, 'a> Analyzer<'e, 'a> {
             Expr::Nested(x) => self.array_values(x)?,
             Expr::Array(a) if a.elem.iter().all(is_literal) => Some(a.elem.len()),
             Expr::Value(v) => match &v.value {
-                Value::Placeholder(_) => Some(1),
+                Value::Placeholder(p) => {
+                    // Counted value by value when bound.
+                    match p.strip_prefix('$').and_then(|n| n.parse().ok()) {
+                        Some(n) => self.lookup_arrays.push(n),
+                        None => return Err(self.unsupported("this parameter")),
+                    }
+                    Some(1)
+                }
                 Value::SingleQuotedString(t) => {
                     self.reads_literals = true;
                     Some(t.matches(',').count() + 1)
@@ -1769,7 +1780,12 @@ impl<'e, 'a> Analyzer<'e, 'a> {
             } => {
                 let l = self.expr(left, scope)?;
                 let r = self.expr(right, scope)?;
+                let arrays = self.lookup_arrays.len();
                 let values = self.array_values(right)?;
+                if l.is_clean() && !l.is_bare_masked() {
+                    // Not a lookup on a classified column: nothing to count.
+                    self.lookup_arrays.truncate(arrays);
+                }
                 if values.is_some_and(|n| n > MAX_LOOKUP_VALUES) && !l.is_clean() {
                     return Err(self.too_many_values(&l));
                 }

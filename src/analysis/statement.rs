@@ -79,6 +79,7 @@ pub fn analyze(st: &Statement, env: &Env) -> R<(Analyzed, Vec<crate::rewrite::Ed
             effect,
             single_relation: a.relations == 1,
             withholds_text: a.withholds_text,
+            lookup_arrays: std::mem::take(&mut a.lookup_arrays),
             touched: Arc::new(a.touched),
             fetched,
             reads_literals: a.reads_literals || by_value,
@@ -166,6 +167,15 @@ fn run(a: &mut Analyzer, st: &Statement) -> R<Outcome> {
                 return Err(refuse(a, "PREPARE of this statement"));
             }
             let (p, _) = run(a, statement)?;
+            if !a.lookup_arrays.is_empty() {
+                // EXECUTE's arguments are not bound values pgwarden sees.
+                return Err(refuse(
+                    a,
+                    "PREPARE of a lookup that compares a classified column with an array \
+                     parameter (send it through the extended protocol, whose parameters are \
+                     counted)",
+                ));
+            }
             Ok((
                 None,
                 Effect::Prepare {

@@ -13,7 +13,7 @@ use crate::decision::Decision;
 use atomic_waker::AtomicWaker;
 use bytes::Bytes;
 use std::collections::{BTreeSet, VecDeque};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
@@ -81,6 +81,66 @@ fn append(to: &mut VecDeque<Pending>, from: &mut VecDeque<Pending>) {
     }
 }
 
+/// How the server answered a request that gives a name its meaning (a
+/// Parse, a Bind, a simple Query's PREPARE or DECLARE). The backend
+/// direction sets it from the server's replies; the frontend direction
+/// trusts a name only once the server confirmed it ([`Confirm::outcome`]).
+#[derive(Debug, Default)]
+pub struct Confirm {
+    /// 0: no answer yet; 1: done; 2: failed or skipped after an error.
+    state: AtomicU8,
+    /// A simple Query: how many of its statements completed before an
+    /// error (all of them when none failed).
+    succeeded: AtomicUsize,
+    notify: tokio::sync::Notify,
+}
+
+/// The server's answer to a request with a [`Confirm`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Outcome {
+    /// It did what it asked (for a Query: every statement completed).
+    pub done: bool,
+    /// A Query: the statements that completed before an error.
+    pub succeeded: usize,
+}
+
+impl Confirm {
+    fn resolve(&self, done: bool, succeeded: usize) {
+        self.succeeded.store(succeeded, Ordering::Relaxed);
+        self.state
+            .store(if done { 1 } else { 2 }, Ordering::Release);
+        self.notify.notify_waiters();
+    }
+
+    /// The answer, once the server gave it.
+    pub fn outcome(&self) -> Option<Outcome> {
+        match self.state.load(Ordering::Acquire) {
+            0 => None,
+            s => Some(Outcome {
+                done: s == 1,
+                succeeded: self.succeeded.load(Ordering::Relaxed),
+            }),
+        }
+    }
+
+    /// Wait for the answer.
+    pub async fn answered(&self) {
+        loop {
+            let notified = self.notify.notified();
+            if self.outcome().is_some() {
+                return;
+            }
+            notified.await;
+        }
+    }
+}
+
+fn resolve(c: &Option<Arc<Confirm>>, done: bool, succeeded: usize) {
+    if let Some(c) = c {
+        c.resolve(done, succeeded);
+    }
+}
+
 /// A request forwarded to the server, awaiting its response.
 #[derive(Debug)]
 pub enum Pending {
@@ -89,7 +149,9 @@ pub enum Pending {
     /// Parse of a statement; if it fails and no Execute follows, the
     /// failure is reported against this statement.
     Parse(Arc<Statement>),
-    Bind,
+    /// Bind, with the confirmation of the portal it creates (restricted
+    /// sessions).
+    Bind(Option<Arc<Confirm>>),
     /// Describe of a statement or portal, with the decision that rewrites
     /// its RowDescription.
     Describe(Option<Arc<Decision>>),
@@ -117,7 +179,8 @@ impl Pending {
             Pending::Query(s) | Pending::Parse(s) | Pending::Execute(s) => s.inspected(),
             Pending::Describe(d) => d.is_some(),
             Pending::Hidden | Pending::Reply(_) => true,
-            Pending::Bind | Pending::Close | Pending::Sync | Pending::FunctionCall => false,
+            Pending::Bind(c) => c.is_some(),
+            Pending::Close | Pending::Sync | Pending::FunctionCall => false,
         }
     }
 }
@@ -141,6 +204,9 @@ pub struct Statement {
     /// What each statement reads, as far as the analysis could tell
     /// (restricted roles, and full-access roles with an audit trail).
     pub reads: Option<Arc<[Reads]>>,
+    /// A Parse or Query whose success gives names a meaning (restricted
+    /// sessions): answered from the server's replies.
+    pub confirm: Option<Arc<Confirm>>,
 }
 
 /// What one statement of a request reads.
@@ -206,6 +272,7 @@ impl Statement {
             params: None,
             refusal: None,
             reads: None,
+            confirm: None,
         }
     }
 
@@ -227,17 +294,36 @@ impl Statement {
         })
     }
 
-    /// An Execute of a bound portal.
+    /// A Parse or Query under `decision` whose outcome `confirm` tells.
+    pub fn confirmed(
+        sql: Arc<str>,
+        extended: bool,
+        decision: Option<Arc<Decision>>,
+        reads: Option<Arc<[Reads]>>,
+        confirm: Arc<Confirm>,
+    ) -> Arc<Statement> {
+        Arc::new(Statement {
+            decision,
+            reads,
+            confirm: Some(confirm),
+            ..Self::base(sql, extended)
+        })
+    }
+
+    /// An Execute of a bound portal; `confirm` when its success gives a
+    /// name a meaning (a DECLARE or PREPARE run through the protocol).
     pub fn with_params(
         sql: Arc<str>,
         decision: Option<Arc<Decision>>,
         params: Option<Params>,
         reads: Arc<[Reads]>,
+        confirm: Option<Arc<Confirm>>,
     ) -> Arc<Statement> {
         Arc::new(Statement {
             decision,
             params,
             reads: Some(reads),
+            confirm,
             ..Self::base(sql, true)
         })
     }
@@ -336,6 +422,8 @@ pub struct Tracker {
     progress: Progress,
     /// Results already completed of the simple Query at the head.
     query_results: usize,
+    /// Of those, the ones that succeeded.
+    query_succeeded: usize,
 }
 
 /// What `observe` learned from one server message.
@@ -435,22 +523,31 @@ impl Tracker {
                 }
                 self.progress.bytes += len as u64;
             }
-            b'C' | b'I' => seen.completed = self.finish_result(command_tag, None, false),
+            b'C' | b'I' => {
+                if matches!(self.queue.front(), Some(Pending::Query(_))) {
+                    self.query_succeeded += 1;
+                }
+                seen.completed = self.finish_result(command_tag, None, false)
+            }
             b's' => seen.completed = self.finish_result(None, None, true),
             b'1' | b'2' | b'3' | b'n' => {
                 if matches!(self.queue.front(), Some(Pending::Hidden)) {
                     self.queue.pop_front();
                     seen.hidden = true;
-                } else {
-                    self.pop_if(|p| {
-                        matches!(
-                            p,
-                            Pending::Parse(_)
-                                | Pending::Bind
-                                | Pending::Close
-                                | Pending::Describe(_)
-                        )
-                    });
+                } else if matches!(
+                    self.queue.front(),
+                    Some(
+                        Pending::Parse(_)
+                            | Pending::Bind(_)
+                            | Pending::Close
+                            | Pending::Describe(_)
+                    )
+                ) {
+                    match self.queue.pop_front() {
+                        Some(Pending::Parse(s)) => resolve(&s.confirm, true, 0),
+                        Some(Pending::Bind(c)) => resolve(&c, true, 0),
+                        _ => {}
+                    }
                 }
             }
             b'T' => {
@@ -460,12 +557,20 @@ impl Tracker {
             b'Z' => {
                 seen.ready = true;
                 while let Some(p) = self.queue.pop_front() {
-                    if matches!(p, Pending::Query(_) | Pending::Sync | Pending::FunctionCall) {
-                        break;
+                    match p {
+                        Pending::Query(s) => {
+                            let all =
+                                s.confirm.is_some() && self.query_succeeded == self.query_results;
+                            resolve(&s.confirm, all, self.query_succeeded);
+                            break;
+                        }
+                        Pending::Sync | Pending::FunctionCall => break,
+                        other => failed(other),
                     }
                 }
                 self.progress = Progress::default();
                 self.query_results = 0;
+                self.query_succeeded = 0;
                 if self.queue.is_empty() {
                     self.inspected = false;
                 }
@@ -498,7 +603,10 @@ impl Tracker {
                 s.clone()
             }
             Some(Pending::Execute(_)) => match self.queue.pop_front() {
-                Some(Pending::Execute(s)) => s,
+                Some(Pending::Execute(s)) => {
+                    resolve(&s.confirm, sqlstate.is_none(), 0);
+                    s
+                }
                 _ => return None,
             },
             _ => return None,
@@ -526,7 +634,7 @@ impl Tracker {
             }
             Some(
                 Pending::Parse(_)
-                | Pending::Bind
+                | Pending::Bind(_)
                 | Pending::Describe(_)
                 | Pending::Close
                 | Pending::Hidden,
@@ -535,6 +643,11 @@ impl Tracker {
                 // parameters): report it against the Execute it prevented,
                 // or the Parse when nothing was to run.
                 let head = self.queue.pop_front();
+                match &head {
+                    Some(Pending::Parse(s)) => resolve(&s.confirm, false, 0),
+                    Some(Pending::Bind(c)) => resolve(c, false, 0),
+                    _ => {}
+                }
                 let prevented = self.skip_to_sync();
                 let statement = prevented.or(match head {
                     Some(Pending::Parse(s)) => Some(s),
@@ -564,19 +677,34 @@ impl Tracker {
         while let Some(p) = self.queue.front() {
             match p {
                 Pending::Parse(_)
-                | Pending::Bind
+                | Pending::Bind(_)
                 | Pending::Describe(_)
                 | Pending::Close
                 | Pending::Hidden
-                | Pending::Execute(_) => {
-                    if let Some(Pending::Execute(s)) = self.queue.pop_front() {
+                | Pending::Execute(_) => match self.queue.pop_front() {
+                    Some(Pending::Execute(s)) => {
+                        resolve(&s.confirm, false, 0);
                         first_execute.get_or_insert(s);
                     }
-                }
+                    Some(other) => failed(other),
+                    None => {}
+                },
                 _ => break,
             }
         }
         first_execute
+    }
+}
+
+/// A request the server skipped or failed: what it would have named
+/// means nothing.
+fn failed(p: Pending) {
+    match p {
+        Pending::Parse(s) | Pending::Query(s) | Pending::Execute(s) => {
+            resolve(&s.confirm, false, 0)
+        }
+        Pending::Bind(c) => resolve(&c, false, 0),
+        _ => {}
     }
 }
 
@@ -593,7 +721,7 @@ mod tests {
         let mut t = Tracker::default();
         for p in [
             Pending::Parse(stmt("select")),
-            Pending::Bind,
+            Pending::Bind(None),
             Pending::Describe(None),
             Pending::Execute(stmt("select")),
             Pending::Sync,
@@ -620,7 +748,7 @@ mod tests {
         let mut t = Tracker::default();
         for p in [
             Pending::Parse(stmt("x")),
-            Pending::Bind,
+            Pending::Bind(None),
             Pending::Execute(stmt("x")),
             Pending::Sync,
             Pending::Parse(stmt("y")),

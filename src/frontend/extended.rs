@@ -345,3 +345,85 @@ mod tests {
         assert!(Target::decode(b'C', b"Pc\0\0").is_err());
     }
 }
+
+/// The number of elements of an array parameter (every dimension
+/// counted), in the binary or text format; `None` when it is not an array
+/// this can read.
+pub fn array_len(value: &[u8], binary: bool) -> Option<usize> {
+    if binary {
+        let word = |i: usize| -> Option<i32> {
+            Some(i32::from_be_bytes(value.get(i..i + 4)?.try_into().ok()?))
+        };
+        let ndim = usize::try_from(word(0)?).ok()?;
+        let mut n: usize = if ndim == 0 { 0 } else { 1 };
+        for d in 0..ndim {
+            let size = usize::try_from(word(12 + 8 * d)?).ok()?;
+            n = n.checked_mul(size)?;
+        }
+        return Some(n);
+    }
+    let text = std::str::from_utf8(value).ok()?;
+    // `[1:3]={...}`: explicit bounds first.
+    let body = match text.find('=') {
+        Some(i) if text.starts_with('[') => &text[i + 1..],
+        _ => text,
+    };
+    let body = body.trim();
+    if !body.starts_with('{') {
+        return None;
+    }
+    let mut elements = 0;
+    let mut in_element = false;
+    let mut quoted = false;
+    let mut escaped = false;
+    for c in body.chars() {
+        if escaped {
+            escaped = false;
+            continue;
+        }
+        match c {
+            '\\' => escaped = true,
+            '"' => {
+                quoted = !quoted;
+                in_element = true;
+            }
+            _ if quoted => {}
+            '{' | '}' | ',' => {
+                if in_element {
+                    elements += 1;
+                }
+                in_element = false;
+            }
+            c if c.is_whitespace() => {}
+            _ => in_element = true,
+        }
+    }
+    (!quoted).then_some(elements)
+}
+
+#[cfg(test)]
+mod array_tests {
+    use super::array_len;
+
+    #[test]
+    fn arrays_are_counted_in_both_formats() {
+        assert_eq!(array_len(b"{}", false), Some(0));
+        assert_eq!(array_len(b"{a,b,c}", false), Some(3));
+        assert_eq!(array_len(b"{\"a,b\",\"c\\\"}\"}", false), Some(2));
+        assert_eq!(array_len(b"{{1,2},{3,4}}", false), Some(4));
+        assert_eq!(array_len(b"[1:2]={1,2}", false), Some(2));
+        assert_eq!(array_len(b"{NULL, x }", false), Some(2));
+        assert_eq!(array_len(b"abc", false), None);
+        // int4[] {1,2,3} in binary: ndim 1, no nulls, int4, size 3, lbound 1.
+        let mut b = Vec::new();
+        for w in [1i32, 0, 23, 3, 1] {
+            b.extend_from_slice(&w.to_be_bytes());
+        }
+        for v in [1i32, 2, 3] {
+            b.extend_from_slice(&4i32.to_be_bytes());
+            b.extend_from_slice(&v.to_be_bytes());
+        }
+        assert_eq!(array_len(&b, true), Some(3));
+        assert_eq!(array_len(&b[..10], true), None);
+    }
+}

@@ -18,10 +18,10 @@
 use super::enforce::{
     Enforcer, Standing, log_refusal, parse_message, query_message, refusal_extended, refusal_query,
 };
-use super::state::{Prepared, SessionState};
+use super::state::{Prepared, SessionState, Use};
 use super::{Error, SessionInfo};
 use crate::analysis::{Effect, Refusal, ResultPlan};
-use crate::backend::tracker::{Params, Pending, PendingQueue, Reads, Statement};
+use crate::backend::tracker::{Confirm, Params, Pending, PendingQueue, Reads, Statement};
 use crate::codec::{self, DecodeError};
 use crate::context::ProxyContext;
 use crate::decision::{Decision, RoleView};
@@ -164,6 +164,12 @@ async fn inspect_then_forward(
         let msg = FrontendMessage::decode(&frame, dctx).map_err(Error::Protocol)?;
         terminate = matches!(msg, FrontendMessage::Terminate);
         if let Some(msg) = inspector.inspect_now(msg, &frame, out) {
+            // A name changed in an earlier block and not yet confirmed:
+            // send what came before and wait for the server's answer.
+            while let Some(c) = inspector.unanswered(&msg) {
+                flush(inspector, wr, pending, out).await?;
+                c.answered().await;
+            }
             inspector.inspect(msg, &frame, out).await;
         }
         if terminate {
@@ -171,7 +177,17 @@ async fn inspect_then_forward(
         }
     }
     consume(buf, used, max).map_err(framing)?;
-    // Expectations go out before the bytes they answer to.
+    flush(inspector, wr, pending, out).await?;
+    Ok(terminate)
+}
+
+/// Send what was inspected so far, its expectations first.
+async fn flush(
+    inspector: &mut Inspector<'_>,
+    wr: &mut UpstreamWrite,
+    pending: &PendingQueue,
+    out: &mut BytesMut,
+) -> Result<(), Error> {
     pending.push_all(&mut inspector.batch);
     if !out.is_empty() {
         inspector
@@ -185,7 +201,7 @@ async fn inspect_then_forward(
             .map_err(|e| Error::UpstreamRead(e.to_string()))?;
         out.clear();
     }
-    Ok(terminate)
+    Ok(())
 }
 
 /// Keeps protocol state, applies policy decisions and queues expected
@@ -259,8 +275,14 @@ impl Inspector<'_> {
                     FrontendMessage::FunctionCall { .. } => {
                         self.refuse_query("<function call>".into(), &refusal, out)
                     }
-                    // Bind, Describe, Execute of statements never parsed
-                    // for this session fail on the server.
+                    // Statements prepared before are not run either.
+                    FrontendMessage::Bind(b) => {
+                        self.state.close(b'P', &b.portal);
+                        self.refuse_parse(Arc::from(""), &refusal, out)
+                    }
+                    FrontendMessage::Describe(_) | FrontendMessage::Execute(_) => {
+                        self.refuse_parse(Arc::from(""), &refusal, out)
+                    }
                     other => {
                         self.inspect_full_access(other).await;
                         out.extend_from_slice(frame.bytes);
@@ -345,7 +367,7 @@ impl Inspector<'_> {
                     b.result_formats(),
                     params,
                 );
-                self.expect(Pending::Bind);
+                self.expect(Pending::Bind(None));
             }
             FrontendMessage::Describe(_) => self.expect(Pending::Describe(None)),
             FrontendMessage::Execute(e) => {
@@ -358,14 +380,17 @@ impl Inspector<'_> {
                     .unwrap_or_else(unknown_portal);
                 debug!(sql = %sql, portal = %e.portal, "execute");
                 self.expect(Pending::Execute(Statement::with_params(
-                    sql, None, params, reads,
+                    sql, None, params, reads, None,
                 )));
             }
             FrontendMessage::Close(c) => {
                 self.state.close(c.kind, &c.name);
                 self.expect(Pending::Close);
             }
-            FrontendMessage::Sync => self.expect(Pending::Sync),
+            FrontendMessage::Sync => {
+                self.state.next_block();
+                self.expect(Pending::Sync);
+            }
             FrontendMessage::FunctionCall { function_oid } => {
                 warn!(user = %self.info.user, function_oid, "fast-path function call");
                 self.expect(Pending::FunctionCall);
@@ -422,6 +447,9 @@ impl Inspector<'_> {
         self.ctx.metrics.hot.statements_extended.inc();
         self.ctx.metrics.hot.queries_refuse.inc();
         refusal_extended(&r.message, out);
+        // The refusal replaces the server's unnamed statement and portal.
+        self.state.close(b'S', "");
+        self.state.close(b'P', "");
         let d = self.refusal_decision();
         self.expect(Pending::Hidden);
         self.expect(Pending::Hidden);
@@ -439,6 +467,7 @@ impl Inspector<'_> {
     ) {
         match msg {
             FrontendMessage::Query(sql) => {
+                self.certain(Use::Sql);
                 let analysis = self
                     .enforcer
                     .analyze(self.ctx, self.info, view, self.state, &sql)
@@ -456,6 +485,11 @@ impl Inspector<'_> {
                         for st in &a.statements {
                             self.state.apply(&st.effect);
                         }
+                        let confirm = Arc::new(Confirm::default());
+                        self.state.query_tentative(
+                            a.statements.iter().map(|s| s.effect.clone()).collect(),
+                            confirm.clone(),
+                        );
                         let results: Vec<_> =
                             a.statements.iter().map(|s| s.result.clone()).collect();
                         let rewritten = a.rewrite.is_some();
@@ -473,19 +507,23 @@ impl Inspector<'_> {
                             Some(text) => query_message(&text, out),
                             None => out.extend_from_slice(frame.bytes),
                         }
-                        self.expect(Pending::Query(Statement::decided(
+                        self.expect(Pending::Query(Statement::confirmed(
                             sql,
                             false,
                             d,
                             Some(reads),
+                            confirm,
                         )));
                     }
                 }
+                // Like a Sync, a Query ends a block.
+                self.state.next_block();
             }
             FrontendMessage::Parse(p) => {
                 let name = p.name.unwrap_or_default();
                 let type_oids = p.type_oids;
                 let sql: Arc<str> = p.query.into();
+                self.certain(Use::Sql);
                 let analysis = self
                     .enforcer
                     .analyze(self.ctx, self.info, view, self.state, &sql)
@@ -506,47 +544,58 @@ impl Inspector<'_> {
                         self.refuse_parse(sql, &r, out);
                     }
                     Ok((a, text)) => {
-                        let st = a.statements.first();
-                        if let Some(st) = st {
-                            self.state.apply(&st.effect);
-                        }
-                        let plan = st.and_then(|s| s.result.clone());
-                        let reads = st.map(Reads::from).unwrap_or_default();
+                        // A DECLARE or PREPARE in it takes effect when it
+                        // is executed.
                         let sensitive = a.withholds_text();
                         let server_sql: Option<Arc<str>> = text.map(Arc::from);
                         match &server_sql {
                             Some(text) => parse_message(&name, text, &type_oids, out),
                             None => out.extend_from_slice(frame.bytes),
                         }
-                        self.state.parse(
-                            &name,
-                            Prepared::rewritten(
-                                sql.clone(),
-                                plan.clone(),
-                                sensitive,
-                                Some(view.clone()),
-                                reads.clone(),
-                                server_sql,
-                            ),
+                        let prepared = Prepared::analysed(
+                            sql.clone(),
+                            a.statements.first(),
+                            sensitive,
+                            view.clone(),
+                            server_sql,
                         );
+                        let (plan, reads) = (prepared.plan.clone(), prepared.reads.clone());
+                        self.state.parse(&name, prepared);
+                        let confirm = Arc::new(Confirm::default());
+                        self.state.parse_tentative(&name, confirm.clone());
                         let d =
                             self.decision(view, vec![plan], Vec::new(), sensitive, false, false);
-                        self.expect(Pending::Parse(Statement::decided(
+                        self.expect(Pending::Parse(Statement::confirmed(
                             sql,
                             true,
                             d,
                             Some(Arc::new([reads])),
+                            confirm,
                         )));
                     }
                 }
             }
             FrontendMessage::Bind(b) => {
                 let name = &*b.statement;
+                self.certain(Use::Statement(name));
+                if self.state.statements.get(name).is_none() {
+                    self.state.close(b'P', &b.portal);
+                    let r = unknown_name("prepared statement", name);
+                    self.refuse_parse(Arc::from(""), &r, out);
+                    return;
+                }
                 if let Err((sql, r)) = self.refresh_statement(view, name).await {
                     // Refused under the policy now in force: the Bind
                     // fails, and the server skips to the next Sync.
                     self.state.close(b'S', name);
+                    self.state.close(b'P', &b.portal);
                     self.refuse_parse(sql, &r, out);
+                    return;
+                }
+                if let Err(r) = self.lookup_arrays(&b) {
+                    self.state.close(b'P', &b.portal);
+                    let sql = self.state.statements.get(name).map(|p| p.sql.clone());
+                    self.refuse_parse(sql.unwrap_or_default(), &r, out);
                     return;
                 }
                 let plan = self.state.statements.get(name).and_then(|p| p.plan.clone());
@@ -578,9 +627,27 @@ impl Inspector<'_> {
                     self.state
                         .bind(&b.portal, name, formats, b.result_formats(), params);
                 }
-                self.expect(Pending::Bind);
+                let confirm = Arc::new(Confirm::default());
+                self.state.bind_tentative(&b.portal, confirm.clone());
+                self.expect(Pending::Bind(Some(confirm)));
             }
             FrontendMessage::Describe(d) => {
+                let known = if d.kind == b'S' {
+                    self.certain(Use::Statement(&d.name));
+                    self.state.statements.get(&d.name).is_some()
+                } else {
+                    self.certain(Use::Portal(&d.name));
+                    self.state.portal(&d.name).is_some()
+                };
+                if !known {
+                    let what = if d.kind == b'S' {
+                        "prepared statement"
+                    } else {
+                        "portal"
+                    };
+                    self.refuse_parse(Arc::from(""), &unknown_name(what, &d.name), out);
+                    return;
+                }
                 if d.kind == b'S' {
                     if let Err((sql, r)) = self.refresh_statement(view, &d.name).await {
                         self.state.close(b'S', &d.name);
@@ -622,22 +689,22 @@ impl Inspector<'_> {
                 self.expect(Pending::Describe(dec));
             }
             FrontendMessage::Execute(e) => {
-                let (sql, plan, formats, sensitive, reads, params, rewritten) =
-                    match self.state.portal(&e.portal) {
-                        Some(p) => (
-                            p.statement.sql.clone(),
-                            p.statement.plan.clone(),
-                            p.formats.clone(),
-                            p.statement.sensitive,
-                            p.reads.clone(),
-                            p.params.clone(),
-                            p.statement.server_sql.is_some(),
-                        ),
-                        None => {
-                            let (sql, params, reads) = unknown_portal();
-                            (sql, None, Vec::new(), false, reads, params, false)
-                        }
-                    };
+                self.certain(Use::Portal(&e.portal));
+                let Some(p) = self.state.portal(&e.portal) else {
+                    let r = unknown_name("portal", &e.portal);
+                    self.refuse_parse(Arc::from(""), &r, out);
+                    return;
+                };
+                let (sql, plan, formats, sensitive, reads, params, rewritten, effect) = (
+                    p.statement.sql.clone(),
+                    p.statement.plan.clone(),
+                    p.formats.clone(),
+                    p.statement.sensitive,
+                    p.reads.clone(),
+                    p.params.clone(),
+                    p.statement.server_sql.is_some(),
+                    p.statement.effect.clone(),
+                );
                 if reads.iter().any(|r| !r.touched.is_empty()) {
                     if let Err(r) = self.admit() {
                         // In place of the Execute: a refusal the server
@@ -649,13 +716,19 @@ impl Inspector<'_> {
                 self.count(rewritten || plan.is_some(), true);
                 let d = self.decision(view, vec![plan], formats, sensitive, false, rewritten);
                 out.extend_from_slice(frame.bytes);
+                let confirm = (effect != Effect::None).then(|| {
+                    let c = Arc::new(Confirm::default());
+                    self.state.apply(&effect);
+                    self.state.query_tentative(vec![effect], c.clone());
+                    c
+                });
                 self.expect(Pending::Execute(Statement::with_params(
-                    sql, d, params, reads,
+                    sql, d, params, reads, confirm,
                 )));
             }
             FrontendMessage::FunctionCall { function_oid } => {
                 let r = Refusal::new(format!(
-                    "permission denied by pgwarden: fast-path function calls (function {function_oid})                      are refused for role {}",
+                    "permission denied by pgwarden: fast-path function calls (function {function_oid}) are refused for role {}",
                     view.role
                 ));
                 self.refuse_query("<function call>".into(), &r, out);
@@ -709,6 +782,52 @@ impl Inspector<'_> {
         Some(super::trail::bind_params(b, hash))
     }
 
+    /// Refuse a Bind whose lookup arrays compare a classified column with
+    /// more values than a lookup may.
+    fn lookup_arrays(&self, b: &Bind<'_>) -> Result<(), Refusal> {
+        let Some(p) = self.state.statements.get(&b.statement) else {
+            return Ok(());
+        };
+        for &i in &p.lookup_arrays {
+            let Some(Some(value)) = b.params().nth(i - 1) else {
+                continue;
+            };
+            let n = crate::frontend::extended::array_len(value, b.param_format(i - 1) == 1);
+            if n.is_none_or(|n| n > crate::analysis::MAX_LOOKUP_VALUES) {
+                return Err(Refusal::new(format!(
+                    "permission denied by pgwarden: parameter ${i} compares a classified column \
+                     with more than {} values (or with an array pgwarden cannot count); a lookup \
+                     may compare it with at most {}",
+                    crate::analysis::MAX_LOOKUP_VALUES,
+                    crate::analysis::MAX_LOOKUP_VALUES
+                )));
+            }
+        }
+        Ok(())
+    }
+
+    /// The confirmation `msg` must wait for: an earlier block's change
+    /// of a name it uses that the server has not answered yet.
+    fn unanswered(&mut self, msg: &FrontendMessage<'_>) -> Option<Arc<Confirm>> {
+        self.state.settle();
+        let u = match msg {
+            FrontendMessage::Query(_) | FrontendMessage::Parse(_) => Use::Sql,
+            FrontendMessage::Bind(b) => Use::Statement(&b.statement),
+            FrontendMessage::Describe(d) if d.kind == b'S' => Use::Statement(&d.name),
+            FrontendMessage::Describe(d) => Use::Portal(&d.name),
+            FrontendMessage::Execute(e) => Use::Portal(&e.portal),
+            _ => return None,
+        };
+        self.state.unanswered(u)
+    }
+
+    /// Take the server's answers so far into account before `u` is used
+    /// (the caller waited for those `u` depends on).
+    fn certain(&mut self, u: Use<'_>) {
+        self.state.settle();
+        debug_assert!(self.state.unanswered(u).is_none() || matches!(u, Use::Sql));
+    }
+
     /// Analyse prepared statement `name` again if the policy or schema
     /// changed since it was parsed; on refusal, its SQL and the refusal.
     async fn refresh_statement(
@@ -719,7 +838,9 @@ impl Inspector<'_> {
         let Some(p) = self.state.statements.get(name) else {
             return Ok(());
         };
-        if p.view.as_ref().is_none_or(|v| Arc::ptr_eq(v, view)) {
+        // (A statement parsed while the login had full access has no view:
+        // it is analysed now.)
+        if p.view.as_ref().is_some_and(|v| Arc::ptr_eq(v, view)) {
             return Ok(());
         }
         let sql = p.sql.clone();
@@ -744,13 +865,11 @@ impl Inspector<'_> {
                 ),
             ));
         }
-        let st = analysis.statements.first();
-        let refreshed = Prepared::rewritten(
+        let refreshed = Prepared::analysed(
             sql.clone(),
-            st.and_then(|s| s.result.clone()),
+            analysis.statements.first(),
             analysis.withholds_text(),
-            Some(view.clone()),
-            st.map(Reads::from).unwrap_or_default(),
+            view.clone(),
             server_sql,
         );
         self.state.parse(name, refreshed);
@@ -802,6 +921,14 @@ impl Inspector<'_> {
             }
         }
     }
+}
+
+/// A name whose meaning pgwarden does not hold for certain.
+fn unknown_name(what: &str, name: &str) -> Refusal {
+    Refusal::new(format!(
+        "permission denied by pgwarden: {what} \"{name}\" was not created through pgwarden in \
+         this session, or the server did not confirm it; using it is refused"
+    ))
 }
 
 /// An Execute of a portal the session does not know: the server will

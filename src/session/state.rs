@@ -4,11 +4,21 @@
 //!
 //! Analysis looks up what an Execute, FETCH or EXECUTE will return here.
 //! Maps are capped so a client cannot grow them without end.
+//!
+//! What a name means follows the server, not the client's requests: a
+//! Parse, Bind, PREPARE or DECLARE of a restricted session takes effect
+//! at once, as the messages after it in the same Sync block (or the same
+//! Query) run only if it succeeded, but stays [`Tentative`] until the
+//! server confirms it. When the server rejects or skips it (a name already
+//! in use, an error earlier in the pipeline, an aborted transaction), the
+//! name it set means nothing any more: its later use is refused, never
+//! run with a plan the server does not hold.
 
-use crate::analysis::{Effect, Remembered, ResultPlan, SessionLookup};
-use crate::backend::tracker::{Params, Reads};
+use crate::analysis::{Analyzed, Effect, Remembered, ResultPlan, SessionLookup};
+use crate::backend::tracker::{Confirm, Params, Reads};
 use crate::decision::RoleView;
 use crate::fastmap::FastMap;
+use std::collections::VecDeque;
 use std::sync::Arc;
 
 /// Most entries kept in each map; PostgreSQL drops portals and cursors at
@@ -30,6 +40,12 @@ pub struct Prepared {
     pub reads: Reads,
     /// The text the server prepared in place of `sql`, when rewritten.
     pub server_sql: Option<Arc<str>>,
+    /// What an Execute of it does to session state (a DECLARE or PREPARE
+    /// sent through the protocol), applied when it runs.
+    pub effect: Effect,
+    /// Bind parameters (from 1) holding the arrays of an equality lookup
+    /// on a classified column: counted value by value at each Bind.
+    pub lookup_arrays: Vec<usize>,
     /// What each Execute of a statement without classified columns reads:
     /// shared by all of them, as nothing is counted per portal.
     unclassified_reads: Option<Arc<[Reads]>>,
@@ -43,19 +59,6 @@ impl Prepared {
         view: Option<Arc<RoleView>>,
         reads: Reads,
     ) -> Arc<Prepared> {
-        Self::rewritten(sql, plan, sensitive, view, reads, None)
-    }
-
-    /// A statement the server prepared as `server_sql` (the rewrite of
-    /// `sql`, when there is one).
-    pub fn rewritten(
-        sql: Arc<str>,
-        plan: Option<Arc<ResultPlan>>,
-        sensitive: bool,
-        view: Option<Arc<RoleView>>,
-        reads: Reads,
-        server_sql: Option<Arc<str>>,
-    ) -> Arc<Prepared> {
         let unclassified_reads = reads.touched.is_empty().then(|| Arc::from([reads.clone()]));
         Arc::new(Prepared {
             sql,
@@ -63,7 +66,34 @@ impl Prepared {
             sensitive,
             view,
             reads,
+            server_sql: None,
+            effect: Effect::None,
+            lookup_arrays: Vec::new(),
+            unclassified_reads,
+        })
+    }
+
+    /// A restricted session's statement as analysed under `view` (`st`:
+    /// its one statement, if any), prepared on the server as `server_sql`
+    /// (its rewrite, when there is one).
+    pub fn analysed(
+        sql: Arc<str>,
+        st: Option<&Analyzed>,
+        sensitive: bool,
+        view: Arc<RoleView>,
+        server_sql: Option<Arc<str>>,
+    ) -> Arc<Prepared> {
+        let reads = st.map(Reads::from).unwrap_or_default();
+        let unclassified_reads = reads.touched.is_empty().then(|| Arc::from([reads.clone()]));
+        Arc::new(Prepared {
+            sql,
+            plan: st.and_then(|s| s.result.clone()),
+            sensitive,
+            view: Some(view),
+            reads,
             server_sql,
+            effect: st.map(|s| s.effect.clone()).unwrap_or(Effect::None),
+            lookup_arrays: st.map(|s| s.lookup_arrays.clone()).unwrap_or_default(),
             unclassified_reads,
         })
     }
@@ -93,6 +123,8 @@ pub struct Portal {
     pub params: Option<Params>,
     /// What an Execute of it reads (see [`Prepared::portal_reads`]).
     pub reads: Arc<[Reads]>,
+    /// Tells this Bind's portal from an earlier one of the same name.
+    id: u64,
 }
 
 /// Prepared statements or portals by name. The unnamed one, which most
@@ -161,6 +193,53 @@ pub struct SessionState {
     pub cursors: FastMap<String, Remembered>,
     /// Statements prepared with SQL PREPARE.
     pub sql_prepared: FastMap<String, Remembered>,
+    /// Changes the server has not confirmed yet, oldest first.
+    tentative: VecDeque<Tentative>,
+    /// The current Sync block (or simple Query), counted from 0.
+    block: u64,
+    portal_ids: u64,
+}
+
+/// A change of what names mean, awaiting the server's answer.
+#[derive(Debug)]
+struct Tentative {
+    change: Change,
+    confirm: Arc<Confirm>,
+    block: u64,
+}
+
+#[derive(Debug)]
+enum Change {
+    Statement {
+        name: String,
+        set: Arc<Prepared>,
+    },
+    Portal {
+        name: String,
+        id: u64,
+    },
+    /// The effects of a simple Query's statements, in order.
+    Query(Vec<Effect>),
+}
+
+/// A name a request uses.
+#[derive(Debug, Clone, Copy)]
+pub enum Use<'n> {
+    Statement(&'n str),
+    Portal(&'n str),
+    /// Cursors and SQL prepared statements (any of them).
+    Sql,
+}
+
+impl Change {
+    fn touches(&self, u: Use<'_>) -> bool {
+        match (self, u) {
+            (Change::Statement { name, .. }, Use::Statement(n)) => name == n,
+            (Change::Portal { name, .. }, Use::Portal(n)) => name == n,
+            (Change::Query(_), Use::Sql) => true,
+            _ => false,
+        }
+    }
 }
 
 fn insert_capped<V>(map: &mut FastMap<String, V>, name: String, v: V) {
@@ -188,6 +267,7 @@ impl SessionState {
     ) -> Option<&Portal> {
         let statement = self.statements.get(statement)?.clone();
         let reads = statement.portal_reads(sent_formats);
+        self.portal_ids += 1;
         self.portals.put(
             portal,
             Portal {
@@ -195,9 +275,122 @@ impl SessionState {
                 formats,
                 params,
                 reads,
+                id: self.portal_ids,
             },
         );
         self.portals.get(portal)
+    }
+
+    /// A Sync or a simple Query starts a new block: after an error the
+    /// server skips only to the end of the block it is in.
+    pub fn next_block(&mut self) {
+        self.block += 1;
+    }
+
+    /// The Parse of `name` just put in place awaits `confirm`.
+    pub fn parse_tentative(&mut self, name: &str, confirm: Arc<Confirm>) {
+        if let Some(set) = self.statements.get(name).cloned() {
+            self.push_tentative(
+                Change::Statement {
+                    name: name.to_string(),
+                    set,
+                },
+                confirm,
+            );
+        }
+    }
+
+    /// The Bind of portal `name` just put in place awaits `confirm`.
+    pub fn bind_tentative(&mut self, name: &str, confirm: Arc<Confirm>) {
+        if let Some(p) = self.portals.get(name) {
+            let id = p.id;
+            self.push_tentative(
+                Change::Portal {
+                    name: name.to_string(),
+                    id,
+                },
+                confirm,
+            );
+        }
+    }
+
+    /// The effects of a simple Query's statements, applied, await
+    /// `confirm`.
+    pub fn query_tentative(&mut self, effects: Vec<Effect>, confirm: Arc<Confirm>) {
+        if effects
+            .iter()
+            .any(|e| matches!(e, Effect::DeclareCursor { .. } | Effect::Prepare { .. }))
+        {
+            self.push_tentative(Change::Query(effects), confirm);
+        }
+    }
+
+    fn push_tentative(&mut self, change: Change, confirm: Arc<Confirm>) {
+        if self.tentative.len() >= MAX_ENTRIES {
+            // A client that never reads its answers: forget everything
+            // rather than trust anything.
+            self.apply(&Effect::DiscardAll);
+            self.tentative.clear();
+        }
+        self.tentative.push_back(Tentative {
+            change,
+            confirm,
+            block: self.block,
+        });
+    }
+
+    /// Take the server's answers so far into account, oldest first: a
+    /// change it failed or skipped no longer holds.
+    pub fn settle(&mut self) {
+        while let Some(outcome) = self.tentative.front().and_then(|t| t.confirm.outcome()) {
+            let t = self.tentative.pop_front().expect("front");
+            if outcome.done {
+                continue;
+            }
+            match t.change {
+                Change::Statement { name, set } => {
+                    if self
+                        .statements
+                        .get(&name)
+                        .is_some_and(|p| Arc::ptr_eq(p, &set))
+                    {
+                        self.statements.remove(&name);
+                    }
+                }
+                Change::Portal { name, id } => {
+                    if self.portals.get(&name).is_some_and(|p| p.id == id) {
+                        self.portals.remove(&name);
+                    }
+                }
+                Change::Query(effects) => {
+                    for e in effects.iter().skip(outcome.succeeded) {
+                        match e {
+                            Effect::DeclareCursor { name, cursor }
+                                if self.cursors.get(name) == Some(cursor) =>
+                            {
+                                self.cursors.remove(name);
+                            }
+                            Effect::Prepare { name, statement }
+                                if self.sql_prepared.get(name) == Some(statement) =>
+                            {
+                                self.sql_prepared.remove(name);
+                            }
+                            _ => {}
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// The confirmation to wait for before `u` can be trusted: a change
+    /// of it made in an earlier block that the server has not answered.
+    /// (Within the block, a failure would make the server skip the use.)
+    pub fn unanswered(&self, u: Use<'_>) -> Option<Arc<Confirm>> {
+        self.tentative
+            .iter()
+            .find(|t| t.block < self.block && t.confirm.outcome().is_none() && t.change.touches(u))
+            .map(|t| t.confirm.clone())
     }
 
     pub fn portal(&self, portal: &str) -> Option<&Portal> {
@@ -320,6 +513,48 @@ mod tests {
         assert!(!Arc::ptr_eq(&fa, &fb));
         assert_eq!(a[0].formats.as_deref(), Some(&[1, 0][..]));
         assert!(a[0].binary(0) && !a[0].binary(1));
+    }
+
+    /// A Parse the server rejects or skips leaves its name meaning
+    /// nothing; one it confirms stands.
+    #[test]
+    fn names_follow_the_servers_answers() {
+        use crate::backend::tracker::{Pending, Statement, Tracker};
+        let mut s = SessionState::default();
+        let mut t = Tracker::default();
+        let parse = |s: &mut SessionState, t: &mut Tracker, name: &str, sql: &str| {
+            s.parse(name, prepared(sql));
+            let c = Arc::new(Confirm::default());
+            s.parse_tentative(name, c.clone());
+            t.push(Pending::Parse(Statement::confirmed(
+                sql.into(),
+                true,
+                None,
+                None,
+                c,
+            )));
+            t.push(Pending::Sync);
+            s.next_block();
+        };
+        parse(&mut s, &mut t, "s1", "select secret");
+        // Not answered yet: a use in a later block must wait.
+        assert!(s.unanswered(Use::Statement("s1")).is_some());
+        t.observe(b'1', 5, None, None);
+        t.observe(b'Z', 6, None, None);
+        s.settle();
+        assert!(s.unanswered(Use::Statement("s1")).is_none());
+        // A second Parse of the name: the server says 42P05.
+        parse(&mut s, &mut t, "s1", "select decoy");
+        t.observe(b'E', 50, Some("42P05"), None);
+        t.observe(b'Z', 6, None, None);
+        s.settle();
+        assert!(s.statements.get("s1").is_none());
+        // A confirmed Parse stands.
+        parse(&mut s, &mut t, "s2", "select 2");
+        t.observe(b'1', 5, None, None);
+        t.observe(b'Z', 6, None, None);
+        s.settle();
+        assert_eq!(s.statements.get("s2").map(|p| &*p.sql), Some("select 2"));
     }
 
     #[test]
