@@ -50,6 +50,7 @@ roles:
     lookup: equality
     limits:
       rows_per_query: 200
+      statement_timeout_ms: 500
       on_exceed: block
   analyst:
     users: [analyst_wu]
@@ -543,4 +544,57 @@ async fn distinct_customers_are_counted_alerted_and_blocked() {
         .collect();
     assert_eq!(lifted.len(), 1);
     assert_eq!(lifted[0].user.as_deref(), Some("intern_sun"));
+}
+
+/// The role's statement timeout is set at login and holds: the role may
+/// lower it, never raise or lift it, not even with its own startup
+/// options.
+#[tokio::test]
+async fn the_roles_statement_timeout_holds() {
+    let env = start().await;
+    let show = |msgs: Vec<SimpleQueryMessage>| -> String {
+        msgs.into_iter()
+            .find_map(|m| match m {
+                SimpleQueryMessage::Row(r) => r.get(0).map(str::to_string),
+                _ => None,
+            })
+            .unwrap()
+    };
+    let c = env.connect("agent_li").await;
+    assert_eq!(show(c.simple_query("SHOW statement_timeout").await.unwrap()), "500ms");
+    let e = c
+        .simple_query("SELECT count(*) FROM generate_series(1, 500000000)")
+        .await
+        .unwrap_err();
+    assert_eq!(e.code().map(|c| c.code()), Some("57014"), "{e}");
+    for sql in [
+        "SET statement_timeout = 0",
+        "SET statement_timeout = '10min'",
+        "SET statement_timeout TO 501",
+        "SET LOCAL statement_timeout = '1h'",
+        "SET statement_timeout = 'forever'",
+    ] {
+        let e = c.simple_query(sql).await.unwrap_err();
+        assert_eq!(e.code().map(|c| c.code()), Some("42501"), "{sql}: {e}");
+    }
+    c.simple_query("SET statement_timeout = '100ms'").await.unwrap();
+    assert_eq!(show(c.simple_query("SHOW statement_timeout").await.unwrap()), "100ms");
+    c.simple_query("RESET statement_timeout").await.unwrap();
+    assert_eq!(show(c.simple_query("SHOW statement_timeout").await.unwrap()), "500ms");
+    // The client's own startup options lose to the role's.
+    let (c, conn) = tokio_postgres::Config::new()
+        .host("127.0.0.1")
+        .port(env.proxy.addr.port())
+        .user("agent_li")
+        .password("agent_li")
+        .dbname(pgwarden::demo::DATABASE)
+        .options("-c statement_timeout=0")
+        .connect(tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    tokio::spawn(conn);
+    assert_eq!(show(c.simple_query("SHOW statement_timeout").await.unwrap()), "500ms");
+    // Full access: untouched.
+    let d = env.connect("dba_zhang").await;
+    assert_eq!(show(d.simple_query("SHOW statement_timeout").await.unwrap()), "0");
 }

@@ -584,9 +584,14 @@ fn copy(
     Ok((p, Effect::None))
 }
 
-fn setting_allowed(name: &str, value: Option<&Expr>) -> bool {
+fn setting_allowed(name: &str, value: Option<&Expr>, timeout_ms: Option<u64>) -> bool {
     let v = value.map(|e| e.to_string().trim_matches('\'').to_ascii_lowercase());
     match name {
+        // The role's timeout may be lowered, never raised or lifted.
+        "statement_timeout" if timeout_ms.is_some() => match v.as_deref() {
+            None | Some("default") => true,
+            Some(v) => duration_ms(v).is_some_and(|ms| ms > 0 && Some(ms) <= timeout_ms),
+        },
         "client_encoding" | "names" => {
             matches!(
                 v.as_deref(),
@@ -601,11 +606,34 @@ fn setting_allowed(name: &str, value: Option<&Expr>) -> bool {
     }
 }
 
+/// A duration setting's value in milliseconds: a number (milliseconds)
+/// or a number with a unit (`ms`, `s`, `min`, `h`, `d`), as PostgreSQL
+/// reads `statement_timeout`.
+fn duration_ms(v: &str) -> Option<u64> {
+    let v = v.trim();
+    let split = v
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(v.len());
+    let (num, unit) = v.split_at(split);
+    let n: f64 = num.parse().ok()?;
+    let scale = match unit.trim() {
+        "" | "ms" => 1.0,
+        "s" => 1_000.0,
+        "min" => 60_000.0,
+        "h" => 3_600_000.0,
+        "d" => 86_400_000.0,
+        _ => return None,
+    };
+    let ms = (n * scale).round();
+    (ms.is_finite() && ms >= 0.0 && ms <= i32::MAX as f64).then_some(ms as u64)
+}
+
 fn set_statement(a: &Analyzer, set: &ast::Set) -> R<()> {
     use ast::Set as S;
+    let timeout = a.env.role.limits.statement_timeout_ms;
     let check = |name: &ObjectName, values: &[Expr]| -> R<()> {
         let n = name_parts(name).map(|p| p.join(".")).unwrap_or_default();
-        if setting_allowed(&n, values.first()) {
+        if setting_allowed(&n, values.first(), timeout) {
             Ok(())
         } else {
             Err(refuse(a, &format!("SET {n}")))
@@ -623,7 +651,11 @@ fn set_statement(a: &Analyzer, set: &ast::Set) -> R<()> {
         }
         S::SetTimeZone { .. } | S::SetTransaction { .. } => Ok(()),
         S::SetNames { charset_name, .. } => {
-            if setting_allowed("names", Some(&Expr::Identifier(charset_name.clone()))) {
+            if setting_allowed(
+                "names",
+                Some(&Expr::Identifier(charset_name.clone())),
+                timeout,
+            ) {
                 Ok(())
             } else {
                 Err(refuse(a, "SET NAMES other than UTF8"))

@@ -82,6 +82,7 @@ struct RawLimits {
     rows_per_query: Option<u64>,
     classified_rows_per_hour: Option<u64>,
     distinct_subjects: Option<RawSubjects>,
+    statement_timeout_ms: Option<u64>,
     on_exceed: Option<Key>,
 }
 
@@ -492,6 +493,7 @@ fn build_role(
         for (n, v) in [
             ("rows_per_query", lim.rows_per_query),
             ("classified_rows_per_hour", lim.classified_rows_per_hour),
+            ("statement_timeout_ms", lim.statement_timeout_ms),
         ] {
             if v == Some(0) {
                 cx.err(
@@ -515,6 +517,7 @@ fn build_role(
             rows_per_query: lim.rows_per_query,
             classified_rows_per_hour: lim.classified_rows_per_hour,
             distinct_subjects,
+            statement_timeout_ms: lim.statement_timeout_ms,
             on_exceed,
         };
     }

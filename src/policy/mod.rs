@@ -92,6 +92,10 @@ pub struct Limits {
     pub rows_per_query: Option<u64>,
     pub classified_rows_per_hour: Option<u64>,
     pub distinct_subjects: Option<SubjectBudget>,
+    /// The server's `statement_timeout` for the role's sessions, in
+    /// milliseconds: set by pgwarden at login; the role may lower it, never
+    /// raise or lift it.
+    pub statement_timeout_ms: Option<u64>,
     pub on_exceed: OnExceed,
 }
 

@@ -181,7 +181,10 @@ async fn serve(
             forward_cancel(ctx, pid, &secret).await;
             return Ok(());
         }
-        Opening::Startup(client, params, raw) => (client, params, raw),
+        Opening::Startup(client, params, raw) => {
+            let raw = with_role_settings(ctx, &params, raw);
+            (client, params, raw)
+        }
         Opening::Failed(mut client, e) => {
             if let Some(m) = e.client_message() {
                 let _ = client.send(&m.encode()).await;
@@ -335,6 +338,38 @@ fn admit(
             rule: r.rule,
             message: r.message,
         }),
+    }
+}
+
+/// The StartupMessage the server gets: the client's, with the settings the
+/// login's role imposes appended, so that they win over any the client
+/// sent (the server applies a startup packet's parameters in order, after
+/// its `options`). A `RESET` returns to them.
+fn with_role_settings(
+    ctx: &ProxyContext,
+    params: &crate::frontend::startup::StartupParams,
+    raw: crate::frame::OwnedFrame,
+) -> crate::frame::OwnedFrame {
+    let policy = ctx.policy.current();
+    let role = policy.role_of(params.user().unwrap_or_default());
+    let Some(ms) = role.limits.statement_timeout_ms.filter(|_| !role.is_full_access()) else {
+        return raw;
+    };
+    let bytes = &raw.bytes;
+    // Length, version, name/value pairs, and a final zero byte.
+    if bytes.len() < 9 || bytes.last() != Some(&0) {
+        return raw;
+    }
+    let mut out = bytes::BytesMut::with_capacity(bytes.len() + 32);
+    out.extend_from_slice(&bytes[..bytes.len() - 1]);
+    out.extend_from_slice(b"statement_timeout\0");
+    out.extend_from_slice(ms.to_string().as_bytes());
+    out.extend_from_slice(b"\0\0");
+    let len = (out.len() as i32).to_be_bytes();
+    out[..4].copy_from_slice(&len);
+    crate::frame::OwnedFrame {
+        tag: raw.tag,
+        bytes: out.freeze(),
     }
 }
 
