@@ -561,7 +561,10 @@ async fn the_roles_statement_timeout_holds() {
             .unwrap()
     };
     let c = env.connect("agent_li").await;
-    assert_eq!(show(c.simple_query("SHOW statement_timeout").await.unwrap()), "500ms");
+    assert_eq!(
+        show(c.simple_query("SHOW statement_timeout").await.unwrap()),
+        "500ms"
+    );
     let e = c
         .simple_query("SELECT count(*) FROM generate_series(1, 500000000)")
         .await
@@ -577,10 +580,18 @@ async fn the_roles_statement_timeout_holds() {
         let e = c.simple_query(sql).await.unwrap_err();
         assert_eq!(e.code().map(|c| c.code()), Some("42501"), "{sql}: {e}");
     }
-    c.simple_query("SET statement_timeout = '100ms'").await.unwrap();
-    assert_eq!(show(c.simple_query("SHOW statement_timeout").await.unwrap()), "100ms");
+    c.simple_query("SET statement_timeout = '100ms'")
+        .await
+        .unwrap();
+    assert_eq!(
+        show(c.simple_query("SHOW statement_timeout").await.unwrap()),
+        "100ms"
+    );
     c.simple_query("RESET statement_timeout").await.unwrap();
-    assert_eq!(show(c.simple_query("SHOW statement_timeout").await.unwrap()), "500ms");
+    assert_eq!(
+        show(c.simple_query("SHOW statement_timeout").await.unwrap()),
+        "500ms"
+    );
     // The client's own startup options lose to the role's.
     let (c, conn) = tokio_postgres::Config::new()
         .host("127.0.0.1")
@@ -593,8 +604,14 @@ async fn the_roles_statement_timeout_holds() {
         .await
         .unwrap();
     tokio::spawn(conn);
-    assert_eq!(show(c.simple_query("SHOW statement_timeout").await.unwrap()), "500ms");
+    assert_eq!(
+        show(c.simple_query("SHOW statement_timeout").await.unwrap()),
+        "500ms"
+    );
     // Full access: untouched.
     let d = env.connect("dba_zhang").await;
-    assert_eq!(show(d.simple_query("SHOW statement_timeout").await.unwrap()), "0");
+    assert_eq!(
+        show(d.simple_query("SHOW statement_timeout").await.unwrap()),
+        "0"
+    );
 }

@@ -503,6 +503,16 @@ fn build_role(
                 );
             }
         }
+        if lim
+            .statement_timeout_ms
+            .is_some_and(|ms| ms > i32::MAX as u64)
+        {
+            cx.err(
+                0,
+                format!("{key}.limits.statement_timeout_ms"),
+                format!("must be at most {} (PostgreSQL's limit)", i32::MAX),
+            );
+        }
         let on_exceed = on_exceed(
             cx,
             &format!("{key}.limits.on_exceed"),

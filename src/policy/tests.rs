@@ -172,3 +172,25 @@ fn quoted_table_names() {
     assert!(QualifiedTable::parse("a.b.c").is_none());
     assert!(QualifiedTable::parse("\"a.b").is_none());
 }
+
+#[test]
+fn statement_timeouts_are_checked() {
+    let p = load(&[(
+        "a.yaml",
+        "roles:\n  r:\n    users: [u]\n    access: {\"*\": mask}\n    limits: {statement_timeout_ms: 1500}\n",
+    )])
+    .unwrap();
+    assert_eq!(p.role_of("u").limits.statement_timeout_ms, Some(1500));
+    for bad in ["0", "3000000000"] {
+        let e = errors(&[(
+            "a.yaml",
+            &format!(
+                "roles:\n  r:\n    users: [u]\n    access: {{\"*\": mask}}\n    limits: {{statement_timeout_ms: {bad}}}\n"
+            ),
+        )]);
+        assert!(
+            e.iter().any(|m| m.contains("statement_timeout_ms")),
+            "{bad}: {e:?}"
+        );
+    }
+}

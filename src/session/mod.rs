@@ -352,7 +352,11 @@ fn with_role_settings(
 ) -> crate::frame::OwnedFrame {
     let policy = ctx.policy.current();
     let role = policy.role_of(params.user().unwrap_or_default());
-    let Some(ms) = role.limits.statement_timeout_ms.filter(|_| !role.is_full_access()) else {
+    let Some(ms) = role
+        .limits
+        .statement_timeout_ms
+        .filter(|_| !role.is_full_access())
+    else {
         return raw;
     };
     let bytes = &raw.bytes;
