@@ -19,8 +19,11 @@
 pub mod lexcheck;
 pub mod shape;
 
+mod expr;
 mod flow;
+mod from;
 mod functions;
+mod predicate;
 mod query;
 mod scope;
 mod statement;
@@ -29,7 +32,7 @@ mod statement;
 mod tests;
 
 pub use flow::{Flow, Source};
-pub use query::MAX_LOOKUP_VALUES;
+pub use predicate::MAX_LOOKUP_VALUES;
 pub use shape::shape;
 
 use crate::catalog::Schema;
