@@ -848,6 +848,42 @@ async fn names_mean_what_the_server_holds() {
         assert!(refused(&got));
         c.query("ROLLBACK").answers(1).await;
 
+        // One namespace on the server for SQL and protocol statements,
+        // one for cursors and portals: a name dropped through one is
+        // dropped for the other.
+        let mut c = Wire::connect(&w, user, "ni_a").await;
+        c.query(&format!("PREPARE t9 AS {DECOY}")).answers(1).await;
+        c.close(b'S', "t9").sync().answers(1).await;
+        c.parse("t9", U).sync().answers(1).await;
+        let got = c.query("EXECUTE t9").answers(1).await;
+        assert_hidden("PREPARE, protocol Close, Parse, EXECUTE", &got, &raw);
+        assert!(refused(&got));
+        c.parse("t10", DECOY).sync().answers(1).await;
+        c.query("DEALLOCATE t10").answers(1).await;
+        c.query(&format!("PREPARE t10 AS {U}")).answers(1).await;
+        let got = c.bind("", "t10").execute("").sync().answers(1).await;
+        assert_hidden("Parse, DEALLOCATE, PREPARE, Bind", &got, &raw);
+        assert!(refused(&got));
+        c.query(&format!("BEGIN; DECLARE c1 CURSOR FOR {DECOY}"))
+            .answers(1)
+            .await;
+        c.close(b'P', "c1").sync().answers(1).await;
+        c.parse("r", U).bind("c1", "r").sync().answers(1).await;
+        let got = c.query("FETCH ALL FROM c1").answers(1).await;
+        assert_hidden("DECLARE, protocol Close, Bind, FETCH", &got, &raw);
+        assert!(refused(&got));
+        c.query("ROLLBACK").answers(1).await;
+        c.query("BEGIN").answers(1).await;
+        c.parse("d", DECOY).bind("c2", "d").sync().answers(1).await;
+        c.query("CLOSE c2").answers(1).await;
+        c.query(&format!("DECLARE c2 CURSOR FOR {U}"))
+            .answers(1)
+            .await;
+        let got = c.execute("c2").sync().answers(1).await;
+        assert_hidden("Bind, CLOSE, DECLARE, Execute", &got, &raw);
+        assert!(refused(&got));
+        c.query("ROLLBACK").answers(1).await;
+
         // A Close and a Parse skipped after an error earlier in their
         // block.
         let mut c = Wire::connect(&w, user, "ni_a").await;
@@ -908,6 +944,31 @@ async fn lookup_arrays_are_counted_when_bound() {
             "SELECT count(*) FROM customers WHERE phone = ANY($1) AND id = 1",
             &[&many],
         )
+        .await
+        .unwrap_err();
+    assert_eq!(e.code().map(|c| c.code()), Some("42501"), "{e}");
+    // The cap holds for all the lookups of a statement together.
+    let sixty: Vec<String> = (0..60).map(|i| format!("131{i:04}0001")).collect();
+    let e = c
+        .query(
+            "SELECT 1 FROM customers WHERE phone = ANY($1) UNION ALL SELECT 2 FROM customers WHERE phone = ANY($2)",
+            &[&sixty, &sixty],
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(e.code().map(|c| c.code()), Some("42501"), "{e}");
+    let list = |from: usize| {
+        (from..from + 60)
+            .map(|i| format!("'131{i:04}0001'"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    let e = c
+        .simple_query(&format!(
+            "SELECT 1 FROM customers WHERE phone IN ({}) UNION ALL SELECT 2 FROM customers WHERE phone IN ({})",
+            list(0),
+            list(60)
+        ))
         .await
         .unwrap_err();
     assert_eq!(e.code().map(|c| c.code()), Some("42501"), "{e}");

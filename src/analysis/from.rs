@@ -452,6 +452,7 @@ impl<'e, 'a> Analyzer<'e, 'a> {
             edits: Vec::new(),
             withholds_text: false,
             lookup_arrays: Vec::new(),
+            lookup_values: 0,
         };
         let out = inner.query(q, &Scope::default()).map_err(|_| fail())?;
         // A view of several relations may repeat the rows of each.

@@ -224,6 +224,9 @@ pub struct Analyzed {
     /// Bind parameters (from 1) holding the arrays of an equality lookup
     /// on a classified column (`col = ANY($n)`): counted at each Bind.
     pub lookup_arrays: Vec<usize>,
+    /// Values written in it that its lookups compare classified columns
+    /// with, all lookups together.
+    pub lookup_values: usize,
 }
 
 /// All statements of one message.
@@ -302,6 +305,15 @@ pub fn analyze(sql: &str, env: &Env) -> Result<Analysis, Refusal> {
         edits.append(&mut e);
         overlay.apply(&analyzed.effect);
         out.statements.push(analyzed);
+    }
+    let probed: usize = out.statements.iter().map(|s| s.lookup_values).sum();
+    if probed > MAX_LOOKUP_VALUES && !env.observe {
+        return Err(Refusal::new(format!(
+            "permission denied by pgwarden: the lookups of this statement compare classified \
+             columns with {probed} values together; role {} may look up at most \
+             {MAX_LOOKUP_VALUES} at once",
+            env.role.name
+        )));
     }
     if !edits.is_empty() {
         let r = Rewrite::from_edits(edits, sql.len()).ok_or_else(|| {

@@ -101,6 +101,7 @@ impl<'e, 'a> Analyzer<'e, 'a> {
         if count > MAX_LOOKUP_VALUES {
             return Err(self.too_many_values(&flow));
         }
+        self.lookup_values += count;
         let text = self.env.text.expect("rewriting");
         let span = |e: &Expr| text.range(sqlparser::ast::Spanned::span(e));
         let first = span(values[0]);
@@ -226,6 +227,10 @@ impl<'e, 'a> Analyzer<'e, 'a> {
                 }
                 if values.is_some_and(|n| n > MAX_LOOKUP_VALUES) && !l.is_clean() {
                     return Err(self.too_many_values(&l));
+                }
+                if !l.is_clean() {
+                    // An array written in the statement: each value counts.
+                    self.lookup_values += values.unwrap_or(1).saturating_sub(1);
                 }
                 self.equality((&l, is_value(left)), (&r, values.is_some()))
             }

@@ -92,6 +92,9 @@ pub struct Analyzer<'e, 'a> {
     pub withholds_text: bool,
     /// Bind parameters holding the arrays of lookups on classified columns.
     pub lookup_arrays: Vec<usize>,
+    /// Values written in the statement that lookups compare classified
+    /// columns with, all lookups together.
+    pub lookup_values: usize,
 }
 
 pub(super) type R<T> = Result<T, Refusal>;
@@ -110,6 +113,7 @@ impl<'e, 'a> Analyzer<'e, 'a> {
             edits: Vec::new(),
             withholds_text: false,
             lookup_arrays: Vec::new(),
+            lookup_values: 0,
         }
     }
 
@@ -222,6 +226,9 @@ impl<'e, 'a> Analyzer<'e, 'a> {
         (a, a_value): (&Flow, bool),
         (b, b_value): (&Flow, bool),
     ) -> R<()> {
+        if (!a.is_clean() && b_value) || (!b.is_clean() && a_value) {
+            self.lookup_values += 1;
+        }
         for (f, other_value) in [(a, b_value), (b, a_value)] {
             if f.is_bare_masked() && other_value {
                 let s = f.masked.first().expect("bare");

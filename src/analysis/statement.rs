@@ -80,6 +80,7 @@ pub fn analyze(st: &Statement, env: &Env) -> R<(Analyzed, Vec<crate::rewrite::Ed
             single_relation: a.relations == 1,
             withholds_text: a.withholds_text,
             lookup_arrays: std::mem::take(&mut a.lookup_arrays),
+            lookup_values: a.lookup_values,
             touched: Arc::new(a.touched),
             fetched,
             reads_literals: a.reads_literals || by_value,

@@ -788,20 +788,21 @@ impl Inspector<'_> {
         let Some(p) = self.state.statements.get(&b.statement) else {
             return Ok(());
         };
+        let max = crate::analysis::MAX_LOOKUP_VALUES;
+        let mut total = p.lookup_values;
         for &i in &p.lookup_arrays {
             let Some(Some(value)) = b.params().nth(i - 1) else {
                 continue;
             };
             let n = crate::frontend::extended::array_len(value, b.param_format(i - 1) == 1);
-            if n.is_none_or(|n| n > crate::analysis::MAX_LOOKUP_VALUES) {
-                return Err(Refusal::new(format!(
-                    "permission denied by pgwarden: parameter ${i} compares a classified column \
-                     with more than {} values (or with an array pgwarden cannot count); a lookup \
-                     may compare it with at most {}",
-                    crate::analysis::MAX_LOOKUP_VALUES,
-                    crate::analysis::MAX_LOOKUP_VALUES
-                )));
-            }
+            total = total.saturating_add(n.unwrap_or(usize::MAX));
+        }
+        if total > max {
+            return Err(Refusal::new(format!(
+                "permission denied by pgwarden: the lookups of this statement compare classified \
+                 columns with more than {max} values together (or with an array pgwarden cannot \
+                 count); a statement may look up at most {max}"
+            )));
         }
         Ok(())
     }

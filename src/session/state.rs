@@ -46,6 +46,8 @@ pub struct Prepared {
     /// Bind parameters (from 1) holding the arrays of an equality lookup
     /// on a classified column: counted value by value at each Bind.
     pub lookup_arrays: Vec<usize>,
+    /// Values its lookups compare classified columns with, written in it.
+    pub lookup_values: usize,
     /// What each Execute of a statement without classified columns reads:
     /// shared by all of them, as nothing is counted per portal.
     unclassified_reads: Option<Arc<[Reads]>>,
@@ -69,6 +71,7 @@ impl Prepared {
             server_sql: None,
             effect: Effect::None,
             lookup_arrays: Vec::new(),
+            lookup_values: 0,
             unclassified_reads,
         })
     }
@@ -94,6 +97,7 @@ impl Prepared {
             server_sql,
             effect: st.map(|s| s.effect.clone()).unwrap_or(Effect::None),
             lookup_arrays: st.map(|s| s.lookup_arrays.clone()).unwrap_or_default(),
+            lookup_values: st.map_or(0, |s| s.lookup_values),
             unclassified_reads,
         })
     }
@@ -178,6 +182,10 @@ impl<V> Named<V> {
         self.named.clear();
     }
 
+    pub fn clear_named(&mut self) {
+        self.named.clear();
+    }
+
     pub fn is_empty(&self) -> bool {
         self.unnamed.is_none() && self.named.is_empty()
     }
@@ -250,8 +258,12 @@ fn insert_capped<V>(map: &mut FastMap<String, V>, name: String, v: V) {
 }
 
 impl SessionState {
+    /// The server keeps SQL and protocol prepared statements in one
+    /// namespace, and cursors and portals in another: a name made or
+    /// dropped in one is made or dropped in the other too.
     pub fn parse(&mut self, name: &str, p: Arc<Prepared>) {
         self.statements.put(name, p);
+        self.sql_prepared.remove(name);
     }
 
     /// Bind creates a portal from a statement; returns it if known.
@@ -268,6 +280,7 @@ impl SessionState {
         let statement = self.statements.get(statement)?.clone();
         let reads = statement.portal_reads(sent_formats);
         self.portal_ids += 1;
+        self.cursors.remove(portal);
         self.portals.put(
             portal,
             Portal {
@@ -401,8 +414,10 @@ impl SessionState {
     pub fn close(&mut self, target: u8, name: &str) {
         if target == b'S' {
             self.statements.remove(name);
+            self.sql_prepared.remove(name);
         } else {
             self.portals.remove(name);
+            self.cursors.remove(name);
         }
     }
 
@@ -411,19 +426,30 @@ impl SessionState {
         match effect {
             Effect::None => {}
             Effect::DeclareCursor { name, cursor } => {
+                self.portals.remove(name);
                 insert_capped(&mut self.cursors, name.clone(), cursor.clone())
             }
             Effect::CloseCursor(Some(n)) => {
                 self.cursors.remove(n);
+                self.portals.remove(n);
             }
-            Effect::CloseCursor(None) => self.cursors.clear(),
+            Effect::CloseCursor(None) => {
+                self.cursors.clear();
+                self.portals.clear();
+            }
             Effect::Prepare { name, statement } => {
+                self.statements.remove(name);
                 insert_capped(&mut self.sql_prepared, name.clone(), statement.clone())
             }
             Effect::Deallocate(Some(n)) => {
                 self.sql_prepared.remove(n);
+                self.statements.remove(n);
             }
-            Effect::Deallocate(None) => self.sql_prepared.clear(),
+            Effect::Deallocate(None) => {
+                // The unnamed statement is not among them.
+                self.sql_prepared.clear();
+                self.statements.clear_named();
+            }
             Effect::DiscardAll => {
                 self.cursors.clear();
                 self.sql_prepared.clear();
