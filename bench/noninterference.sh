@@ -9,5 +9,5 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 N=${N:-100000}
 SEED=${SEED:-$(date +%s)}
-NI_GENERATED=$N NI_SEED=$SEED cargo test --release --test noninterference \
+NI_GENERATED=$N NI_SEED=$SEED cargo test --test noninterference \
   generated_statements_show_nothing_hidden -- --nocapture 2>&1 | grep -E "noninterference:|differences|test result"

@@ -227,6 +227,7 @@ impl<'e, 'a> Analyzer<'e, 'a> {
             }
             Expr::Wildcard(_) => {
                 let mut f = Flow::default();
+                self.use_all(&scope.items);
                 for it in &scope.items {
                     f.merge(self.referenced(it.whole_row())?);
                 }
@@ -235,6 +236,7 @@ impl<'e, 'a> Analyzer<'e, 'a> {
             Expr::QualifiedWildcard(name, _) => {
                 let it = self.item_by_name(name, scope)?;
                 let f = it.whole_row();
+                self.use_all([it]);
                 self.referenced(f)?
             }
             _ => return Err(self.unsupported("this expression")),
@@ -258,6 +260,7 @@ impl<'e, 'a> Analyzer<'e, 'a> {
     /// (`t`).
     pub(super) fn column_ref(&mut self, ids: &[Ident], scope: &Scope) -> R<Flow> {
         let parts: Vec<String> = ids.iter().map(fold).collect();
+        self.use_columns(scope, &parts);
         let flow = match parts.as_slice() {
             [c] => match scope.column(c) {
                 Some(f) => f,
@@ -317,7 +320,9 @@ impl<'e, 'a> Analyzer<'e, 'a> {
                 FunctionArgExpr::Expr(e) => f.merge(self.expr(e, scope)?),
                 FunctionArgExpr::Wildcard => {}
                 FunctionArgExpr::QualifiedWildcard(n) => {
-                    let w = self.item_by_name(n, scope)?.whole_row();
+                    let it = self.item_by_name(n, scope)?;
+                    let w = it.whole_row();
+                    self.use_all([it]);
                     f.merge(self.referenced(w)?);
                 }
                 FunctionArgExpr::WildcardWithOptions(_) => {

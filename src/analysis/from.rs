@@ -70,6 +70,7 @@ impl<'e, 'a> Analyzer<'e, 'a> {
                 JoinConstraint::On(e) => self.predicate(e, scope)?,
                 JoinConstraint::Using(cols) => {
                     scope.merged_columns = true;
+                    self.use_all(&scope.items);
                     for c in cols {
                         let parts = name_parts(c).ok_or_else(|| self.unsupported("USING"))?;
                         let [name] = parts.as_slice() else {
@@ -80,6 +81,7 @@ impl<'e, 'a> Analyzer<'e, 'a> {
                 }
                 JoinConstraint::Natural => {
                     scope.merged_columns = true;
+                    self.use_all(&scope.items);
                     let right: Vec<String> = scope.items[before..]
                         .iter()
                         .flat_map(|i| i.columns.iter().flatten().map(|c| c.name.clone()))
@@ -306,12 +308,16 @@ impl<'e, 'a> Analyzer<'e, 'a> {
         if let Some(i) = self.substitutions.iter().position(|s| s.range == range) {
             return Ok(i);
         }
+        let used = vec![false; subs.len()];
         self.substitutions.push(Substitution {
             range,
             relation: rel.name.clone(),
             columns: subs,
             alias: alias.is_none().then(|| rel.name.table.clone()),
             lookups: Vec::new(),
+            used,
+            // Columns renamed by position: every position must stay.
+            all: alias.is_some_and(|a| !a.columns.is_empty()),
         });
         Ok(self.substitutions.len() - 1)
     }

@@ -117,6 +117,32 @@ impl<'e, 'a> Analyzer<'e, 'a> {
         }
     }
 
+    /// The statement reads whole rows of these items: their rewrites
+    /// select every column.
+    pub(super) fn use_all<'i>(&mut self, items: impl IntoIterator<Item = &'i Item>) {
+        for it in items {
+            if let Some(s) = it.sub {
+                self.substitutions[s].all = true;
+            }
+        }
+    }
+
+    /// The statement reads the columns a reference names.
+    pub(super) fn use_columns(&mut self, scope: &Scope, parts: &[String]) {
+        let mut found = Vec::new();
+        scope.uses(parts, &mut found);
+        for (s, col) in found {
+            match col {
+                Some(i) => {
+                    if let Some(u) = self.substitutions[s].used.get_mut(i) {
+                        *u = true;
+                    }
+                }
+                None => self.substitutions[s].all = true,
+            }
+        }
+    }
+
     /// The text edits of the statement: each rewritten relation and each
     /// lookup moved into one.
     pub fn take_edits(&mut self) -> Vec<Edit> {
@@ -624,6 +650,7 @@ impl<'e, 'a> Analyzer<'e, 'a> {
                 for c in outputs {
                     flow.merge(c.flow.clone());
                 }
+                self.use_columns(scope, std::slice::from_ref(&name));
                 if let Some(f) = scope.column(&name) {
                     flow.merge(self.referenced(f)?);
                 }
@@ -744,6 +771,7 @@ impl<'e, 'a> Analyzer<'e, 'a> {
 
     /// `*` over one FROM item.
     pub(super) fn expand(&mut self, it: &Item, out: &mut Columns) -> R<()> {
+        self.use_all([it]);
         match &it.columns {
             Some(cols) => {
                 for c in cols {

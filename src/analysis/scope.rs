@@ -144,6 +144,45 @@ impl<'p> Scope<'p> {
         }
     }
 
+    /// The rewritten relations a column reference may read, at any level
+    /// (more than PostgreSQL would pick is harmless): (substitution,
+    /// column position), or (substitution, `None`) for a whole row.
+    pub fn uses(&self, parts: &[String], out: &mut Vec<(usize, Option<usize>)>) {
+        let column = |it: &Item, c: &str| {
+            let i = it.columns.as_ref()?.iter().position(|x| x.name == c)?;
+            Some((it.sub?, Some(i)))
+        };
+        match parts {
+            [c] => {
+                for it in &self.items {
+                    out.extend(column(it, c));
+                    if it.alias == *c {
+                        out.extend(it.sub.map(|s| (s, None)));
+                    }
+                }
+            }
+            [t, c] => {
+                for it in self.items.iter().filter(|i| i.alias == *t) {
+                    out.extend(column(it, c));
+                }
+            }
+            [s, t, c] => {
+                for it in self.items.iter().filter(|i| {
+                    i.alias == *t
+                        && i.relation
+                            .as_ref()
+                            .is_some_and(|r| r.schema == *s && r.table == *t)
+                }) {
+                    out.extend(column(it, c));
+                }
+            }
+            _ => {}
+        }
+        if let Some(p) = self.parent {
+            p.uses(parts, out);
+        }
+    }
+
     /// An item by the name it is referenced by, innermost level first.
     pub fn item(&self, alias: &str) -> Option<&Item> {
         self.items

@@ -17,6 +17,14 @@ fn keep(v: &str, first: usize, last: usize, fill: char) -> String {
     )
 }
 
+/// `keep` for a value known to be longer than `first + last`.
+fn keep_long(v: &str, first: usize, last: usize) -> String {
+    format!(
+        "left({v}, {first}) || repeat('*', char_length({v}) - {}) || right({v}, {last})",
+        first + last
+    )
+}
+
 fn stars(v: &str) -> String {
     format!("repeat('*', greatest(char_length({v}), 1))")
 }
@@ -54,21 +62,21 @@ pub fn mask_sql(spec: &MaskSpec, column: &str) -> String {
         MaskSpec::Builtin(kind) => match *kind {
             "phone" => format!(
                 "CASE WHEN char_length({v}) >= 8 THEN {} ELSE {} END",
-                keep(v, 3, 4, '*'),
+                keep_long(v, 3, 4),
                 keep(v, 0, 2, '*')
             ),
             "person_name" => format!(
                 "CASE WHEN char_length({v}) <= 1 THEN '*' ELSE {} END",
-                keep(v, 1, 0, '*')
+                keep_long(v, 1, 0)
             ),
             "id_card" => format!(
                 "CASE WHEN char_length({v}) > 10 THEN {} ELSE {} END",
-                keep(v, 6, 4, '*'),
+                keep_long(v, 6, 4),
                 stars(v)
             ),
             "bank_card" => format!(
                 "CASE WHEN char_length({v}) > 10 THEN {} ELSE {} END",
-                keep(v, 6, 4, '*'),
+                keep_long(v, 6, 4),
                 keep(v, 0, 4, '*')
             ),
             "email" => email(v),

@@ -34,13 +34,27 @@ pub struct Substitution {
     /// Conditions on raw values (equality lookups), ANDed in the
     /// subquery's WHERE.
     pub lookups: Vec<Vec<Segment>>,
+    /// The columns the statement reads (by position): only those are
+    /// selected, so the server parses and plans no mask it does not use.
+    /// A column left out by mistake is an error on the server, never a
+    /// raw value.
+    pub used: Vec<bool>,
+    /// The statement reads whole rows (`*`, a row value, an alias column
+    /// list, USING or NATURAL): every column is selected.
+    pub all: bool,
 }
 
 impl Substitution {
     /// The text that replaces the relation's name.
     pub fn segments(&self) -> Vec<Segment> {
         let mut head = String::from("(SELECT ");
-        for (i, (name, sub)) in self.columns.iter().enumerate() {
+        let selected = self
+            .columns
+            .iter()
+            .zip(self.used.iter().chain(std::iter::repeat(&false)))
+            .filter(|(_, used)| self.all || **used)
+            .map(|(c, _)| c);
+        for (i, (name, sub)) in selected.enumerate() {
             if i > 0 {
                 head.push_str(", ");
             }
