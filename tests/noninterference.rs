@@ -511,7 +511,7 @@ async fn sql_masks_agree_with_the_masks() {
     for spec in &specs {
         let sql = format!(
             "SELECT {} FROM unnest($1::text[]) WITH ORDINALITY AS t(v, n) ORDER BY n",
-            pgwarden::rewrite::masks::mask_sql(spec, "v")
+            pgwarden::rewrite::masks::mask_sql(spec, "v", true)
         );
         let rows = c.query(&sql, &[&values]).await.unwrap();
         for (row, v) in rows.iter().zip(&values) {
@@ -525,14 +525,16 @@ async fn sql_masks_agree_with_the_masks() {
         let null = c
             .query_one(
                 &format!(
-                    "SELECT {}",
-                    pgwarden::rewrite::masks::mask_sql(spec, "NULL::text")
+                    "SELECT {}, {}",
+                    pgwarden::rewrite::masks::mask_sql(spec, "NULL::text", true),
+                    pgwarden::rewrite::masks::mask_sql(spec, "NULL::int", false)
                 ),
                 &[],
             )
             .await
             .unwrap();
-        assert_eq!(null.get::<_, Option<String>>(0), None);
+        assert_eq!(null.get::<_, Option<String>>(0), None, "{spec:?}");
+        assert_eq!(null.get::<_, Option<String>>(1), None, "{spec:?}");
     }
     w.proxy.shutdown().await;
 }

@@ -280,7 +280,9 @@ impl<'e, 'a> Analyzer<'e, 'a> {
             .and_then(|t| t.range(sqlparser::ast::Spanned::span(name)))
             .ok_or_else(|| self.unsupported("this relation name"))?;
         let mut subs = Vec::with_capacity(columns.len());
-        for c in columns.iter_mut() {
+        for (c, col) in columns.iter_mut().zip(&rel.columns) {
+            // text and varchar need no cast to be masked.
+            let text = matches!(col.type_oid, 25 | 1043);
             let f = std::mem::take(&mut c.flow);
             let (how, flow) = if f.is_clean() {
                 (ColumnSub::Raw, f)
@@ -292,7 +294,7 @@ impl<'e, 'a> Analyzer<'e, 'a> {
                     Action::Hash => (ColumnSub::Raw, f),
                     _ => {
                         let how = match self.env.policy.kinds.get(&s.kind) {
-                            Some(def) => ColumnSub::Mask(def.mask.clone()),
+                            Some(def) => ColumnSub::Mask(def.mask.clone(), text),
                             None => ColumnSub::Redacted,
                         };
                         (how, f.server_masked(false))

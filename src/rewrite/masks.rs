@@ -1,6 +1,11 @@
 //! The SQL form of each mask: an expression over a column's text that the
 //! server evaluates to exactly what [`crate::masking::mask`] computes.
-//! `tests/masks_sql.rs` checks the two against a real server.
+//! `tests/noninterference.rs` (`sql_masks_agree_with_the_masks`) checks
+//! the two against a real server.
+//!
+//! The server parses and plans these for every statement of the simple
+//! protocol, so they are written with as few function calls as will do:
+//! `overlay` hides the middle of a value in one call.
 
 use super::quote_literal;
 use crate::policy::MaskSpec;
@@ -13,15 +18,22 @@ fn keep(v: &str, first: usize, last: usize, fill: char) -> String {
     let both = first + last;
     format!(
         "CASE WHEN char_length({v}) <= {both} THEN repeat({fill}, greatest(char_length({v}), 1)) \
-         ELSE left({v}, {first}) || repeat({fill}, char_length({v}) - {both}) || right({v}, {last}) END"
+         ELSE {} END",
+        hide_middle(v, first, last, &fill)
     )
 }
 
-/// `keep` for a value known to be longer than `first + last`.
+/// `keep` for a value known to be longer than `first + last`: the
+/// characters between them replaced, one fill character each.
 fn keep_long(v: &str, first: usize, last: usize) -> String {
+    hide_middle(v, first, last, "'*'")
+}
+
+fn hide_middle(v: &str, first: usize, last: usize, fill: &str) -> String {
     format!(
-        "left({v}, {first}) || repeat('*', char_length({v}) - {}) || right({v}, {last})",
-        first + last
+        "overlay({v} placing repeat({fill}, char_length({v}) - {}) from {})",
+        first + last,
+        first + 1
     )
 }
 
@@ -53,11 +65,21 @@ fn email(v: &str) -> String {
     )
 }
 
-/// The mask of `column` (an SQL expression of any type) as a text
-/// expression; NULL stays NULL.
-pub fn mask_sql(spec: &MaskSpec, column: &str) -> String {
-    let v = format!("({column})::text");
+/// The mask of `column` (an SQL expression; `text`: it is of type text or
+/// varchar already) as a text expression; NULL stays NULL.
+pub fn mask_sql(spec: &MaskSpec, column: &str, text: bool) -> String {
+    let v = if text {
+        column.to_string()
+    } else {
+        format!("({column})::text")
+    };
     let v = v.as_str();
+    // Masks whose every branch turns NULL into NULL need no guard; the
+    // others would give a constant for it.
+    let guard = !matches!(
+        spec,
+        MaskSpec::Builtin("phone" | "person_name" | "bank_card" | "email") | MaskSpec::Keep { .. }
+    );
     let body = match spec {
         MaskSpec::Builtin(kind) => match *kind {
             "phone" => format!(
@@ -86,7 +108,11 @@ pub fn mask_sql(spec: &MaskSpec, column: &str) -> String {
         MaskSpec::Keep { first, last, fill } => keep(v, *first, *last, *fill),
         MaskSpec::Replace(r) => quote_literal(r),
     };
-    format!("(CASE WHEN {v} IS NULL THEN NULL ELSE {body} END)")
+    if guard {
+        format!("(CASE WHEN {v} IS NULL THEN NULL ELSE {body} END)")
+    } else {
+        format!("({body})")
+    }
 }
 
 /// What a value derived from classified columns inside a view becomes.

@@ -13,8 +13,9 @@ pub enum ColumnSub {
     /// As stored: unclassified, allowed, or hashed by pgwarden on the way
     /// out (the analysis keeps such values bare).
     Raw,
-    /// The SQL form of the kind's mask.
-    Mask(MaskSpec),
+    /// The SQL form of the kind's mask; `true`: the column is of type
+    /// text or varchar already.
+    Mask(MaskSpec, bool),
     /// A denied column: NULL (the analysis refuses any reference to it).
     Hidden,
     /// A view column computed from classified values: a fixed marker.
@@ -61,8 +62,8 @@ impl Substitution {
             let col = quote_ident(name);
             match sub {
                 ColumnSub::Raw => head.push_str(&col),
-                ColumnSub::Mask(spec) => {
-                    head.push_str(&mask_sql(spec, &col));
+                ColumnSub::Mask(spec, text) => {
+                    head.push_str(&mask_sql(spec, &col, *text));
                     head.push_str(" AS ");
                     head.push_str(&col);
                 }
