@@ -1012,6 +1012,38 @@ async fn psql_scripts_are_enforced() {
     env.assert_no_leak();
 }
 
+/// psql's describe commands, as a support agent runs them, work.
+#[tokio::test]
+async fn psql_describe_commands_work_for_restricted_roles() {
+    let env = start().await;
+    let bindir = pgwarden::demo::postgres::find_bindir().unwrap();
+    let psql = bindir.join("psql");
+    for (cmd, want) in [
+        ("\\dt", "customers"),
+        ("\\d customers", "customers_pkey"),
+        ("\\d+ customers", "Access method"),
+        ("\\di", "customers_pkey"),
+        ("\\dn", "public"),
+    ] {
+        let out = tokio::process::Command::new(&psql)
+            .arg(format!(
+                "postgresql://agent_li:agent_li@127.0.0.1:{}/{DATABASE}",
+                env.port
+            ))
+            .args(["-X", "-c", cmd])
+            .output()
+            .await
+            .unwrap();
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            out.status.success() && stdout.contains(want),
+            "{cmd}: {stdout}\n{stderr}"
+        );
+    }
+    env.assert_no_leak();
+}
+
 async fn metrics(env: &Env) -> String {
     let _ = env;
     let reg = &env.proxy.context.metrics.registry;

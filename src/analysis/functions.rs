@@ -285,6 +285,12 @@ const SCALAR: &[&str] = &[
     "pg_get_function_result",
     "pg_get_function_identity_arguments",
     "pg_get_serial_sequence",
+    "pg_partition_ancestors",
+    "pg_relation_is_publishable",
+    "pg_partition_root",
+    "pg_get_statisticsobjdef_columns",
+    "pg_get_partkeydef",
+    "pg_get_partition_constraintdef",
     "pg_encoding_to_char",
     "pg_char_to_encoding",
     "obj_description",
@@ -312,6 +318,7 @@ const SCALAR: &[&str] = &[
 /// Set-returning functions allowed in FROM.
 const TABLE: &[&str] = &[
     "generate_series",
+    "pg_partition_ancestors",
     "generate_subscripts",
     "unnest",
     "json_array_elements",

@@ -209,7 +209,9 @@ fn masked_relations_are_read_through_their_masks() {
     assert_eq!(actions(SUPPORT, sql), Vec::<&str>::new());
     let text = server(SUPPORT, sql);
     assert!(
-        text.starts_with("SELECT id, phone, name FROM (SELECT \"id\", (CASE WHEN char_length(\"name\")"),
+        text.starts_with(
+            "SELECT id, phone, name FROM (SELECT \"id\", (CASE WHEN char_length(\"name\")"
+        ),
         "{text}"
     );
     assert!(text.contains(" AS \"phone\""), "{text}");
