@@ -1012,7 +1012,8 @@ async fn psql_scripts_are_enforced() {
     env.assert_no_leak();
 }
 
-/// psql's describe commands, as a support agent runs them, work.
+/// psql's describe commands and drivers' type lookups, as a support agent
+/// runs them, work.
 #[tokio::test]
 async fn psql_describe_commands_work_for_restricted_roles() {
     let env = start().await;
@@ -1041,6 +1042,17 @@ async fn psql_describe_commands_work_for_restricted_roles() {
             "{cmd}: {stdout}\n{stderr}"
         );
     }
+    // psycopg's type lookups.
+    let c = env.connect("agent_li").await;
+    let row = c
+        .query_one(
+            "SELECT to_regtype('int4')::oid::int8, to_regclass('customers') IS NOT NULL",
+            &[],
+        )
+        .await
+        .unwrap();
+    assert_eq!(row.get::<_, i64>(0), 23);
+    assert!(row.get::<_, bool>(1));
     env.assert_no_leak();
 }
 
