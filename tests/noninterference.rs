@@ -349,6 +349,9 @@ const CORPUS: &[&str] = &[
     "SELECT id FROM customers WHERE phone = '13900000000'",
     "SELECT id FROM customers WHERE phone IN ('13900000000', '13100000001')",
     "SELECT id FROM customers WHERE phone = ANY('{13900000000,13100000001}')",
+    "SELECT phone FROM customers WHERE id = 1 UNION ALL SELECT '13179190001' UNION ALL SELECT '13122400001'",
+    "SELECT count(DISTINCT p) FROM (SELECT phone p FROM customers WHERE id = 1 UNION ALL SELECT '131' || lpad(g::text, 4, '0') || '0001' FROM generate_series(0, 9999) g) x",
+    "SELECT name, NULL FROM customers WHERE false UNION ALL SELECT s || g, s || g FROM unnest(ARRAY['张', '王']) s, unnest(ARRAY['伟', '芳']) g",
     // legitimate work
     "SELECT id, name, phone, email, address, city FROM customers WHERE id = 17",
     "SELECT city, count(*) FROM customers GROUP BY city ORDER BY city",

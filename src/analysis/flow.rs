@@ -102,6 +102,24 @@ impl Flow {
         self.masked.extend(other.masked);
     }
 
+    /// Another branch's value in the same column (a set operation, a row
+    /// of VALUES): raw classified values mixed with anything but values
+    /// of their own kind as stored are computed from them, or a UNION
+    /// with literals would pseudonymise values of the client's choice.
+    pub fn union(&mut self, other: Flow) {
+        let raw = |f: &Flow| {
+            f.sources
+                .iter()
+                .map(|s| s.kind.clone())
+                .collect::<BTreeSet<_>>()
+        };
+        let mixed = raw(self) != raw(&other);
+        self.merge(other);
+        if mixed && !self.sources.is_empty() {
+            self.derived = true;
+        }
+    }
+
     /// A value computed from this one and `other`.
     pub fn join(mut self, other: Flow) -> Flow {
         self.merge(other);

@@ -416,7 +416,15 @@ impl<'e, 'a> Analyzer<'e, 'a> {
         alias: &TableAlias,
         scope: &Scope,
     ) -> R<Columns> {
-        let mut current: Option<Columns> = None;
+        // The first approximation: the non-recursive term alone (a
+        // reference to the CTE in it is refused as unknown).
+        let mut current: Option<Columns> = match &*q.body {
+            SetExpr::SetOperation { left, .. } => {
+                let s = Scope::child(scope);
+                self.set_expr(left, &s).ok().map(|c| rename(c, alias))
+            }
+            _ => None,
+        };
         let mut settled = false;
         for _ in 0..RECURSION_ROUNDS {
             let mut s = Scope::child(scope);
@@ -465,7 +473,7 @@ impl<'e, 'a> Analyzer<'e, 'a> {
                 let mut out = l;
                 if out.exact && r.exact {
                     for (o, c) in out.columns.iter_mut().zip(r.columns) {
-                        o.flow.merge(c.flow);
+                        o.flow.union(c.flow);
                     }
                 } else {
                     // Positions unknown on one side: every column may hold
@@ -499,7 +507,7 @@ impl<'e, 'a> Analyzer<'e, 'a> {
                     for (i, e) in row.iter().enumerate() {
                         let f = self.expr(e, parent)?;
                         match cols.get_mut(i) {
-                            Some(c) => c.flow.merge(f),
+                            Some(c) => c.flow.union(f),
                             None => cols.push(OutColumn {
                                 name: format!("column{}", i + 1),
                                 flow: f,

@@ -13,6 +13,7 @@ use super::query::{Analyzer, fold, name_parts};
 use super::scope::{Columns, Item, OutColumn, Scope};
 use super::{Analyzed, CopyFormat, Effect, Env, Refusal, ResultPlan};
 use crate::catalog::schema::RelKind;
+use crate::policy::Action;
 use sqlparser::ast::{
     self, CopyLegacyOption, CopyOption, CopySource, CopyTarget, Expr, ObjectName, SelectItem,
     Statement, TableObject,
@@ -337,12 +338,23 @@ fn written(a: &mut Analyzer, f: &Flow, what: &str) -> R<()> {
 }
 
 /// Record writes to classified columns of `item` (for the audit trail).
-fn touch_columns(a: &mut Analyzer, item: &Item, names: Option<&[String]>) {
+/// Writing a column the role sees only as pseudonyms would let it
+/// pseudonymise values of its choice (write, then read back): refused.
+fn touch_columns(a: &mut Analyzer, item: &Item, names: Option<&[String]>) -> R<()> {
     for c in item.columns.iter().flatten() {
         if names.is_none_or(|n| n.contains(&c.name)) {
+            if let Some(s) = c.flow.sources.iter().find(|s| s.action == Action::Hash) {
+                return Err(Refusal::new(format!(
+                    "permission denied by pgwarden: writing column {s} is refused for role {}, \
+                     which sees it only as pseudonyms (written values could be read back as \
+                     pseudonyms of the writer's choice)",
+                    a.env.role.name
+                )));
+            }
             a.touched.extend(c.flow.sources.iter().cloned());
         }
     }
+    Ok(())
 }
 
 fn returning(a: &mut Analyzer, r: &Option<Vec<SelectItem>>, scope: &Scope) -> R<Outcome> {
@@ -378,7 +390,7 @@ fn insert(a: &mut Analyzer, ins: &ast::Insert) -> R<Outcome> {
                 .collect(),
         )
     };
-    touch_columns(a, &item, cols.as_deref());
+    touch_columns(a, &item, cols.as_deref())?;
     let root = Scope::default();
     if let Some(src) = &ins.source {
         let out = a.query(src, &root)?;
@@ -446,7 +458,7 @@ fn update(a: &mut Analyzer, up: &ast::Update) -> R<Outcome> {
             ),
         }
     }
-    touch_columns(a, &item, Some(&targets));
+    touch_columns(a, &item, Some(&targets))?;
     if let Some(w) = &up.selection {
         a.where_clause(w, &scope)?;
     }
@@ -513,7 +525,7 @@ fn copy(
                 .filter(|c| names.is_empty() || names.contains(&c.name))
                 .collect();
             if !to {
-                touch_columns(a, &item, (!names.is_empty()).then_some(names.as_slice()));
+                touch_columns(a, &item, (!names.is_empty()).then_some(names.as_slice()))?;
                 return Ok((None, Effect::None));
             }
             let mut out = Columns {

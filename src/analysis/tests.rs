@@ -322,6 +322,12 @@ fn hashed_flows_through_subqueries_ctes_views_and_unions() {
         "SELECT phone FROM customers UNION ALL SELECT name FROM customers",
         "SELECT * FROM (SELECT * FROM generate_series(1, 2) g UNION ALL SELECT phone FROM customers) s",
         "SELECT x FROM (SELECT 1, phone FROM customers UNION ALL SELECT * FROM generate_series(1,2) g) s(y, x)",
+        // Values of the client's choice next to hashed ones: a pseudonym
+        // dictionary, or an equality test by count.
+        "SELECT phone FROM customers WHERE id = 1 UNION ALL SELECT '15510733112'",
+        "SELECT count(DISTINCT p) FROM (SELECT phone p FROM customers UNION ALL SELECT 'x') x",
+        "SELECT x FROM customers c, LATERAL (VALUES (c.phone), ('1')) v(x)",
+        "WITH RECURSIVE r(p) AS (SELECT phone FROM customers UNION ALL SELECT '1' FROM r) SELECT p FROM r",
     ] {
         run(ANALYST, sql).expect_err(sql);
     }
@@ -415,6 +421,21 @@ fn raw_values_are_never_computed_upon() {
     }
     // Counts of values as stored show no value; equality and grouping
     // show what the pseudonyms show.
+    // Writing a hashed column would pseudonymise values of the writer's
+    // choice.
+    for sql in [
+        "INSERT INTO customers (id, phone) VALUES (1, '1')",
+        "UPDATE customers SET phone = '1' WHERE id = 1",
+        "COPY customers FROM STDIN",
+    ] {
+        let m = refused("hash_he", sql);
+        assert!(m.contains("pseudonyms"), "{sql}: {m}");
+    }
+    run(
+        "hash_he",
+        "INSERT INTO customers (id, city) VALUES (1, 'x')",
+    )
+    .unwrap();
     for sql in [
         "SELECT count(phone), count(DISTINCT phone) FROM customers",
         "SELECT phone, count(*) FROM customers GROUP BY phone",
