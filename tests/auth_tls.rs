@@ -32,7 +32,16 @@ async fn scram_md5_and_cleartext_logins_relay() {
         .err()
         .expect("wrong md5 password refused");
     assert_eq!(err.code().map(|c| c.code()), Some("28P01"), "{err}");
-    let text = metrics_text(&proxy).await;
+    // The session counts its failure as it ends, which may be just after
+    // the client read the error.
+    let mut text = metrics_text(&proxy).await;
+    for _ in 0..100 {
+        if metric(&text, "pgwarden_auth_failures_total") >= 2.0 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        text = metrics_text(&proxy).await;
+    }
     assert_eq!(metric(&text, "pgwarden_auth_failures_total"), 2.0, "{text}");
 }
 
