@@ -173,8 +173,14 @@ impl Direction<'_> {
     ) -> Result<(), Error> {
         let max = self.ctx.config.max_server_message_bytes;
         let mut used = 0;
+        let mut schema_change = false;
         while let Some(frame) = peek_frame(&buf[used..], max).map_err(framing)? {
             used += frame.bytes.len();
+            schema_change |= frame.tag == b'C' && command_tag_changes_schema(frame.body());
+        }
+        if schema_change {
+            // Before the client can send its next statement.
+            self.ctx.catalog.invalidate(&self.info.database);
         }
         if used > 0 {
             self.ctx.metrics.hot.bytes_to_client.inc_by(used as u64);
@@ -637,4 +643,10 @@ impl Direction<'_> {
             duration: done.duration,
         });
     }
+}
+
+/// A CommandComplete body whose tag is DDL (the schema cache is stale).
+fn command_tag_changes_schema(body: &[u8]) -> bool {
+    let tag = body.strip_suffix(&[0]).unwrap_or(body);
+    std::str::from_utf8(tag).is_ok_and(crate::catalog::is_schema_change)
 }
