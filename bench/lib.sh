@@ -100,6 +100,7 @@ roles:
       rows_per_query: 1000
       classified_rows_per_hour: 1000000000
       distinct_subjects: {alert: 1000000000, block: 1000000000}
+      lookups_per_hour: 1000000000
   support:
     users: [agent]
     access: {person_name: mask, phone: mask, "*": deny}

@@ -70,7 +70,8 @@ pub enum AdminCommand {
         config: PathBuf,
         #[arg(long)]
         user: String,
-        /// Only this rule (classified_rows_per_hour or distinct_subjects).
+        /// Only this rule (classified_rows_per_hour, distinct_subjects or
+        /// lookups_per_hour).
         #[arg(long)]
         rule: Option<String>,
     },

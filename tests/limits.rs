@@ -45,12 +45,19 @@ roles:
     limits:
       distinct_subjects: {window_minutes: 60, alert: 50, block: 100}
   support:
-    users: [agent_li, courier_zhao]
+    users: [courier_zhao]
     access: {person_name: mask, phone: mask, address: mask, "*": deny}
     lookup: equality
     limits:
       rows_per_query: 200
+      on_exceed: block
+  desk:
+    users: [agent_li]
+    access: {person_name: mask, phone: mask, address: mask, "*": deny}
+    lookup: equality
+    limits:
       statement_timeout_ms: 500
+      lookups_per_hour: 30
       on_exceed: block
   analyst:
     users: [analyst_wu]
@@ -544,6 +551,126 @@ async fn distinct_customers_are_counted_alerted_and_blocked() {
         .collect();
     assert_eq!(lifted.len(), 1);
     assert_eq!(lifted[0].user.as_deref(), Some("intern_sun"));
+}
+
+/// The patient insider: the mask shows `138****5678`, so ten thousand
+/// guesses find the hidden digits. Each distinct value compared with a
+/// classified column counts against `lookups_per_hour` (30 here), in
+/// every protocol path, all sessions together: the same customer looked
+/// up again costs nothing, the 31st guess is refused before it runs,
+/// and one alert goes out.
+#[tokio::test]
+async fn guesses_at_hidden_digits_stop_at_the_lookup_budget() {
+    let env = start().await;
+    let dba = env.connect("dba_zhang").await;
+    let phones: Vec<String> = dba
+        .query("SELECT phone FROM customers ORDER BY id LIMIT 40", &[])
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    let c = env.connect("agent_li").await;
+    let lookup = c
+        .prepare("SELECT name FROM customers WHERE phone = $1")
+        .await
+        .unwrap();
+    // One customer, many times, by both protocols: one lookup.
+    for _ in 0..50 {
+        assert_eq!(c.query(&lookup, &[&phones[0]]).await.unwrap().len(), 1);
+        let q = format!("SELECT name FROM customers WHERE phone = '{}'", phones[0]);
+        assert_eq!(rows(&c.simple_query(&q).await.unwrap()), 1);
+    }
+    // 1 + 9 by bound parameters, 10 by literals, 5 in an IN list, 5 in a
+    // bound array: 30 distinct values.
+    for p in &phones[1..10] {
+        c.query(&lookup, &[p]).await.unwrap();
+    }
+    for p in &phones[10..20] {
+        let q = format!("SELECT name FROM customers WHERE phone = '{p}'");
+        c.simple_query(&q).await.unwrap();
+    }
+    let list = phones[20..25]
+        .iter()
+        .map(|p| format!("'{p}'"))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let q = format!("SELECT name FROM customers WHERE phone IN ({list})");
+    assert_eq!(rows(&c.simple_query(&q).await.unwrap()), 5);
+    let any = c
+        .query(
+            "SELECT name FROM customers WHERE phone = ANY($1)",
+            &[&phones[25..30].to_vec()],
+        )
+        .await
+        .unwrap();
+    assert_eq!(any.len(), 5);
+    // The 31st value is refused wherever it comes from, and costs nothing.
+    let refused = |e: tokio_postgres::Error| {
+        assert_eq!(error_code(&e), "42501", "{}", error_text(&e));
+        assert!(error_text(&e).contains("lookups_per_hour"), "{}", error_text(&e));
+    };
+    refused(c.query(&lookup, &[&phones[30]]).await.unwrap_err());
+    let q = format!("SELECT name FROM customers WHERE phone = '{}'", phones[31]);
+    refused(c.simple_query(&q).await.unwrap_err());
+    let c2 = env.connect("agent_li").await;
+    let q = format!("PREPARE p(text) AS SELECT name FROM customers WHERE phone = $1; EXECUTE p('{}')", phones[32]);
+    refused(c2.simple_query(&q).await.unwrap_err());
+    refused(
+        c2.query(
+            "SELECT name FROM customers WHERE phone = ANY($1)",
+            &[&vec![phones[0].clone(), phones[33].clone()]],
+        )
+        .await
+        .unwrap_err(),
+    );
+    // Values already looked up still work, in a second session too, and
+    // so do statements that look nothing up.
+    assert_eq!(c2.query(&lookup_in(&c2).await, &[&phones[7]]).await.unwrap().len(), 1);
+    let q = format!("SELECT name FROM customers WHERE phone IN ('{}', '{}')", phones[3], phones[12]);
+    assert_eq!(rows(&c2.simple_query(&q).await.unwrap()), 2);
+    c2.simple_query("SELECT name FROM customers WHERE id = 5")
+        .await
+        .unwrap();
+    // On call: the block is listed and lifted.
+    let (_, body) = admin(&env.proxy, "GET", "/blocks", ADMIN_TOKEN, "").await;
+    let blocks: Vec<serde_json::Value> = serde_json::from_str(&body).unwrap();
+    assert!(
+        blocks.iter().any(|b| b["user"] == "agent_li"
+            && b["rule"] == "lookups_per_hour"
+            && b["count"] == 30
+            && b["limit"] == 30),
+        "{blocks:?}"
+    );
+    let (status, body) = admin(
+        &env.proxy,
+        "POST",
+        "/blocks/lift",
+        ADMIN_TOKEN,
+        r#"{"user": "agent_li", "rule": "lookups_per_hour"}"#,
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    assert!(body.contains("lookups_per_hour"), "{body}");
+    assert_eq!(c.query(&lookup, &[&phones[30]]).await.unwrap().len(), 1);
+    let alert = env.hooked("lookups_per_hour").await;
+    assert_eq!(alert["user"], "agent_li");
+    drop((c, c2, dba));
+    env.proxy.shutdown().await;
+    let alerts: Vec<_> = records(&env.dir)
+        .into_iter()
+        .filter(|r| r.event == "alert" && r.rule.as_deref() == Some("lookups_per_hour"))
+        .collect();
+    assert_eq!(alerts.len(), 2, "the crossing, then the first refusal: {alerts:?}");
+    assert_eq!(alerts[0].detail.as_ref().unwrap()["blocked"], false);
+    assert_eq!(alerts[0].detail.as_ref().unwrap()["lookups_last_hour"], 30);
+    assert_eq!(alerts[1].detail.as_ref().unwrap()["blocked"], true);
+}
+
+async fn lookup_in(c: &Client) -> tokio_postgres::Statement {
+    c.prepare("SELECT name FROM customers WHERE phone = $1")
+        .await
+        .unwrap()
 }
 
 /// The role's statement timeout is set at login and holds: the role may

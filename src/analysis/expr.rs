@@ -176,6 +176,9 @@ impl<'e, 'a> Analyzer<'e, 'a> {
                     match &op {
                         Some(o) => {
                             let v = self.expr(&w.condition, scope)?;
+                            if is_value(&w.condition) && super::predicate::classified(o) {
+                                self.probe(o, &w.condition, false);
+                            }
                             self.equality((o, false), (&v, is_value(&w.condition)))?;
                         }
                         None => self.predicate(&w.condition, scope)?,

@@ -459,7 +459,7 @@ impl<'e, 'a> Analyzer<'e, 'a> {
             substitutions: Vec::new(),
             edits: Vec::new(),
             withholds_text: false,
-            lookup_arrays: Vec::new(),
+            probes: Vec::new(),
             lookup_values: 0,
         };
         let out = inner.query(q, &Scope::default()).map_err(|_| fail())?;

@@ -24,6 +24,7 @@ mod flow;
 mod from;
 mod functions;
 mod predicate;
+mod probe;
 mod query;
 mod scope;
 mod statement;
@@ -33,6 +34,7 @@ mod tests;
 
 pub use flow::{Flow, Source};
 pub use predicate::MAX_LOOKUP_VALUES;
+pub use probe::{Probe, Probed, constant};
 pub use shape::shape;
 
 use crate::catalog::Schema;
@@ -96,6 +98,9 @@ pub struct Remembered {
     /// Rows fetched from it so far (cursors): every FETCH of one cursor
     /// counts towards the same per-statement limit.
     pub fetched: Arc<AtomicU64>,
+    /// Lookups on its bind parameters (SQL prepared statements): probed
+    /// by each EXECUTE's arguments.
+    pub probes: Arc<[Probe]>,
 }
 
 impl PartialEq for Remembered {
@@ -104,6 +109,7 @@ impl PartialEq for Remembered {
             && self.touched == other.touched
             && self.single_relation == other.single_relation
             && Arc::ptr_eq(&self.fetched, &other.fetched)
+            && self.probes == other.probes
     }
 }
 
@@ -221,9 +227,9 @@ pub struct Analyzed {
     /// It reads or writes a relation with classified columns the role may
     /// not see as stored: error and notice text is withheld.
     pub withholds_text: bool,
-    /// Bind parameters (from 1) holding the arrays of an equality lookup
-    /// on a classified column (`col = ANY($n)`): counted at each Bind.
-    pub lookup_arrays: Vec<usize>,
+    /// Values its lookups compare classified columns with, one lookup
+    /// each: constants in its text, bind parameters (counted at each Bind).
+    pub probes: Arc<[Probe]>,
     /// Values written in it that its lookups compare classified columns
     /// with, all lookups together.
     pub lookup_values: usize,

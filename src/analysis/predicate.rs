@@ -102,6 +102,9 @@ impl<'e, 'a> Analyzer<'e, 'a> {
             return Err(self.too_many_values(&flow));
         }
         self.lookup_values += count;
+        for v in &values {
+            self.probe(&flow, v, form == LookupForm::Any);
+        }
         let text = self.env.text.expect("rewriting");
         let span = |e: &Expr| text.range(sqlparser::ast::Spanned::span(e));
         let first = span(values[0]);
@@ -147,17 +150,16 @@ impl<'e, 'a> Analyzer<'e, 'a> {
 
     /// The number of values of an array a lookup compares with, when they
     /// are written in the statement (`ARRAY[...]`, `'{...}'`); `Some(1)`
-    /// for a bind parameter (counted when bound); `None`: not a value.
+    /// for a bind parameter (counted value by value when bound); `None`:
+    /// not a value.
     pub(super) fn array_values(&mut self, e: &Expr) -> R<Option<usize>> {
         Ok(match e {
             Expr::Nested(x) => self.array_values(x)?,
             Expr::Array(a) if a.elem.iter().all(is_literal) => Some(a.elem.len()),
             Expr::Value(v) => match &v.value {
                 Value::Placeholder(p) => {
-                    // Counted value by value when bound.
-                    match p.strip_prefix('$').and_then(|n| n.parse().ok()) {
-                        Some(n) => self.lookup_arrays.push(n),
-                        None => return Err(self.unsupported("this parameter")),
+                    if p.strip_prefix('$').and_then(|n| n.parse::<usize>().ok()).is_none() {
+                        return Err(self.unsupported("this parameter"));
                     }
                     Some(1)
                 }
@@ -170,6 +172,16 @@ impl<'e, 'a> Analyzer<'e, 'a> {
             Expr::Cast { expr, .. } => self.array_values(expr)?,
             _ => None,
         })
+    }
+
+    /// `a = b`: a classified side compared with a value probes it.
+    pub(super) fn probes_of(&mut self, (a, a_expr): (&Flow, &Expr), (b, b_expr): (&Flow, &Expr)) {
+        if classified(a) && is_value(b_expr) {
+            self.probe(a, b_expr, false);
+        }
+        if classified(b) && is_value(a_expr) {
+            self.probe(b, a_expr, false);
+        }
     }
 
     pub(super) fn too_many_values(&self, f: &Flow) -> Refusal {
@@ -209,6 +221,7 @@ impl<'e, 'a> Analyzer<'e, 'a> {
             } => {
                 let l = self.expr(left, scope)?;
                 let r = self.expr(right, scope)?;
+                self.probes_of((&l, left), (&r, right));
                 self.equality((&l, is_value(left)), (&r, is_value(right)))
             }
             Expr::AnyOp {
@@ -219,11 +232,9 @@ impl<'e, 'a> Analyzer<'e, 'a> {
             } => {
                 let l = self.expr(left, scope)?;
                 let r = self.expr(right, scope)?;
-                let arrays = self.lookup_arrays.len();
                 let values = self.array_values(right)?;
-                if l.is_clean() && !l.is_bare_masked() {
-                    // Not a lookup on a classified column: nothing to count.
-                    self.lookup_arrays.truncate(arrays);
+                if values.is_some() && classified(&l) {
+                    self.probe(&l, right, true);
                 }
                 if values.is_some_and(|n| n > MAX_LOOKUP_VALUES) && !l.is_clean() {
                     return Err(self.too_many_values(&l));
@@ -242,6 +253,7 @@ impl<'e, 'a> Analyzer<'e, 'a> {
                 for x in list {
                     // Each member is compared on its own.
                     let f = self.expr(x, scope)?;
+                    self.probes_of((&l, expr), (&f, x));
                     self.equality((&l, is_value(expr)), (&f, is_value(x)))?;
                 }
                 Ok(())
@@ -286,7 +298,7 @@ impl<'e, 'a> Analyzer<'e, 'a> {
 }
 
 /// How an equality lookup compares its column.
-#[derive(Clone, Copy)]
+#[derive(Clone, Copy, PartialEq, Eq)]
 enum LookupForm {
     /// `col = value`
     Eq,
@@ -310,6 +322,12 @@ pub(super) fn conjuncts<'x>(e: &'x Expr, out: &mut Vec<&'x Expr>) {
         Expr::Nested(x) => conjuncts(x, out),
         _ => out.push(e),
     }
+}
+
+/// A value of a classified column, raw or masked: comparing it with a
+/// value is a lookup.
+pub(super) fn classified(f: &Flow) -> bool {
+    !f.is_clean() || f.is_bare_masked()
 }
 
 /// A literal or a bind parameter as written: a lookup may move it.

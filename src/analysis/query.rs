@@ -90,8 +90,8 @@ pub struct Analyzer<'e, 'a> {
     /// the role may not see as stored: server errors and notices lose
     /// their text, whatever columns the statement names.
     pub withholds_text: bool,
-    /// Bind parameters holding the arrays of lookups on classified columns.
-    pub lookup_arrays: Vec<usize>,
+    /// Values classified columns are compared with, one lookup each.
+    pub probes: Vec<super::probe::Probe>,
     /// Values written in the statement that lookups compare classified
     /// columns with, all lookups together.
     pub lookup_values: usize,
@@ -112,7 +112,7 @@ impl<'e, 'a> Analyzer<'e, 'a> {
             substitutions: Vec::new(),
             edits: Vec::new(),
             withholds_text: false,
-            lookup_arrays: Vec::new(),
+            probes: Vec::new(),
             lookup_values: 0,
         }
     }
@@ -170,6 +170,7 @@ impl<'e, 'a> Analyzer<'e, 'a> {
             touched: Arc::new(self.touched.clone()),
             single_relation: self.relations == 1,
             fetched: Arc::default(),
+            probes: Arc::new([]),
         }
     }
 

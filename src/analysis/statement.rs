@@ -80,7 +80,7 @@ pub fn analyze(st: &Statement, env: &Env) -> R<(Analyzed, Vec<crate::rewrite::Ed
             effect,
             single_relation: a.relations == 1,
             withholds_text: a.withholds_text,
-            lookup_arrays: std::mem::take(&mut a.lookup_arrays),
+            probes: std::mem::take(&mut a.probes).into(),
             lookup_values: a.lookup_values,
             touched: Arc::new(a.touched),
             fetched,
@@ -169,7 +169,10 @@ fn run(a: &mut Analyzer, st: &Statement) -> R<Outcome> {
                 return Err(refuse(a, "PREPARE of this statement"));
             }
             let (p, _) = run(a, statement)?;
-            if !a.lookup_arrays.is_empty() {
+            if a.probes
+                .iter()
+                .any(|p| matches!(p.value, super::Probed::ParamArray(_)))
+            {
                 // EXECUTE's arguments are not bound values pgwarden sees.
                 return Err(refuse(
                     a,
@@ -178,11 +181,20 @@ fn run(a: &mut Analyzer, st: &Statement) -> R<Outcome> {
                      counted)",
                 ));
             }
+            // Constants are probed now; parameters by each EXECUTE.
+            let (params, consts) = std::mem::take(&mut a.probes)
+                .into_iter()
+                .partition(|p| matches!(p.value, super::Probed::Param(_)));
+            a.probes = consts;
+            let params: Vec<_> = params;
             Ok((
                 None,
                 Effect::Prepare {
                     name: fold(name),
-                    statement: a.remembered(p),
+                    statement: super::Remembered {
+                        probes: params.into(),
+                        ..a.remembered(p)
+                    },
                 },
             ))
         }
@@ -204,7 +216,10 @@ fn run(a: &mut Analyzer, st: &Statement) -> R<Outcome> {
                 .and_then(|p| p.into_iter().next())
                 .unwrap_or_default();
             match a.env.session.prepared(&n) {
-                Some(p) => Ok((a.recall(p, false), Effect::None)),
+                Some(p) => {
+                    a.probe_arguments(&p.probes.clone(), parameters)?;
+                    Ok((a.recall(p, false), Effect::None))
+                }
                 None => Err(Refusal::new(format!(
                     "permission denied by pgwarden: prepared statement {name} was not prepared \
                      through pgwarden in this session"

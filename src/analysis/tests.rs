@@ -525,6 +525,61 @@ fn lookups_move_into_the_rewrite() {
     }
 }
 
+/// What each lookup of `sql` probes: (kind, the constant as written, or
+/// the parameter's place).
+fn probes(user: &str, sql: &str) -> Vec<(String, String)> {
+    let a = run(user, sql).unwrap_or_else(|e| panic!("{sql}: refused: {e}"));
+    a.statements
+        .iter()
+        .flat_map(|s| s.probes.iter())
+        .map(|p| {
+            let v = match &p.value {
+                super::Probed::Const(r) => sql[r.clone()].to_string(),
+                super::Probed::ConstArray(r) => format!("array {}", &sql[r.clone()]),
+                super::Probed::Param(n) => format!("${n}"),
+                super::Probed::ParamArray(n) => format!("array ${n}"),
+                super::Probed::Unknown => "?".into(),
+            };
+            (p.kind.clone(), v)
+        })
+        .collect()
+}
+
+#[test]
+fn lookups_record_each_value_they_probe() {
+    let p = |k: &str, v: &str| (k.to_string(), v.to_string());
+    assert_eq!(
+        probes(SUPPORT, "SELECT id FROM customers WHERE phone = '138' AND city = 'x'"),
+        vec![p("phone", "'138'")]
+    );
+    assert_eq!(
+        probes(SUPPORT, "SELECT id FROM customers WHERE phone IN ('1', $2) AND name = 7"),
+        vec![p("phone", "'1'"), p("phone", "$2"), p("person_name", "7")]
+    );
+    assert_eq!(
+        probes(SUPPORT, "SELECT id FROM customers WHERE phone = ANY($1)"),
+        vec![p("phone", "array $1")]
+    );
+    assert_eq!(
+        probes(SUPPORT, "SELECT id FROM customers WHERE phone = ANY('{1,2}')"),
+        vec![p("phone", "array '{1,2}'")]
+    );
+    // Writes compare raw values: their WHERE probes as well.
+    assert_eq!(
+        probes(SUPPORT, "UPDATE customers SET city = 'x' WHERE phone = '9'"),
+        vec![p("phone", "'9'")]
+    );
+    // Unclassified comparisons probe nothing.
+    assert!(probes(SUPPORT, "SELECT id FROM customers WHERE city = 'x' AND id = 3").is_empty());
+    // A SQL prepared statement probes with each EXECUTE's arguments.
+    let sql = "PREPARE q(text) AS SELECT id FROM customers WHERE phone = $1 AND name = 'n'; \
+               EXECUTE q('555'); EXECUTE q(upper('x'))";
+    assert_eq!(
+        probes(SUPPORT, sql),
+        vec![p("person_name", "'n'"), p("phone", "'555'"), p("phone", "?")]
+    );
+}
+
 #[test]
 fn errors_of_statements_over_classified_relations_are_withheld() {
     for sql in [

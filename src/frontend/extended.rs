@@ -350,55 +350,96 @@ mod tests {
 /// counted), in the binary or text format; `None` when it is not an array
 /// this can read.
 pub fn array_len(value: &[u8], binary: bool) -> Option<usize> {
+    array_elements(value, binary).map(|e| e.len())
+}
+
+/// The elements of an array parameter, every dimension flattened, each as
+/// the server reads it (`None` for NULL), in the binary or text format;
+/// `None` when it is not an array this can read.
+pub fn array_elements(value: &[u8], binary: bool) -> Option<Vec<Option<Cow<'_, [u8]>>>> {
     if binary {
-        let word = |i: usize| -> Option<i32> {
-            Some(i32::from_be_bytes(value.get(i..i + 4)?.try_into().ok()?))
-        };
-        let ndim = usize::try_from(word(0)?).ok()?;
-        let mut n: usize = if ndim == 0 { 0 } else { 1 };
-        for d in 0..ndim {
-            let size = usize::try_from(word(12 + 8 * d)?).ok()?;
-            n = n.checked_mul(size)?;
-        }
-        return Some(n);
+        binary_elements(value)
+    } else {
+        text_elements(value)
     }
+}
+
+fn binary_elements(value: &[u8]) -> Option<Vec<Option<Cow<'_, [u8]>>>> {
+    let mut r = BodyReader::new(value);
+    let ndim = usize::try_from(r.i32()?).ok()?;
+    let (_flags, _element_type) = (r.i32()?, r.i32()?);
+    let mut n: usize = if ndim == 0 { 0 } else { 1 };
+    for _ in 0..ndim {
+        n = n.checked_mul(usize::try_from(r.i32()?).ok()?)?;
+        r.i32()?;
+    }
+    // Every element holds at least its length word.
+    if n > value.len() / 4 {
+        return None;
+    }
+    let mut out = Vec::with_capacity(n);
+    for _ in 0..n {
+        let len = r.i32()?;
+        out.push(match usize::try_from(len) {
+            Ok(len) => Some(Cow::Borrowed(r.bytes(len)?)),
+            Err(_) if len == -1 => None,
+            Err(_) => return None,
+        });
+    }
+    Some(out)
+}
+
+fn text_elements(value: &[u8]) -> Option<Vec<Option<Cow<'_, [u8]>>>> {
     let text = std::str::from_utf8(value).ok()?;
     // `[1:3]={...}`: explicit bounds first.
     let body = match text.find('=') {
         Some(i) if text.starts_with('[') => &text[i + 1..],
         _ => text,
     };
-    let body = body.trim();
-    if !body.starts_with('{') {
+    let body = body.trim().as_bytes();
+    if body.first() != Some(&b'{') {
         return None;
     }
-    let mut elements = 0;
-    let mut in_element = false;
-    let mut quoted = false;
-    let mut escaped = false;
-    for c in body.chars() {
+    let mut out = Vec::new();
+    let mut element: Vec<u8> = Vec::new();
+    let (mut in_element, mut quoted, mut was_quoted, mut escaped) = (false, false, false, false);
+    for &c in body {
         if escaped {
+            element.push(c);
             escaped = false;
             continue;
         }
         match c {
-            '\\' => escaped = true,
-            '"' => {
-                quoted = !quoted;
+            b'\\' => {
+                escaped = true;
                 in_element = true;
             }
-            _ if quoted => {}
-            '{' | '}' | ',' => {
-                if in_element {
-                    elements += 1;
-                }
-                in_element = false;
+            b'"' => {
+                quoted = !quoted;
+                in_element = true;
+                was_quoted = true;
             }
-            c if c.is_whitespace() => {}
-            _ => in_element = true,
+            _ if quoted => element.push(c),
+            b'{' | b'}' | b',' => {
+                if in_element {
+                    if !was_quoted {
+                        let end = element.iter().rposition(|c| !c.is_ascii_whitespace());
+                        element.truncate(end.map_or(0, |e| e + 1));
+                    }
+                    let null = !was_quoted && element.eq_ignore_ascii_case(b"null");
+                    let e = std::mem::take(&mut element);
+                    out.push((!null).then_some(Cow::Owned(e)));
+                }
+                (in_element, was_quoted) = (false, false);
+            }
+            c if c.is_ascii_whitespace() && !in_element => {}
+            _ => {
+                in_element = true;
+                element.push(c);
+            }
         }
     }
-    (!quoted).then_some(elements)
+    (!quoted && !escaped).then_some(out)
 }
 
 #[cfg(test)]
@@ -425,5 +466,32 @@ mod array_tests {
         }
         assert_eq!(array_len(&b, true), Some(3));
         assert_eq!(array_len(&b[..10], true), None);
+        assert_eq!(array_len(&b[..b.len() - 1], true), None);
+    }
+
+    #[test]
+    fn array_elements_are_read_as_the_server_reads_them() {
+        let text = |v: &[u8]| {
+            super::array_elements(v, false).map(|e| {
+                e.into_iter()
+                    .map(|x| x.map(|x| String::from_utf8(x.into_owned()).unwrap()))
+                    .collect::<Vec<_>>()
+            })
+        };
+        let s = |x: &str| Some(x.to_string());
+        assert_eq!(
+            text(b"{ 138 , \"a,b\",\"c\\\"d\", NULL ,\"NULL\", x y }"),
+            Some(vec![s("138"), s("a,b"), s("c\"d"), None, s("NULL"), s("x y")])
+        );
+        assert_eq!(text(b"{{1,2},{3}}"), Some(vec![s("1"), s("2"), s("3")]));
+        assert_eq!(text(b"{\"a}"), None);
+        let mut b = Vec::new();
+        for w in [1i32, 0, 25, 2, 1, 3] {
+            b.extend_from_slice(&w.to_be_bytes());
+        }
+        b.extend_from_slice(b"138");
+        b.extend_from_slice(&(-1i32).to_be_bytes());
+        let e = super::array_elements(&b, true).unwrap();
+        assert_eq!(e, vec![Some(std::borrow::Cow::Borrowed(&b"138"[..])), None]);
     }
 }

@@ -9,6 +9,7 @@
 //! has left. Completed statements add their classified rows with
 //! [`Limiter::record`]. Every crossing raises an alert once.
 
+pub mod lookups;
 pub mod subjects;
 pub mod window;
 
@@ -50,6 +51,11 @@ struct SubjectState {
 pub struct Limiter {
     users: FastDashMap<String, UserState>,
     subjects: FastDashMap<String, SubjectState>,
+    lookups: FastDashMap<String, lookups::LookupState>,
+    /// The key of probed values' hashes, drawn at start.
+    probe_key: std::collections::hash_map::RandomState,
+    /// Ids for probes whose value is not known.
+    fresh_probes: std::sync::atomic::AtomicU64,
     pub alerts: Arc<Alerts>,
 }
 
@@ -98,6 +104,9 @@ impl Limiter {
         Limiter {
             users: FastDashMap::default(),
             subjects: FastDashMap::default(),
+            lookups: FastDashMap::default(),
+            probe_key: Default::default(),
+            fresh_probes: Default::default(),
             alerts,
         }
     }
@@ -329,6 +338,7 @@ impl Limiter {
                 });
             }
         }
+        out.extend(self.lookup_blocks());
         out.sort_by(|a, b| (&a.user, a.rule).cmp(&(&b.user, b.rule)));
         out
     }
@@ -349,6 +359,9 @@ impl Limiter {
                 s.window.clear();
                 lifted.push("distinct_subjects");
             }
+        }
+        if rule.is_none_or(|r| r == "lookups_per_hour") && self.lift_lookups(user) {
+            lifted.push("lookups_per_hour");
         }
         lifted
     }

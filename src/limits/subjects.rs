@@ -70,6 +70,11 @@ impl SubjectWindow {
         }
     }
 
+    /// Whether `subject` is in the window.
+    pub fn contains(&self, subject: u64) -> bool {
+        self.last_seen.contains_key(&subject)
+    }
+
     /// Distinct subjects in the window.
     pub fn len(&self) -> usize {
         self.last_seen.len()

@@ -82,6 +82,7 @@ struct RawLimits {
     rows_per_query: Option<u64>,
     classified_rows_per_hour: Option<u64>,
     distinct_subjects: Option<RawSubjects>,
+    lookups_per_hour: Option<u64>,
     statement_timeout_ms: Option<u64>,
     on_exceed: Option<Key>,
 }
@@ -493,6 +494,7 @@ fn build_role(
         for (n, v) in [
             ("rows_per_query", lim.rows_per_query),
             ("classified_rows_per_hour", lim.classified_rows_per_hour),
+            ("lookups_per_hour", lim.lookups_per_hour),
             ("statement_timeout_ms", lim.statement_timeout_ms),
         ] {
             if v == Some(0) {
@@ -527,6 +529,7 @@ fn build_role(
             rows_per_query: lim.rows_per_query,
             classified_rows_per_hour: lim.classified_rows_per_hour,
             distinct_subjects,
+            lookups_per_hour: lim.lookups_per_hour,
             statement_timeout_ms: lim.statement_timeout_ms,
             on_exceed,
         };

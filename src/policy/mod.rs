@@ -92,6 +92,9 @@ pub struct Limits {
     pub rows_per_query: Option<u64>,
     pub classified_rows_per_hour: Option<u64>,
     pub distinct_subjects: Option<SubjectBudget>,
+    /// Distinct values one user may compare classified columns with in a
+    /// sliding hour (equality lookups), all sessions together.
+    pub lookups_per_hour: Option<u64>,
     /// The server's `statement_timeout` for the role's sessions, in
     /// milliseconds: set by pgwarden at login; the role may lower it, never
     /// raise or lift it.

@@ -33,6 +33,7 @@ fn contract_example_loads() {
     assert_eq!(support.lookup, Lookup::Equality);
     assert_eq!(support.limits.rows_per_query, Some(200));
     assert_eq!(support.limits.statement_timeout_ms, Some(30_000));
+    assert_eq!(support.limits.lookups_per_hour, Some(300));
     assert_eq!(support.limits.on_exceed, OnExceed::Block);
     let analyst = p.role_of("analyst_wu");
     assert_eq!(analyst.action("person_name"), Action::Hash);

@@ -43,9 +43,9 @@ pub struct Prepared {
     /// What an Execute of it does to session state (a DECLARE or PREPARE
     /// sent through the protocol), applied when it runs.
     pub effect: Effect,
-    /// Bind parameters (from 1) holding the arrays of an equality lookup
-    /// on a classified column: counted value by value at each Bind.
-    pub lookup_arrays: Vec<usize>,
+    /// Values its lookups compare classified columns with: constants in
+    /// its text, bind parameters (counted at each Bind).
+    pub probes: Arc<[crate::analysis::Probe]>,
     /// Values its lookups compare classified columns with, written in it.
     pub lookup_values: usize,
     /// What each Execute of a statement without classified columns reads:
@@ -70,7 +70,7 @@ impl Prepared {
             reads,
             server_sql: None,
             effect: Effect::None,
-            lookup_arrays: Vec::new(),
+            probes: Arc::new([]),
             lookup_values: 0,
             unclassified_reads,
         })
@@ -96,7 +96,7 @@ impl Prepared {
             reads,
             server_sql,
             effect: st.map(|s| s.effect.clone()).unwrap_or(Effect::None),
-            lookup_arrays: st.map(|s| s.lookup_arrays.clone()).unwrap_or_default(),
+            probes: st.map(|s| s.probes.clone()).unwrap_or_default(),
             lookup_values: st.map_or(0, |s| s.lookup_values),
             unclassified_reads,
         })

@@ -10,7 +10,6 @@ use crate::backend::tracker::{Confirm, Pending, Reads, Statement};
 use crate::decision::{Decision, RoleView};
 use crate::frame::Frame;
 use crate::frontend::FrontendMessage;
-use crate::frontend::extended::Bind;
 use crate::session::enforce::{
     log_refusal, parse_message, query_message, refusal_extended, refusal_query,
 };
@@ -89,6 +88,7 @@ impl Inspector<'_> {
                     if a.sensitive() {
                         self.admit()?;
                     }
+                    self.query_lookups(&a, &sql)?;
                     let text = a.server_text(&sql)?;
                     Ok((a, text))
                 });
@@ -205,7 +205,7 @@ impl Inspector<'_> {
                     self.refuse_parse(sql, &r, out);
                     return;
                 }
-                if let Err(r) = self.lookup_arrays(&b) {
+                if let Err(r) = self.bind_lookups(&b) {
                     self.state.close(b'P', &b.portal);
                     let sql = self.state.statements.get(name).map(|p| p.sql.clone());
                     self.refuse_parse(sql.unwrap_or_default(), &r, out);
@@ -363,31 +363,6 @@ impl Inspector<'_> {
             .in_hours(role, self.info.login())
             .and_then(|()| self.ctx.limiter.admit(role, self.info))
             .map_err(Refusal::new)
-    }
-
-    /// Refuse a Bind whose lookup arrays compare a classified column with
-    /// more values than a lookup may.
-    pub(super) fn lookup_arrays(&self, b: &Bind<'_>) -> Result<(), Refusal> {
-        let Some(p) = self.state.statements.get(&b.statement) else {
-            return Ok(());
-        };
-        let max = crate::analysis::MAX_LOOKUP_VALUES;
-        let mut total = p.lookup_values;
-        for &i in &p.lookup_arrays {
-            let Some(Some(value)) = b.params().nth(i - 1) else {
-                continue;
-            };
-            let n = crate::frontend::extended::array_len(value, b.param_format(i - 1) == 1);
-            total = total.saturating_add(n.unwrap_or(usize::MAX));
-        }
-        if total > max {
-            return Err(Refusal::new(format!(
-                "permission denied by pgwarden: the lookups of this statement compare classified \
-                 columns with more than {max} values together (or with an array pgwarden cannot \
-                 count); a statement may look up at most {max}"
-            )));
-        }
-        Ok(())
     }
 
     /// The confirmation `msg` must wait for: an earlier block's change
