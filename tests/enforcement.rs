@@ -703,6 +703,125 @@ async fn shape_mates_do_not_share_a_decision_a_constant_changes() {
     assert_eq!(error_code(&e), "42501", "{}", error_text(&e));
 }
 
+/// Simple-protocol lookups of one shape run through a server-side
+/// prepared statement of their rewrite once the server has it: the same
+/// rows as the simple protocol gives, the constants sent as parameters.
+/// Shapes the server cannot prepare, a client's DEALLOCATE ALL and an
+/// aborted transaction leave the statements working.
+#[tokio::test]
+async fn simple_lookups_run_prepared_with_the_same_results() {
+    let env = start().await;
+    let c = env.connect("agent_li").await;
+    let server_sees = || {
+        setup()
+            .cluster
+            .psql(
+                DATABASE,
+                "SELECT query FROM pg_stat_activity WHERE usename = 'agent_li'",
+            )
+            .unwrap()
+    };
+    let extended = c
+        .prepare("SELECT id, name, phone, city FROM customers WHERE id = $1")
+        .await
+        .unwrap();
+    for id in 11..17i32 {
+        let sql = format!("SELECT id, name, phone, city FROM customers WHERE id = {id}");
+        let simple = simple_rows(&c.simple_query(&sql).await.unwrap());
+        let ext: Vec<Vec<Option<String>>> = c
+            .query(&extended, &[&id])
+            .await
+            .unwrap()
+            .iter()
+            .map(|r| {
+                vec![
+                    Some(r.get::<_, i32>(0).to_string()),
+                    r.get(1),
+                    r.get(2),
+                    r.get(3),
+                ]
+            })
+            .collect();
+        assert_eq!(simple, ext, "{sql}");
+        assert!(is_masked_phone(simple[0][2].as_deref().unwrap()));
+    }
+    // The last simple lookups reached the server as a prepared statement.
+    let seen = c
+        .simple_query("SELECT id, name, phone, city FROM customers WHERE id = 17")
+        .await
+        .unwrap();
+    assert_eq!(simple_rows(&seen).len(), 1);
+    let text = server_sees();
+    assert!(text.contains("$1") && !text.contains("17"), "{text}");
+    // Lookups by phone move into the rewrite as parameters.
+    let mut phones: Vec<String> = setup()
+        .secrets
+        .digits
+        .iter()
+        .filter(|d| d.len() == 11 && d.starts_with('1'))
+        .cloned()
+        .collect();
+    phones.sort();
+    phones.truncate(4);
+    assert_eq!(phones.len(), 4);
+    for p in &phones {
+        let rows = simple_rows(
+            &c.simple_query(&format!(
+                "SELECT name, phone FROM customers WHERE phone = '{p}'"
+            ))
+            .await
+            .unwrap(),
+        );
+        assert_eq!(rows.len(), 1, "{p}");
+        assert_eq!(rows[0][1].as_deref().map(|m| &m[7..]), Some(&p[7..]));
+    }
+    // A constant whose type the server cannot infer as a parameter: the
+    // shape stays on the simple protocol, unharmed.
+    for id in 21..25 {
+        let rows = simple_rows(
+            &c.simple_query(&format!(
+                "SELECT id, 'x' IS NULL FROM customers WHERE id = {id}"
+            ))
+            .await
+            .unwrap(),
+        );
+        assert_eq!(rows, vec![vec![Some(id.to_string()), Some("f".into())]]);
+    }
+    // The client drops every prepared statement: pgwarden follows.
+    c.simple_query("DEALLOCATE ALL").await.unwrap();
+    for id in 31..34 {
+        let rows = simple_rows(
+            &c.simple_query(&format!(
+                "SELECT id, name, phone, city FROM customers WHERE id = {id}"
+            ))
+            .await
+            .unwrap(),
+        );
+        assert_eq!(rows[0][0].as_deref(), Some(id.to_string().as_str()));
+    }
+    // In an aborted transaction the statement fails as it would anyway;
+    // after it, lookups work again.
+    c.simple_query("BEGIN").await.unwrap();
+    assert!(c.simple_query("SELECT 1/0").await.is_err());
+    let e = c
+        .simple_query("SELECT id, name, phone, city FROM customers WHERE id = 40")
+        .await
+        .unwrap_err();
+    assert_eq!(error_code(&e), "25P02");
+    c.simple_query("ROLLBACK").await.unwrap();
+    for id in 41..44 {
+        let rows = simple_rows(
+            &c.simple_query(&format!(
+                "SELECT id, name, phone, city FROM customers WHERE id = {id}"
+            ))
+            .await
+            .unwrap(),
+        );
+        assert_eq!(rows[0][0].as_deref(), Some(id.to_string().as_str()));
+    }
+    env.assert_no_leak();
+}
+
 /// A statement prepared under one policy is analysed again under the next:
 /// a column denied by a reload cannot be read through an old statement.
 #[tokio::test]

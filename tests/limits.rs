@@ -608,13 +608,20 @@ async fn guesses_at_hidden_digits_stop_at_the_lookup_budget() {
     // The 31st value is refused wherever it comes from, and costs nothing.
     let refused = |e: tokio_postgres::Error| {
         assert_eq!(error_code(&e), "42501", "{}", error_text(&e));
-        assert!(error_text(&e).contains("lookups_per_hour"), "{}", error_text(&e));
+        assert!(
+            error_text(&e).contains("lookups_per_hour"),
+            "{}",
+            error_text(&e)
+        );
     };
     refused(c.query(&lookup, &[&phones[30]]).await.unwrap_err());
     let q = format!("SELECT name FROM customers WHERE phone = '{}'", phones[31]);
     refused(c.simple_query(&q).await.unwrap_err());
     let c2 = env.connect("agent_li").await;
-    let q = format!("PREPARE p(text) AS SELECT name FROM customers WHERE phone = $1; EXECUTE p('{}')", phones[32]);
+    let q = format!(
+        "PREPARE p(text) AS SELECT name FROM customers WHERE phone = $1; EXECUTE p('{}')",
+        phones[32]
+    );
     refused(c2.simple_query(&q).await.unwrap_err());
     refused(
         c2.query(
@@ -626,8 +633,17 @@ async fn guesses_at_hidden_digits_stop_at_the_lookup_budget() {
     );
     // Values already looked up still work, in a second session too, and
     // so do statements that look nothing up.
-    assert_eq!(c2.query(&lookup_in(&c2).await, &[&phones[7]]).await.unwrap().len(), 1);
-    let q = format!("SELECT name FROM customers WHERE phone IN ('{}', '{}')", phones[3], phones[12]);
+    assert_eq!(
+        c2.query(&lookup_in(&c2).await, &[&phones[7]])
+            .await
+            .unwrap()
+            .len(),
+        1
+    );
+    let q = format!(
+        "SELECT name FROM customers WHERE phone IN ('{}', '{}')",
+        phones[3], phones[12]
+    );
     assert_eq!(rows(&c2.simple_query(&q).await.unwrap()), 2);
     c2.simple_query("SELECT name FROM customers WHERE id = 5")
         .await
@@ -661,7 +677,11 @@ async fn guesses_at_hidden_digits_stop_at_the_lookup_budget() {
         .into_iter()
         .filter(|r| r.event == "alert" && r.rule.as_deref() == Some("lookups_per_hour"))
         .collect();
-    assert_eq!(alerts.len(), 2, "the crossing, then the first refusal: {alerts:?}");
+    assert_eq!(
+        alerts.len(),
+        2,
+        "the crossing, then the first refusal: {alerts:?}"
+    );
     assert_eq!(alerts[0].detail.as_ref().unwrap()["blocked"], false);
     assert_eq!(alerts[0].detail.as_ref().unwrap()["lookups_last_hour"], 30);
     assert_eq!(alerts[1].detail.as_ref().unwrap()["blocked"], true);

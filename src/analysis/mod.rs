@@ -23,6 +23,7 @@ mod expr;
 mod flow;
 mod from;
 mod functions;
+pub mod literals;
 mod predicate;
 mod probe;
 mod query;
@@ -242,6 +243,10 @@ pub struct Analysis {
     /// The text the server gets in place of the client's; `None`: the
     /// client's text as it is.
     pub rewrite: Option<Arc<Rewrite>>,
+    /// A rewritten plain query: the constants that may become parameters
+    /// when it runs as a server-side prepared statement
+    /// ([`literals::parameters`]); `None`: it runs as sent.
+    pub literals: Option<Arc<[literals::Literal]>>,
 }
 
 impl Analysis {
@@ -330,6 +335,9 @@ pub fn analyze(sql: &str, env: &Env) -> Result<Analysis, Refusal> {
             ))
         })?;
         out.rewrite = Some(Arc::new(r));
+        if let [st] = statements.as_slice() {
+            out.literals = literals::parameters(st, &offsets).map(Arc::from);
+        }
     }
     Ok(out)
 }

@@ -158,7 +158,10 @@ impl<'e, 'a> Analyzer<'e, 'a> {
             Expr::Array(a) if a.elem.iter().all(is_literal) => Some(a.elem.len()),
             Expr::Value(v) => match &v.value {
                 Value::Placeholder(p) => {
-                    if p.strip_prefix('$').and_then(|n| n.parse::<usize>().ok()).is_none() {
+                    if p.strip_prefix('$')
+                        .and_then(|n| n.parse::<usize>().ok())
+                        .is_none()
+                    {
                         return Err(self.unsupported("this parameter"));
                     }
                     Some(1)

@@ -98,7 +98,11 @@ impl<'e, 'a> Analyzer<'e, 'a> {
 
     /// Statement-level: the probes of a SQL prepared statement's
     /// parameters, as its EXECUTE's arguments give them.
-    pub(super) fn probe_arguments(&mut self, params: &[Probe], args: &[Expr]) -> Result<(), Refusal> {
+    pub(super) fn probe_arguments(
+        &mut self,
+        params: &[Probe],
+        args: &[Expr],
+    ) -> Result<(), Refusal> {
         for p in params {
             let value = match p.value {
                 Probed::Param(n) => match n.checked_sub(1).and_then(|i| args.get(i)) {
@@ -133,10 +137,7 @@ fn strip(e: &Expr) -> &Expr {
 /// is taken as written, so the same value written two ways may count
 /// twice, never less.
 pub fn constant(token: &str) -> std::borrow::Cow<'_, str> {
-    match token
-        .strip_prefix('\'')
-        .and_then(|t| t.strip_suffix('\''))
-    {
+    match token.strip_prefix('\'').and_then(|t| t.strip_suffix('\'')) {
         Some(body) if body.contains("''") => body.replace("''", "'").into(),
         Some(body) => body.into(),
         None => token.into(),

@@ -549,11 +549,17 @@ fn probes(user: &str, sql: &str) -> Vec<(String, String)> {
 fn lookups_record_each_value_they_probe() {
     let p = |k: &str, v: &str| (k.to_string(), v.to_string());
     assert_eq!(
-        probes(SUPPORT, "SELECT id FROM customers WHERE phone = '138' AND city = 'x'"),
+        probes(
+            SUPPORT,
+            "SELECT id FROM customers WHERE phone = '138' AND city = 'x'"
+        ),
         vec![p("phone", "'138'")]
     );
     assert_eq!(
-        probes(SUPPORT, "SELECT id FROM customers WHERE phone IN ('1', $2) AND name = 7"),
+        probes(
+            SUPPORT,
+            "SELECT id FROM customers WHERE phone IN ('1', $2) AND name = 7"
+        ),
         vec![p("phone", "'1'"), p("phone", "$2"), p("person_name", "7")]
     );
     assert_eq!(
@@ -561,7 +567,10 @@ fn lookups_record_each_value_they_probe() {
         vec![p("phone", "array $1")]
     );
     assert_eq!(
-        probes(SUPPORT, "SELECT id FROM customers WHERE phone = ANY('{1,2}')"),
+        probes(
+            SUPPORT,
+            "SELECT id FROM customers WHERE phone = ANY('{1,2}')"
+        ),
         vec![p("phone", "array '{1,2}'")]
     );
     // Writes compare raw values: their WHERE probes as well.
@@ -570,13 +579,23 @@ fn lookups_record_each_value_they_probe() {
         vec![p("phone", "'9'")]
     );
     // Unclassified comparisons probe nothing.
-    assert!(probes(SUPPORT, "SELECT id FROM customers WHERE city = 'x' AND id = 3").is_empty());
+    assert!(
+        probes(
+            SUPPORT,
+            "SELECT id FROM customers WHERE city = 'x' AND id = 3"
+        )
+        .is_empty()
+    );
     // A SQL prepared statement probes with each EXECUTE's arguments.
     let sql = "PREPARE q(text) AS SELECT id FROM customers WHERE phone = $1 AND name = 'n'; \
                EXECUTE q('555'); EXECUTE q(upper('x'))";
     assert_eq!(
         probes(SUPPORT, sql),
-        vec![p("person_name", "'n'"), p("phone", "'555'"), p("phone", "?")]
+        vec![
+            p("person_name", "'n'"),
+            p("phone", "'555'"),
+            p("phone", "?")
+        ]
     );
 }
 

@@ -105,7 +105,7 @@ pub struct Outcome {
 }
 
 impl Confirm {
-    fn resolve(&self, done: bool, succeeded: usize) {
+    pub(crate) fn resolve(&self, done: bool, succeeded: usize) {
         self.succeeded.store(succeeded, Ordering::Relaxed);
         self.state
             .store(if done { 1 } else { 2 }, Ordering::Release);
@@ -159,6 +159,12 @@ pub enum Pending {
     /// A Parse or Bind pgwarden sent on its own behalf (to raise a
     /// refusal): its success reply is not forwarded.
     Hidden,
+    /// A Parse pgwarden sent to prepare a statement for later: neither
+    /// its success nor its error reaches the client.
+    Prepare(Arc<Confirm>),
+    /// A Sync pgwarden sent after a [`Pending::Prepare`]; its
+    /// ReadyForQuery is not forwarded.
+    HiddenSync,
     /// Execute of a portal; ends at CommandComplete, EmptyQueryResponse,
     /// PortalSuspended or an error.
     Execute(Arc<Statement>),
@@ -178,7 +184,7 @@ impl Pending {
         match self {
             Pending::Query(s) | Pending::Parse(s) | Pending::Execute(s) => s.inspected(),
             Pending::Describe(d) => d.is_some(),
-            Pending::Hidden | Pending::Reply(_) => true,
+            Pending::Hidden | Pending::Reply(_) | Pending::Prepare(_) | Pending::HiddenSync => true,
             Pending::Bind(c) => c.is_some(),
             Pending::Close | Pending::Sync | Pending::FunctionCall => false,
         }
@@ -534,6 +540,10 @@ impl Tracker {
                 if matches!(self.queue.front(), Some(Pending::Hidden)) {
                     self.queue.pop_front();
                     seen.hidden = true;
+                } else if let Some(Pending::Prepare(c)) = self.queue.front() {
+                    c.resolve(true, 0);
+                    self.queue.pop_front();
+                    seen.hidden = true;
                 } else if matches!(
                     self.queue.front(),
                     Some(
@@ -553,6 +563,13 @@ impl Tracker {
             b'T' => {
                 self.pop_if(|p| matches!(p, Pending::Describe(_)));
             }
+            b'E' if matches!(self.queue.front(), Some(Pending::Prepare(_))) => {
+                if let Some(p) = self.queue.pop_front() {
+                    failed(p);
+                }
+                self.skip_to_sync();
+                seen.hidden = true;
+            }
             b'E' => seen.completed = self.on_error(sqlstate.unwrap_or("XX000")),
             b'Z' => {
                 seen.ready = true;
@@ -565,6 +582,10 @@ impl Tracker {
                             break;
                         }
                         Pending::Sync | Pending::FunctionCall => break,
+                        Pending::HiddenSync => {
+                            seen.hidden = true;
+                            break;
+                        }
                         other => failed(other),
                     }
                 }
@@ -681,6 +702,7 @@ impl Tracker {
                 | Pending::Describe(_)
                 | Pending::Close
                 | Pending::Hidden
+                | Pending::Prepare(_)
                 | Pending::Execute(_) => match self.queue.pop_front() {
                     Some(Pending::Execute(s)) => {
                         resolve(&s.confirm, false, 0);
@@ -704,6 +726,7 @@ fn failed(p: Pending) {
             resolve(&s.confirm, false, 0)
         }
         Pending::Bind(c) => resolve(&c, false, 0),
+        Pending::Prepare(c) => c.resolve(false, 0),
         _ => {}
     }
 }

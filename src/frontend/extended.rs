@@ -481,7 +481,14 @@ mod array_tests {
         let s = |x: &str| Some(x.to_string());
         assert_eq!(
             text(b"{ 138 , \"a,b\",\"c\\\"d\", NULL ,\"NULL\", x y }"),
-            Some(vec![s("138"), s("a,b"), s("c\"d"), None, s("NULL"), s("x y")])
+            Some(vec![
+                s("138"),
+                s("a,b"),
+                s("c\"d"),
+                None,
+                s("NULL"),
+                s("x y")
+            ])
         );
         assert_eq!(text(b"{{1,2},{3}}"), Some(vec![s("1"), s("2"), s("3")]));
         assert_eq!(text(b"{\"a}"), None);

@@ -53,7 +53,9 @@ impl Limiter {
             }
             Probe::Unknown => {
                 u8::MAX.hash(&mut h);
-                self.fresh_probes.fetch_add(1, Ordering::Relaxed).hash(&mut h);
+                self.fresh_probes
+                    .fetch_add(1, Ordering::Relaxed)
+                    .hash(&mut h);
             }
         }
         h.finish()

@@ -17,6 +17,7 @@
 //! so one rewrite serves every text of a shape.
 
 pub mod masks;
+pub mod params;
 pub mod relation;
 
 use std::ops::Range;

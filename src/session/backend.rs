@@ -573,8 +573,11 @@ impl Direction<'_> {
         } else if self
             .tracker
             .current_statement()
-            .is_some_and(|(st, _)| !st.extended)
+            .is_none_or(|(st, _)| !st.extended)
         {
+            // A simple Query's own RowDescription, or the Describe
+            // pgwarden sends before running one through a prepared
+            // statement.
             self.described = Some(found);
         }
     }

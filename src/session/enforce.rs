@@ -386,6 +386,44 @@ pub fn parse_message(name: &str, sql: &str, type_oids: &[u32], out: &mut BytesMu
     });
 }
 
+/// Bind of the unnamed portal to statement `name` with text parameters
+/// and text results, then Describe, Execute (all rows) and Sync: a
+/// prepared statement run as one simple Query would be.
+pub fn run_prepared_messages(name: &str, values: &[impl AsRef<str>], out: &mut BytesMut) {
+    put_frame(out, b'B', |b| {
+        b.put_u8(0);
+        b.put_slice(name.as_bytes());
+        b.put_u8(0);
+        b.put_i16(0);
+        b.put_i16(values.len() as i16);
+        for v in values {
+            let v = v.as_ref().as_bytes();
+            b.put_i32(v.len() as i32);
+            b.put_slice(v);
+        }
+        b.put_i16(0);
+    });
+    put_frame(out, b'D', |b| b.put_slice(b"P\0"));
+    put_frame(out, b'E', |b| {
+        b.put_u8(0);
+        b.put_i32(0);
+    });
+    sync_message(out);
+}
+
+/// Close of prepared statement `name`.
+pub fn close_statement_message(name: &str, out: &mut BytesMut) {
+    put_frame(out, b'C', |b| {
+        b.put_u8(b'S');
+        b.put_slice(name.as_bytes());
+        b.put_u8(0);
+    });
+}
+
+pub fn sync_message(out: &mut BytesMut) {
+    put_frame(out, b'S', |_| {});
+}
+
 /// Log a refusal.
 pub fn log_refusal(info: &SessionInfo, sql: &str, r: &Refusal) {
     info!(session = %info.id, user = %info.user, sql = %sql, reason = %r.message, "statement refused");

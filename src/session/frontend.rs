@@ -19,6 +19,7 @@
 //! [`restricted`]; this file keeps the reading, the dispatch and the
 //! full-access tracking.
 
+mod as_prepared;
 mod probes;
 mod restricted;
 

@@ -13,6 +13,7 @@ pub mod context;
 mod enforce;
 mod frontend;
 mod relay;
+pub mod server_prepared;
 mod startup;
 pub mod state;
 mod terminate;

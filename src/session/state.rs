@@ -201,6 +201,8 @@ pub struct SessionState {
     pub cursors: FastMap<String, Remembered>,
     /// Statements prepared with SQL PREPARE.
     pub sql_prepared: FastMap<String, Remembered>,
+    /// Statements pgwarden prepared for simple-protocol SELECTs.
+    pub server: crate::session::server_prepared::ServerPrepared,
     /// Changes the server has not confirmed yet, oldest first.
     tentative: VecDeque<Tentative>,
     /// The current Sync block (or simple Query), counted from 0.
@@ -341,8 +343,9 @@ impl SessionState {
     fn push_tentative(&mut self, change: Change, confirm: Arc<Confirm>) {
         if self.tentative.len() >= MAX_ENTRIES {
             // A client that never reads its answers: forget everything
-            // rather than trust anything.
-            self.apply(&Effect::DiscardAll);
+            // rather than trust anything (pgwarden's own statements are
+            // still on the server).
+            self.drop_names();
             self.tentative.clear();
         }
         self.tentative.push_back(Tentative {
@@ -415,6 +418,7 @@ impl SessionState {
         if target == b'S' {
             self.statements.remove(name);
             self.sql_prepared.remove(name);
+            self.server.forget(name);
         } else {
             self.portals.remove(name);
             self.cursors.remove(name);
@@ -444,19 +448,27 @@ impl SessionState {
             Effect::Deallocate(Some(n)) => {
                 self.sql_prepared.remove(n);
                 self.statements.remove(n);
+                self.server.forget(n);
             }
             Effect::Deallocate(None) => {
                 // The unnamed statement is not among them.
                 self.sql_prepared.clear();
                 self.statements.clear_named();
+                self.server.clear();
             }
             Effect::DiscardAll => {
-                self.cursors.clear();
-                self.sql_prepared.clear();
-                self.statements.clear();
-                self.portals.clear();
+                self.drop_names();
+                self.server.clear();
             }
         }
+    }
+
+    /// Forget every cursor, statement and portal of the client.
+    fn drop_names(&mut self) {
+        self.cursors.clear();
+        self.sql_prepared.clear();
+        self.statements.clear();
+        self.portals.clear();
     }
 }
 

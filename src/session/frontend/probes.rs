@@ -33,11 +33,9 @@ fn read<'v>(probes: &'v [Probe], sql: &'v str, bind: Option<&Bind<'v>>, out: &mu
             },
         };
         match &p.value {
-            Probed::Const(r) => out.push((
-                kind,
-                sql.get(r.clone())
-                    .map(|t| cow_bytes(constant(t))),
-            )),
+            Probed::Const(r) => {
+                out.push((kind, sql.get(r.clone()).map(|t| cow_bytes(constant(t)))))
+            }
             Probed::ConstArray(r) => match sql.get(r.clone()).map(constant) {
                 Some(Cow::Borrowed(t)) => array(Some(t.as_bytes()), false),
                 Some(Cow::Owned(t)) => match array_elements(t.as_bytes(), false) {

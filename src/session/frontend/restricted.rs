@@ -4,6 +4,7 @@
 //! confirmed them.
 
 use super::Inspector;
+use super::as_prepared::Ran;
 use crate::analysis::ResultPlan;
 use crate::analysis::{Effect, Refusal};
 use crate::backend::tracker::{Confirm, Pending, Reads, Statement};
@@ -116,17 +117,21 @@ impl Inspector<'_> {
                             false,
                             rewritten,
                         );
-                        match text {
-                            Some(text) => query_message(&text, out),
-                            None => out.extend_from_slice(frame.bytes),
+                        let st = Statement::confirmed(sql.clone(), false, d, Some(reads), confirm);
+                        let later = match self.run_prepared(&a, &sql, &st, out) {
+                            Ran::Prepared => None,
+                            Ran::Query(later) => Some(later),
+                        };
+                        if let Some(later) = later {
+                            match text {
+                                Some(text) => query_message(&text, out),
+                                None => out.extend_from_slice(frame.bytes),
+                            }
+                            self.expect(Pending::Query(st));
+                            if let Some(l) = later {
+                                self.prepare(l, out);
+                            }
                         }
-                        self.expect(Pending::Query(Statement::confirmed(
-                            sql,
-                            false,
-                            d,
-                            Some(reads),
-                            confirm,
-                        )));
                     }
                 }
                 // Like a Sync, a Query ends a block.

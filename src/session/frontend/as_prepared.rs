@@ -1,0 +1,85 @@
+//! A restricted simple-protocol SELECT run through a server-side prepared
+//! statement of its shape (see [`crate::session::server_prepared`]).
+
+use super::Inspector;
+use crate::analysis::Analysis;
+use crate::backend::tracker::{Pending, Statement};
+use crate::rewrite::params::parameterize;
+use crate::session::enforce::{
+    close_statement_message, parse_message, run_prepared_messages, sync_message,
+};
+use crate::session::server_prepared::Plan;
+use bytes::BytesMut;
+use std::sync::Arc;
+
+/// How a restricted Query's statement was sent.
+pub(super) enum Ran {
+    /// Through a prepared statement: nothing left to send.
+    Prepared,
+    /// The caller sends the Query, then prepares its shape if this says so.
+    Query(Option<PrepareLater>),
+}
+
+/// A Parse of a shape's prepared form, sent after the Query.
+pub(super) struct PrepareLater {
+    name: String,
+    evict: Option<String>,
+    text: String,
+    type_oids: Vec<u32>,
+}
+
+impl Inspector<'_> {
+    /// Run `st` (the only statement of simple Query `sql`, analysed as
+    /// `a`) through the prepared statement of its shape if the server
+    /// holds one.
+    pub(super) fn run_prepared(
+        &mut self,
+        a: &Analysis,
+        sql: &str,
+        st: &Arc<Statement>,
+        out: &mut BytesMut,
+    ) -> Ran {
+        let (Some(literals), Some(rewrite)) = (&a.literals, &a.rewrite) else {
+            return Ran::Query(None);
+        };
+        let Some(p) = parameterize(sql, literals, rewrite) else {
+            return Ran::Query(None);
+        };
+        match self.state.server.plan(&p.text) {
+            Plan::Run(name) => {
+                run_prepared_messages(&name, &p.values, out);
+                if let Some(c) = &st.confirm {
+                    self.state.server.ran(&p.text, c.clone());
+                }
+                self.expect(Pending::Hidden);
+                self.expect(Pending::Describe(st.decision.clone()));
+                self.expect(Pending::Execute(st.clone()));
+                self.expect(Pending::Sync);
+                Ran::Prepared
+            }
+            Plan::QueryThenPrepare { name, evict } => Ran::Query(Some(PrepareLater {
+                name,
+                evict,
+                text: p.text,
+                type_oids: p.type_oids,
+            })),
+            Plan::Query => Ran::Query(None),
+        }
+    }
+
+    /// Prepare a shape, out of the client's sight: the server's replies
+    /// to this Close, Parse and Sync are not forwarded.
+    pub(super) fn prepare(&mut self, l: PrepareLater, out: &mut BytesMut) {
+        let Some(parsed) = self.state.server.parsed(&l.text) else {
+            return;
+        };
+        if let Some(old) = &l.evict {
+            close_statement_message(old, out);
+            self.expect(Pending::Hidden);
+        }
+        parse_message(&l.name, &l.text, &l.type_oids, out);
+        self.expect(Pending::Prepare(parsed));
+        sync_message(out);
+        self.expect(Pending::HiddenSync);
+    }
+}

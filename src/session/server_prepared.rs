@@ -1,0 +1,202 @@
+//! Server-side prepared statements pgwarden keeps for a restricted
+//! session's simple-protocol SELECTs.
+//!
+//! The rewrite of a restricted statement puts mask expressions in it,
+//! which the server would parse and plan again for every lookup sent as
+//! a simple Query. pgwarden prepares the rewrite of each shape once per
+//! session instead (its constants as parameters, see
+//! [`crate::analysis::literals`]) and runs later texts of the shape with
+//! Bind, Describe, Execute and Sync, whose replies the client reads as
+//! its Query's.
+//!
+//! The first text of a shape runs as a simple Query; pgwarden then sends
+//! the Parse with a Sync of its own, both answered out of the client's
+//! sight. Only once the server confirmed the Parse are texts of the shape
+//! run through it. A Parse the server refuses (a constant whose type the
+//! server cannot infer as a parameter, an aborted transaction) leaves the
+//! shape on the simple protocol: tried twice, then never again in the
+//! session. A run that fails (an error in the statement, a plan the
+//! server can no longer use after DDL) makes the next text of the shape
+//! prepare it afresh. Statement names are `pgwarden_<n>`; a client's
+//! `DEALLOCATE`, `DISCARD ALL` or Close of one is followed.
+
+use crate::backend::tracker::Confirm;
+use std::collections::{HashMap, VecDeque};
+use std::sync::Arc;
+
+/// Most statements kept per session; the oldest is closed for a new one.
+pub const MAX_STATEMENTS: usize = 64;
+
+/// Parse failures after which a shape stays on the simple protocol.
+const MAX_FAILURES: u8 = 2;
+
+/// What to do with a text whose prepared form is known.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Plan {
+    /// Run it through prepared statement `name`.
+    Run(String),
+    /// Send it as a simple Query, then prepare it as `name` (closing
+    /// `evict` first to make room).
+    QueryThenPrepare { name: String, evict: Option<String> },
+    /// Send it as a simple Query.
+    Query,
+}
+
+#[derive(Debug)]
+struct Entry {
+    name: String,
+    /// The server's answer to the Parse.
+    parsed: Arc<Confirm>,
+    /// The answer to the last run through it.
+    last_run: Option<Arc<Confirm>>,
+    failures: u8,
+}
+
+#[derive(Debug, Default)]
+pub struct ServerPrepared {
+    /// By the parameterised server text.
+    entries: HashMap<Arc<str>, Entry>,
+    order: VecDeque<Arc<str>>,
+    next: u64,
+}
+
+impl ServerPrepared {
+    /// What to do with `text` (a parameterised rewrite).
+    pub fn plan(&mut self, text: &str) -> Plan {
+        let Some(e) = self.entries.get_mut(text) else {
+            return self.new_entry(text.into(), 0);
+        };
+        if e.last_run
+            .as_ref()
+            .is_some_and(|r| r.outcome().is_some_and(|o| !o.done))
+        {
+            // The last run failed: prepare it afresh.
+            let failures = e.failures;
+            self.remove(text);
+            return self.new_entry(text.into(), failures);
+        }
+        match e.parsed.outcome() {
+            None => Plan::Query,
+            Some(o) if o.done => Plan::Run(e.name.clone()),
+            Some(_) if e.failures + 1 >= MAX_FAILURES => Plan::Query,
+            Some(_) => {
+                let failures = e.failures + 1;
+                self.remove(text);
+                self.new_entry(text.into(), failures)
+            }
+        }
+    }
+
+    /// The confirmation of the Parse of the statement `plan` just named.
+    pub fn parsed(&self, text: &str) -> Option<Arc<Confirm>> {
+        self.entries.get(text).map(|e| e.parsed.clone())
+    }
+
+    /// A run of `text` through its statement was sent.
+    pub fn ran(&mut self, text: &str, confirm: Arc<Confirm>) {
+        if let Some(e) = self.entries.get_mut(text) {
+            e.last_run = Some(confirm);
+        }
+    }
+
+    fn new_entry(&mut self, text: Arc<str>, failures: u8) -> Plan {
+        let evict = if self.entries.len() >= MAX_STATEMENTS {
+            self.order.front().cloned().and_then(|t| self.remove(&t))
+        } else {
+            None
+        };
+        self.next += 1;
+        let name = format!("pgwarden_{}", self.next);
+        self.order.push_back(text.clone());
+        self.entries.insert(
+            text,
+            Entry {
+                name: name.clone(),
+                parsed: Arc::new(Confirm::default()),
+                last_run: None,
+                failures,
+            },
+        );
+        Plan::QueryThenPrepare { name, evict }
+    }
+
+    /// Forget the entry of `text`; its statement name.
+    fn remove(&mut self, text: &str) -> Option<String> {
+        let e = self.entries.remove(text)?;
+        self.order.retain(|t| &**t != text);
+        Some(e.name)
+    }
+
+    /// The client closed or deallocated statement `name`.
+    pub fn forget(&mut self, name: &str) {
+        let text = self
+            .entries
+            .iter()
+            .find(|(_, e)| e.name == name)
+            .map(|(t, _)| t.clone());
+        if let Some(t) = text {
+            self.remove(&t);
+        }
+    }
+
+    /// Every prepared statement of the session is gone.
+    pub fn clear(&mut self) {
+        self.entries.clear();
+        self.order.clear();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn answer(c: &Confirm, done: bool) {
+        c.resolve(done, 0);
+    }
+
+    #[test]
+    fn a_shape_runs_prepared_once_the_server_confirmed_it() {
+        let mut s = ServerPrepared::default();
+        let Plan::QueryThenPrepare { name, evict: None } = s.plan("q") else {
+            panic!()
+        };
+        // Unanswered: simple Query meanwhile.
+        assert_eq!(s.plan("q"), Plan::Query);
+        answer(&s.parsed("q").unwrap(), true);
+        assert_eq!(s.plan("q"), Plan::Run(name.clone()));
+        // A failed run prepares it again under a new name.
+        let run = Arc::new(Confirm::default());
+        s.ran("q", run.clone());
+        answer(&run, false);
+        let Plan::QueryThenPrepare { name: again, .. } = s.plan("q") else {
+            panic!()
+        };
+        assert_ne!(again, name);
+        // A refused Parse: once more, then never.
+        answer(&s.parsed("q").unwrap(), false);
+        assert!(matches!(s.plan("q"), Plan::QueryThenPrepare { .. }));
+        answer(&s.parsed("q").unwrap(), false);
+        assert_eq!(s.plan("q"), Plan::Query);
+        assert_eq!(s.plan("q"), Plan::Query);
+        // The client deallocating it is followed.
+        let Plan::QueryThenPrepare { name, .. } = s.plan("r") else {
+            panic!()
+        };
+        answer(&s.parsed("r").unwrap(), true);
+        s.forget(&name);
+        assert!(matches!(s.plan("r"), Plan::QueryThenPrepare { .. }));
+    }
+
+    #[test]
+    fn the_oldest_statement_makes_room() {
+        let mut s = ServerPrepared::default();
+        for i in 0..MAX_STATEMENTS {
+            s.plan(&format!("q{i}"));
+        }
+        let Plan::QueryThenPrepare { evict, .. } = s.plan("new") else {
+            panic!()
+        };
+        assert_eq!(evict.as_deref(), Some("pgwarden_1"));
+        assert_eq!(s.entries.len(), MAX_STATEMENTS);
+    }
+}
