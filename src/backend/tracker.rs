@@ -159,8 +159,8 @@ pub enum Pending {
     /// A Parse or Bind pgwarden sent on its own behalf (to raise a
     /// refusal): its success reply is not forwarded.
     Hidden,
-    /// A Parse pgwarden sent to prepare a statement for later: neither
-    /// its success nor its error reaches the client.
+    /// A Parse (or Close) pgwarden sent to prepare a statement for later:
+    /// neither its success nor its error reaches the client.
     Prepare(Arc<Confirm>),
     /// A Sync pgwarden sent after a [`Pending::Prepare`]; its
     /// ReadyForQuery is not forwarded.

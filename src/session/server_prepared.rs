@@ -35,9 +35,9 @@ const MAX_FAILURES: u8 = 2;
 pub enum Plan {
     /// Run it through prepared statement `name`.
     Run(String),
-    /// Send it as a simple Query, then prepare it as `name` (closing
-    /// `evict` first to make room).
-    QueryThenPrepare { name: String, evict: Option<String> },
+    /// Send it as a simple Query, then prepare it as `name`, closing
+    /// `close` first (a statement replaced, or the oldest, to make room).
+    QueryThenPrepare { name: String, close: Vec<String> },
     /// Send it as a simple Query.
     Query,
 }
@@ -64,16 +64,18 @@ impl ServerPrepared {
     /// What to do with `text` (a parameterised rewrite).
     pub fn plan(&mut self, text: &str) -> Plan {
         let Some(e) = self.entries.get_mut(text) else {
-            return self.new_entry(text.into(), 0);
+            return self.new_entry(text.into(), 0, Vec::new());
         };
-        if e.last_run
+        let run_failed = e
+            .last_run
             .as_ref()
-            .is_some_and(|r| r.outcome().is_some_and(|o| !o.done))
-        {
-            // The last run failed: prepare it afresh.
+            .is_some_and(|r| r.outcome().is_some_and(|o| !o.done));
+        if run_failed {
+            // The last run failed: prepare it afresh (the old statement
+            // is closed, so failures cannot pile statements up).
             let failures = e.failures;
-            self.remove(text);
-            return self.new_entry(text.into(), failures);
+            let old = self.remove(text).into_iter().collect();
+            return self.new_entry(text.into(), failures, old);
         }
         match e.parsed.outcome() {
             None => Plan::Query,
@@ -82,7 +84,7 @@ impl ServerPrepared {
             Some(_) => {
                 let failures = e.failures + 1;
                 self.remove(text);
-                self.new_entry(text.into(), failures)
+                self.new_entry(text.into(), failures, Vec::new())
             }
         }
     }
@@ -99,12 +101,10 @@ impl ServerPrepared {
         }
     }
 
-    fn new_entry(&mut self, text: Arc<str>, failures: u8) -> Plan {
-        let evict = if self.entries.len() >= MAX_STATEMENTS {
-            self.order.front().cloned().and_then(|t| self.remove(&t))
-        } else {
-            None
-        };
+    fn new_entry(&mut self, text: Arc<str>, failures: u8, mut close: Vec<String>) -> Plan {
+        if self.entries.len() >= MAX_STATEMENTS {
+            close.extend(self.order.front().cloned().and_then(|t| self.remove(&t)));
+        }
         self.next += 1;
         let name = format!("pgwarden_{}", self.next);
         self.order.push_back(text.clone());
@@ -117,7 +117,7 @@ impl ServerPrepared {
                 failures,
             },
         );
-        Plan::QueryThenPrepare { name, evict }
+        Plan::QueryThenPrepare { name, close }
     }
 
     /// Forget the entry of `text`; its statement name.
@@ -157,9 +157,10 @@ mod tests {
     #[test]
     fn a_shape_runs_prepared_once_the_server_confirmed_it() {
         let mut s = ServerPrepared::default();
-        let Plan::QueryThenPrepare { name, evict: None } = s.plan("q") else {
+        let Plan::QueryThenPrepare { name, close } = s.plan("q") else {
             panic!()
         };
+        assert!(close.is_empty());
         // Unanswered: simple Query meanwhile.
         assert_eq!(s.plan("q"), Plan::Query);
         answer(&s.parsed("q").unwrap(), true);
@@ -168,10 +169,11 @@ mod tests {
         let run = Arc::new(Confirm::default());
         s.ran("q", run.clone());
         answer(&run, false);
-        let Plan::QueryThenPrepare { name: again, .. } = s.plan("q") else {
+        let Plan::QueryThenPrepare { name: again, close } = s.plan("q") else {
             panic!()
         };
         assert_ne!(again, name);
+        assert_eq!(close, vec![name.clone()]);
         // A refused Parse: once more, then never.
         answer(&s.parsed("q").unwrap(), false);
         assert!(matches!(s.plan("q"), Plan::QueryThenPrepare { .. }));
@@ -193,10 +195,10 @@ mod tests {
         for i in 0..MAX_STATEMENTS {
             s.plan(&format!("q{i}"));
         }
-        let Plan::QueryThenPrepare { evict, .. } = s.plan("new") else {
+        let Plan::QueryThenPrepare { close, .. } = s.plan("new") else {
             panic!()
         };
-        assert_eq!(evict.as_deref(), Some("pgwarden_1"));
+        assert_eq!(close, vec!["pgwarden_1".to_string()]);
         assert_eq!(s.entries.len(), MAX_STATEMENTS);
     }
 }

@@ -23,7 +23,7 @@ pub(super) enum Ran {
 /// A Parse of a shape's prepared form, sent after the Query.
 pub(super) struct PrepareLater {
     name: String,
-    evict: Option<String>,
+    close: Vec<String>,
     text: String,
     type_oids: Vec<u32>,
 }
@@ -57,9 +57,9 @@ impl Inspector<'_> {
                 self.expect(Pending::Sync);
                 Ran::Prepared
             }
-            Plan::QueryThenPrepare { name, evict } => Ran::Query(Some(PrepareLater {
+            Plan::QueryThenPrepare { name, close } => Ran::Query(Some(PrepareLater {
                 name,
-                evict,
+                close,
                 text: p.text,
                 type_oids: p.type_oids,
             })),
@@ -73,9 +73,10 @@ impl Inspector<'_> {
         let Some(parsed) = self.state.server.parsed(&l.text) else {
             return;
         };
-        if let Some(old) = &l.evict {
+        for old in &l.close {
+            // Its reply, even an error, is pgwarden's alone.
             close_statement_message(old, out);
-            self.expect(Pending::Hidden);
+            self.expect(Pending::Prepare(Arc::default()));
         }
         parse_message(&l.name, &l.text, &l.type_oids, out);
         self.expect(Pending::Prepare(parsed));
