@@ -385,6 +385,23 @@ async fn differs(
         let dml = is_dml(sql);
         let ta = transcript(a, sql, extended, dml, &HashMap::new()).await;
         let tb = rename(&transcript(b, sql, extended, dml, map).await, map);
+        // A simple-protocol SELECT runs again through the prepared
+        // statement pgwarden made of its shape: the same on both, and the
+        // same as the first time.
+        let select = ["select", "with", "(", "values", "table"]
+            .iter()
+            .any(|k| sql.trim_start().to_ascii_lowercase().starts_with(k));
+        if !extended && select && !sql.contains(';') {
+            for _ in 0..2 {
+                let again_a = transcript(a, sql, false, false, &HashMap::new()).await;
+                let again_b = rename(&transcript(b, sql, false, false, map).await, map);
+                if again_a != ta || again_b != tb {
+                    return Some(format!(
+                        "{user} simple, run again {sql}\nA: {ta}\nA again: {again_a}\nB: {tb}\nB again: {again_b}"
+                    ));
+                }
+            }
+        }
         // Session state a statement leaves (cursors, prepared statements).
         let _ = a.simple_query("DISCARD ALL").await;
         let _ = b.simple_query("DISCARD ALL").await;

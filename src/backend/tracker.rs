@@ -157,8 +157,10 @@ pub enum Pending {
     Describe(Option<Arc<Decision>>),
     Close,
     /// A Parse or Bind pgwarden sent on its own behalf (to raise a
-    /// refusal): its success reply is not forwarded.
-    Hidden,
+    /// refusal, or to run a simple Query's statement prepared): its
+    /// success reply is not forwarded; an error is, under the decision
+    /// of the statement it belongs to, if any.
+    Hidden(Option<Arc<Decision>>),
     /// A Parse (or Close) pgwarden sent to prepare a statement for later:
     /// neither its success nor its error reaches the client.
     Prepare(Arc<Confirm>),
@@ -184,7 +186,9 @@ impl Pending {
         match self {
             Pending::Query(s) | Pending::Parse(s) | Pending::Execute(s) => s.inspected(),
             Pending::Describe(d) => d.is_some(),
-            Pending::Hidden | Pending::Reply(_) | Pending::Prepare(_) | Pending::HiddenSync => true,
+            Pending::Hidden(_) | Pending::Reply(_) | Pending::Prepare(_) | Pending::HiddenSync => {
+                true
+            }
             Pending::Bind(c) => c.is_some(),
             Pending::Close | Pending::Sync | Pending::FunctionCall => false,
         }
@@ -471,7 +475,7 @@ impl Tracker {
         match self.queue.front()? {
             Pending::Query(s) => Some((s.decision.as_deref()?, self.query_results)),
             Pending::Execute(s) | Pending::Parse(s) => Some((s.decision.as_deref()?, 0)),
-            Pending::Describe(d) => Some((d.as_deref()?, 0)),
+            Pending::Describe(d) | Pending::Hidden(d) => Some((d.as_deref()?, 0)),
             _ => None,
         }
     }
@@ -537,7 +541,7 @@ impl Tracker {
             }
             b's' => seen.completed = self.finish_result(None, None, true),
             b'1' | b'2' | b'3' | b'n' => {
-                if matches!(self.queue.front(), Some(Pending::Hidden)) {
+                if matches!(self.queue.front(), Some(Pending::Hidden(_))) {
                     self.queue.pop_front();
                     seen.hidden = true;
                 } else if let Some(Pending::Prepare(c)) = self.queue.front() {
@@ -658,7 +662,7 @@ impl Tracker {
                 | Pending::Bind(_)
                 | Pending::Describe(_)
                 | Pending::Close
-                | Pending::Hidden,
+                | Pending::Hidden(_),
             ) => {
                 // The statement failed before it ran (syntax, planning,
                 // parameters): report it against the Execute it prevented,
@@ -701,7 +705,7 @@ impl Tracker {
                 | Pending::Bind(_)
                 | Pending::Describe(_)
                 | Pending::Close
-                | Pending::Hidden
+                | Pending::Hidden(_)
                 | Pending::Prepare(_)
                 | Pending::Execute(_) => match self.queue.pop_front() {
                     Some(Pending::Execute(s)) => {

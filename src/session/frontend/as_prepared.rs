@@ -51,7 +51,7 @@ impl Inspector<'_> {
                 if let Some(c) = &st.confirm {
                     self.state.server.ran(&p.text, c.clone());
                 }
-                self.expect(Pending::Hidden);
+                self.expect(Pending::Hidden(st.decision.clone()));
                 self.expect(Pending::Describe(st.decision.clone()));
                 self.expect(Pending::Execute(st.clone()));
                 self.expect(Pending::Sync);

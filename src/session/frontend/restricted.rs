@@ -64,8 +64,8 @@ impl Inspector<'_> {
         self.state.close(b'S', "");
         self.state.close(b'P', "");
         let d = self.refusal_decision();
-        self.expect(Pending::Hidden);
-        self.expect(Pending::Hidden);
+        self.expect(Pending::Hidden(None));
+        self.expect(Pending::Hidden(None));
         self.expect(Pending::Execute(Statement::refused(
             sql, true, d, &r.message,
         )));
