@@ -1144,6 +1144,12 @@ async fn psql_describe_commands_work_for_restricted_roles() {
         ("\\d+ customers", "Access method"),
         ("\\di", "customers_pkey"),
         ("\\dn", "public"),
+        ("\\d+ shipments", "shipments_customer_id_fkey"),
+        ("\\l", DATABASE),
+        ("\\dp customers", "customers"),
+        ("\\db", "pg_default"),
+        ("\\du", "agent_li"),
+        ("\\dx", "plpgsql"),
     ] {
         let out = tokio::process::Command::new(&psql)
             .arg(format!(

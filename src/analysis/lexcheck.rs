@@ -6,8 +6,9 @@
 //! runs. Rather than imitate every corner of PostgreSQL's lexer, pgwarden
 //! refuses, for restricted roles, the constructs where they are known or
 //! likely to diverge: backslashes outside string constants and in `E''`
-//! escape strings (sessions with `standard_conforming_strings` off are
-//! refused elsewhere),
+//! escape strings other than the letter escapes `\n`, `\t`, `\r`, `\b`,
+//! `\f` (sessions with `standard_conforming_strings` off are refused
+//! elsewhere),
 //! dollar signs outside `$1` parameters (dollar quotes, `$` in identifiers),
 //! `U&` Unicode escapes, nested block comments, strings continued across a
 //! newline, carriage returns not followed by a newline (they end a `--`
@@ -21,6 +22,24 @@ fn refuse(what: &str) -> Refusal {
         "pgwarden refuses {what} for restricted roles: PostgreSQL and pgwarden's \
          parser could read the statement differently"
     ))
+}
+
+/// Whether the backslashes of an `E''` string (quotes included) are only
+/// the letter escapes `\n`, `\t`, `\r`, `\b` and `\f`, as psql's own
+/// catalog queries use (`array_to_string(datacl, E'\n')`): neither lexer
+/// can take them for the end of the string.
+fn plain_escapes(s: &[u8]) -> bool {
+    let mut i = 0;
+    while i < s.len() {
+        if s[i] == b'\\' {
+            if !matches!(s.get(i + 1), Some(b'n' | b't' | b'r' | b'b' | b'f')) {
+                return false;
+            }
+            i += 1;
+        }
+        i += 1;
+    }
+    true
 }
 
 /// Check `sql`; `Ok` when nothing ambiguous was found.
@@ -62,7 +81,7 @@ pub fn check(sql: &str) -> Result<(), Refusal> {
                 let escape = start > 0
                     && matches!(b[start - 1], b'E' | b'e')
                     && (start < 2 || !is_ident_byte(b[start - 2]));
-                if escape && b[start..i].contains(&b'\\') {
+                if escape && !plain_escapes(&b[start..i]) {
                     return Err(refuse("backslash escapes"));
                 }
                 last_string_end = Some(i);

@@ -760,6 +760,8 @@ fn lexer_disagreements_are_refused() {
     for sql in [
         "SELECT 1 /* /* nested */ */",
         "SELECT E'\\x41'",
+        "SELECT E'\\'' ,phone FROM customers --'",
+        "SELECT E'\\\\'",
         "SELECT $$phone$$",
         "SELECT $tag$x$tag$",
         "SELECT U&\"d\\0061t\" FROM customers",
@@ -779,6 +781,12 @@ fn lexer_disagreements_are_refused() {
     )
     .unwrap();
     run(SUPPORT, "SELECT /* c */ id FROM public.customers").unwrap();
+    // psql's catalog queries join lists with E'\n'.
+    run(
+        SUPPORT,
+        "SELECT array_to_string(ARRAY['a', 'b'], E'\\n\\t')",
+    )
+    .unwrap();
 }
 
 #[test]
