@@ -787,6 +787,34 @@ async fn simple_lookups_run_prepared_with_the_same_results() {
         );
         assert_eq!(rows, vec![vec![Some(id.to_string()), Some("f".into())]]);
     }
+    // Inside a transaction block pgwarden prepares nothing: a Parse the
+    // server refused would abort the client's transaction.
+    c.simple_query("BEGIN").await.unwrap();
+    let rows = simple_rows(
+        &c.simple_query("SELECT id, 'y' IS NULL FROM customers WHERE id = 26")
+            .await
+            .unwrap(),
+    );
+    assert_eq!(rows, vec![vec![Some("26".into()), Some("f".into())]]);
+    c.simple_query("SELECT 1").await.unwrap();
+    c.simple_query("COMMIT").await.unwrap();
+    // Shapes that differ only in a constant's type keep their own types.
+    for _ in 0..3 {
+        let rows = simple_rows(
+            &c.simple_query("SELECT id, 123456 AS code FROM customers WHERE id = 27")
+                .await
+                .unwrap(),
+        );
+        assert_eq!(rows[0][1].as_deref(), Some("123456"));
+    }
+    for _ in 0..3 {
+        let rows = simple_rows(
+            &c.simple_query("SELECT id, '0012' AS code FROM customers WHERE id = 27")
+                .await
+                .unwrap(),
+        );
+        assert_eq!(rows[0][1].as_deref(), Some("0012"));
+    }
     // The client drops every prepared statement: pgwarden follows.
     c.simple_query("DEALLOCATE ALL").await.unwrap();
     for id in 31..34 {

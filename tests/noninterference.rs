@@ -816,6 +816,68 @@ fn refused(bytes: &[u8]) -> bool {
     bytes.windows(7).any(|w| w == b"C42501\0")
 }
 
+/// After an error in an extended-protocol batch the server ignores every
+/// message up to the Sync, simple Queries included: their answers must
+/// not be taken for those of the statements after the Sync (which would
+/// then go out unmasked and uncounted).
+#[tokio::test]
+async fn a_failed_batch_does_not_shift_answers() {
+    let w = world().await;
+    let raw = raw_values(&w);
+    for user in ["ni_analyst", "ni_support"] {
+        let mut c = Wire::connect(&w, user, "ni_a").await;
+        let got = c
+            .parse("", "SELECT 1/0")
+            .bind("", "")
+            .execute("")
+            .query("SELECT 42")
+            .query("SELECT name, phone FROM customers WHERE id = 1")
+            .sync()
+            .answers(1)
+            .await;
+        assert!(got.windows(6).any(|x| x == b"C22012"), "{user}");
+        for _ in 0..3 {
+            let got = c
+                .query("SELECT id, name, phone FROM customers WHERE id <= 3")
+                .answers(1)
+                .await;
+            assert_eq!(got.iter().filter(|&&b| b == b'D').count() >= 3, true);
+            assert_hidden(user, &got, &raw);
+        }
+    }
+}
+
+/// A chain of thousands of operators is too deep to analyse: refused with
+/// a clear error, the proxy and the session unharmed.
+#[tokio::test]
+async fn a_deep_operator_chain_is_refused_not_fatal() {
+    let w = world().await;
+    let c = connect(&w, "ni_support", "ni_a").await;
+    let chain = vec!["1"; 5000].join("+");
+    let e = c
+        .simple_query(&format!("SELECT id FROM customers WHERE id = {chain}"))
+        .await
+        .unwrap_err();
+    assert!(
+        describe_error(&e).contains("cannot analyse"),
+        "{}",
+        describe_error(&e)
+    );
+    let ands = vec!["id = 1"; 3000].join(" AND ");
+    assert!(
+        c.simple_query(&format!("SELECT 1 WHERE {ands}"))
+            .await
+            .is_err()
+    );
+    // Still serving.
+    let again = connect(&w, "ni_support", "ni_a").await;
+    again
+        .simple_query("SELECT id FROM customers WHERE id = 1+1")
+        .await
+        .unwrap();
+    c.simple_query("SELECT 1").await.unwrap();
+}
+
 /// What a statement, portal or cursor name means follows the server's
 /// answers: a second Parse, PREPARE or DECLARE the server rejects or
 /// skips never lends its plan to what the server still holds.

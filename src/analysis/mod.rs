@@ -16,6 +16,7 @@
 //! it does not know, an unknown relation or column: each is a refusal. Only
 //! restricted roles are analysed; full-access roles never reach here.
 
+pub mod depth;
 pub mod lexcheck;
 pub mod shape;
 
@@ -278,8 +279,12 @@ impl Analysis {
     }
 }
 
-/// Parse SQL text with the PostgreSQL dialect and pgwarden's nesting limit.
+/// Parse SQL text with the PostgreSQL dialect and pgwarden's nesting
+/// limits (parentheses and subqueries; operator chains, [`depth`]).
 fn parse(sql: &str) -> Result<Vec<sqlparser::ast::Statement>, sqlparser::parser::ParserError> {
+    if depth::estimate(sql).is_some_and(|d| d > depth::MAX_DEPTH) {
+        return Err(sqlparser::parser::ParserError::RecursionLimitExceeded);
+    }
     Parser::new(&PostgreSqlDialect {})
         .with_recursion_limit(RECURSION_LIMIT)
         .try_with_sql(sql)

@@ -637,6 +637,12 @@ impl<'e, 'a> Analyzer<'e, 'a> {
     /// An expression in GROUP BY / ORDER BY / DISTINCT ON, which may name
     /// an output column by position or name.
     pub(super) fn output_or_expr(&mut self, e: &Expr, scope: &Scope, out: &Columns) -> R<Flow> {
+        // PostgreSQL drops parentheses before it looks for a position or
+        // an output name: `ORDER BY (2)` is `ORDER BY 2`.
+        let mut e = e;
+        while let Expr::Nested(inner) = e {
+            e = inner;
+        }
         if let Expr::Value(v) = e {
             if let Value::Number(n, _) = &v.value {
                 self.reads_literals = true;

@@ -411,6 +411,15 @@ fn raw_values_are_never_computed_upon() {
             "SELECT id FROM customers WHERE phone IN (SELECT g::text FROM generate_series(1, 9) g)",
         ),
         ("hash_he", "SELECT id FROM customers ORDER BY phone"),
+        ("hash_he", "SELECT id, phone FROM customers ORDER BY 2"),
+        (
+            "hash_he",
+            "SELECT id, phone FROM customers ORDER BY (2) DESC",
+        ),
+        (
+            "hash_he",
+            "SELECT id, phone AS p FROM customers ORDER BY ((p))",
+        ),
         (
             "hash_he",
             "SELECT id FROM customers LIMIT (SELECT count(*) FROM customers WHERE phone IS NULL)",

@@ -179,6 +179,14 @@ pub enum Pending {
 }
 
 impl Pending {
+    /// The server answers this request with a ReadyForQuery.
+    pub fn ends_cycle(&self) -> bool {
+        matches!(
+            self,
+            Pending::Query(_) | Pending::Sync | Pending::HiddenSync | Pending::FunctionCall
+        )
+    }
+
     /// Whether the responses to this request may have to be rewritten,
     /// counted against a limit, replaced or hidden before the client sees
     /// them.
@@ -652,7 +660,10 @@ impl Tracker {
     /// everything up to the next Sync.
     fn on_error(&mut self, sqlstate: &str) -> Option<Completed<'static>> {
         match self.queue.front() {
-            Some(Pending::Query(_)) | Some(Pending::Execute(_)) => {
+            // An error in a simple Query ends it at its ReadyForQuery;
+            // nothing is skipped.
+            Some(Pending::Query(_)) => self.finish_result(None, Some(sqlstate.to_string()), false),
+            Some(Pending::Execute(_)) => {
                 let done = self.finish_result(None, Some(sqlstate.to_string()), false);
                 self.skip_to_sync();
                 done
@@ -694,9 +705,10 @@ impl Tracker {
         }
     }
 
-    /// Drop extended-protocol requests the server will now ignore, up to a
-    /// Sync, a simple Query or a reply of our own. Returns the first
-    /// Execute dropped.
+    /// Drop the requests the server will now ignore, up to a Sync or a
+    /// reply of our own: extended-protocol messages and simple Queries
+    /// alike (the server skips every message but Sync after an error in
+    /// the extended protocol). Returns the first Execute dropped.
     fn skip_to_sync(&mut self) -> Option<Arc<Statement>> {
         let mut first_execute = None;
         while let Some(p) = self.queue.front() {
@@ -707,6 +719,7 @@ impl Tracker {
                 | Pending::Close
                 | Pending::Hidden(_)
                 | Pending::Prepare(_)
+                | Pending::Query(_)
                 | Pending::Execute(_) => match self.queue.pop_front() {
                     Some(Pending::Execute(s)) => {
                         resolve(&s.confirm, false, 0);
@@ -768,6 +781,36 @@ mod tests {
         assert_eq!(c.tag, Some("SELECT 2"));
         assert!(t.observe(b'Z', 6, None, None).ready);
         assert!(t.is_empty());
+    }
+
+    #[test]
+    fn a_query_inside_a_failed_extended_batch_is_skipped_with_it() {
+        let mut t = Tracker::default();
+        for p in [
+            Pending::Parse(stmt("select 1/0")),
+            Pending::Bind(None),
+            Pending::Execute(stmt("select 1/0")),
+            Pending::Query(Statement::new("select 42".into(), false)),
+            Pending::Sync,
+            Pending::Query(Statement::new("select phone".into(), false)),
+        ] {
+            t.push(p);
+        }
+        t.observe(b'1', 5, None, None);
+        t.observe(b'2', 5, None, None);
+        let c = t.observe(b'E', 50, Some("22012"), None).completed.unwrap();
+        assert_eq!(&*c.statement.sql, "select 1/0");
+        // The server ignored `select 42`; its ReadyForQuery answers the Sync.
+        assert!(t.observe(b'Z', 6, None, None).ready);
+        let (st, _) = t.current_statement().unwrap();
+        assert_eq!(&*st.sql, "select phone");
+        t.observe(b'T', 30, None, None);
+        t.observe(b'D', 10, None, None);
+        let c = t
+            .observe(b'C', 13, None, Some("SELECT 1"))
+            .completed
+            .unwrap();
+        assert_eq!((&*c.statement.sql, c.rows), ("select phone", 1));
     }
 
     #[test]

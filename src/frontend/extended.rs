@@ -390,7 +390,8 @@ fn binary_elements(value: &[u8]) -> Option<Vec<Option<Cow<'_, [u8]>>>> {
 }
 
 fn text_elements(value: &[u8]) -> Option<Vec<Option<Cow<'_, [u8]>>>> {
-    let text = std::str::from_utf8(value).ok()?;
+    // The server skips whitespace before the bounds and the braces.
+    let text = std::str::from_utf8(value).ok()?.trim_start();
     // `[1:3]={...}`: explicit bounds first.
     let body = match text.find('=') {
         Some(i) if text.starts_with('[') => &text[i + 1..],
@@ -492,6 +493,7 @@ mod array_tests {
         );
         assert_eq!(text(b"{{1,2},{3}}"), Some(vec![s("1"), s("2"), s("3")]));
         assert_eq!(text(b"{\"a}"), None);
+        assert_eq!(text(b" [1:2]= {1,2}"), Some(vec![s("1"), s("2")]));
         let mut b = Vec::new();
         for w in [1i32, 0, 25, 2, 1, 3] {
             b.extend_from_slice(&w.to_be_bytes());

@@ -38,6 +38,8 @@ pub struct SessionInfo {
     pub tls: bool,
     /// Transaction status from the last ReadyForQuery (`I`, `T`, `E`).
     tx_status: AtomicU8,
+    /// ReadyForQuery messages the server sent after login.
+    readies: AtomicU64,
     /// Server parameters from ParameterStatus (server_version,
     /// client_encoding, standard_conforming_strings, ...).
     parameters: Mutex<HashMap<String, String>>,
@@ -70,6 +72,7 @@ impl SessionInfo {
             client,
             tls,
             tx_status: AtomicU8::new(b'I'),
+            readies: AtomicU64::new(0),
             parameters: Mutex::new(HashMap::new()),
             text_as_read: AtomicBool::new(false),
             started: Instant::now(),
@@ -92,8 +95,16 @@ impl SessionInfo {
         self.tx_status.load(Ordering::Relaxed)
     }
 
+    /// A ReadyForQuery with status `s` came from the server.
     pub fn set_tx_status(&self, s: u8) {
         self.tx_status.store(s, Ordering::Relaxed);
+        self.readies.fetch_add(1, Ordering::Release);
+    }
+
+    /// ReadyForQuery messages the server sent after login: with the
+    /// requests sent that end in one, whether anything is outstanding.
+    pub fn readies(&self) -> u64 {
+        self.readies.load(Ordering::Acquire)
     }
 
     pub fn set_parameter(&self, name: String, value: String) {

@@ -117,6 +117,7 @@ async fn forward_then_track(
             used += frame.bytes.len();
             let msg = FrontendMessage::decode(&frame, dctx).map_err(Error::Protocol)?;
             terminate = matches!(msg, FrontendMessage::Terminate);
+            inspector.state.note_message(&msg);
             msgs.push(msg);
             if terminate {
                 break;
@@ -137,7 +138,7 @@ async fn forward_then_track(
             for msg in msgs {
                 inspector.track_passed_through(msg);
             }
-            pending.push_all(&mut inspector.batch);
+            inspector.push_expectations(pending);
             match first {
                 Poll::Ready(r) => r,
                 Poll::Pending => write.await,
@@ -168,6 +169,7 @@ async fn inspect_then_forward(
         used += frame.bytes.len();
         let msg = FrontendMessage::decode(&frame, dctx).map_err(Error::Protocol)?;
         terminate = matches!(msg, FrontendMessage::Terminate);
+        inspector.state.note_message(&msg);
         if let Some(msg) = inspector.inspect_now(msg, &frame, out) {
             // A name changed in an earlier block and not yet confirmed:
             // send what came before and wait for the server's answer.
@@ -193,7 +195,7 @@ async fn flush(
     pending: &PendingQueue,
     out: &mut BytesMut,
 ) -> Result<(), Error> {
-    pending.push_all(&mut inspector.batch);
+    inspector.push_expectations(pending);
     if !out.is_empty() {
         inspector
             .ctx
@@ -223,6 +225,21 @@ struct Inspector<'a> {
 impl Inspector<'_> {
     fn expect(&mut self, p: Pending) {
         self.batch.push_back(p);
+    }
+
+    /// Hand the expectations of what was sent to the backend direction.
+    fn push_expectations(&mut self, pending: &PendingQueue) {
+        self.state.sent_cycles += self.batch.iter().filter(|p| p.ends_cycle()).count() as u64;
+        pending.push_all(&mut self.batch);
+    }
+
+    /// The server has answered every request sent before this read's
+    /// and is idle outside a transaction block: a statement pgwarden adds
+    /// now runs in a transaction of its own.
+    fn server_idle(&self) -> bool {
+        let sent =
+            self.state.sent_cycles + self.batch.iter().filter(|p| p.ends_cycle()).count() as u64;
+        self.info.readies() >= sent && self.info.tx_status() == b'I'
     }
 
     /// Handle a message of a session known to have full access that needs

@@ -52,6 +52,20 @@ struct Entry {
     failures: u8,
 }
 
+/// The key of a prepared form: its text and parameter types (texts of
+/// two shapes can differ only in a constant's type: `123456` and
+/// `'0012'`).
+pub fn key(text: &str, type_oids: &[u32]) -> String {
+    let mut k = String::with_capacity(text.len() + 4 * type_oids.len() + 1);
+    k.push_str(text);
+    k.push('\0');
+    for t in type_oids {
+        k.push_str(&t.to_string());
+        k.push(',');
+    }
+    k
+}
+
 #[derive(Debug, Default)]
 pub struct ServerPrepared {
     /// By the parameterised server text.
@@ -61,15 +75,24 @@ pub struct ServerPrepared {
 }
 
 impl ServerPrepared {
-    /// What to do with `text` (a parameterised rewrite).
-    pub fn plan(&mut self, text: &str) -> Plan {
+    /// What to do with `text` (a parameterised rewrite with its parameter
+    /// types: [`key`]); `may_prepare`: a Parse of pgwarden's may follow
+    /// the Query now (it would abort an open transaction if it failed).
+    pub fn plan(&mut self, text: &str, may_prepare: bool) -> Plan {
         let Some(e) = self.entries.get_mut(text) else {
+            if !may_prepare {
+                return Plan::Query;
+            }
             return self.new_entry(text.into(), 0, Vec::new());
         };
+        let ready = matches!(e.parsed.outcome(), Some(o) if o.done);
         let run_failed = e
             .last_run
             .as_ref()
             .is_some_and(|r| r.outcome().is_some_and(|o| !o.done));
+        if !may_prepare && !(ready && !run_failed) {
+            return Plan::Query;
+        }
         if run_failed {
             // The last run failed: prepare it afresh (the old statement
             // is closed, so failures cannot pile statements up).
@@ -157,45 +180,48 @@ mod tests {
     #[test]
     fn a_shape_runs_prepared_once_the_server_confirmed_it() {
         let mut s = ServerPrepared::default();
-        let Plan::QueryThenPrepare { name, close } = s.plan("q") else {
+        let Plan::QueryThenPrepare { name, close } = s.plan("q", true) else {
             panic!()
         };
         assert!(close.is_empty());
+        // Not while a transaction is open.
+        assert_eq!(s.plan("other", false), Plan::Query);
+        assert!(s.parsed("other").is_none());
         // Unanswered: simple Query meanwhile.
-        assert_eq!(s.plan("q"), Plan::Query);
+        assert_eq!(s.plan("q", true), Plan::Query);
         answer(&s.parsed("q").unwrap(), true);
-        assert_eq!(s.plan("q"), Plan::Run(name.clone()));
+        assert_eq!(s.plan("q", true), Plan::Run(name.clone()));
         // A failed run prepares it again under a new name.
         let run = Arc::new(Confirm::default());
         s.ran("q", run.clone());
         answer(&run, false);
-        let Plan::QueryThenPrepare { name: again, close } = s.plan("q") else {
+        let Plan::QueryThenPrepare { name: again, close } = s.plan("q", true) else {
             panic!()
         };
         assert_ne!(again, name);
         assert_eq!(close, vec![name.clone()]);
         // A refused Parse: once more, then never.
         answer(&s.parsed("q").unwrap(), false);
-        assert!(matches!(s.plan("q"), Plan::QueryThenPrepare { .. }));
+        assert!(matches!(s.plan("q", true), Plan::QueryThenPrepare { .. }));
         answer(&s.parsed("q").unwrap(), false);
-        assert_eq!(s.plan("q"), Plan::Query);
-        assert_eq!(s.plan("q"), Plan::Query);
+        assert_eq!(s.plan("q", true), Plan::Query);
+        assert_eq!(s.plan("q", true), Plan::Query);
         // The client deallocating it is followed.
-        let Plan::QueryThenPrepare { name, .. } = s.plan("r") else {
+        let Plan::QueryThenPrepare { name, .. } = s.plan("r", true) else {
             panic!()
         };
         answer(&s.parsed("r").unwrap(), true);
         s.forget(&name);
-        assert!(matches!(s.plan("r"), Plan::QueryThenPrepare { .. }));
+        assert!(matches!(s.plan("r", true), Plan::QueryThenPrepare { .. }));
     }
 
     #[test]
     fn the_oldest_statement_makes_room() {
         let mut s = ServerPrepared::default();
         for i in 0..MAX_STATEMENTS {
-            s.plan(&format!("q{i}"));
+            s.plan(&format!("q{i}"), true);
         }
-        let Plan::QueryThenPrepare { close, .. } = s.plan("new") else {
+        let Plan::QueryThenPrepare { close, .. } = s.plan("new", true) else {
             panic!()
         };
         assert_eq!(close, vec!["pgwarden_1".to_string()]);

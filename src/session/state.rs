@@ -203,6 +203,11 @@ pub struct SessionState {
     pub sql_prepared: FastMap<String, Remembered>,
     /// Statements pgwarden prepared for simple-protocol SELECTs.
     pub server: crate::session::server_prepared::ServerPrepared,
+    /// Requests sent that the server answers with a ReadyForQuery.
+    pub sent_cycles: u64,
+    /// An extended-protocol message came since the last Sync: the
+    /// client's batch is open.
+    pub extended_open: bool,
     /// Changes the server has not confirmed yet, oldest first.
     tentative: VecDeque<Tentative>,
     /// The current Sync block (or simple Query), counted from 0.
@@ -260,6 +265,18 @@ fn insert_capped<V>(map: &mut FastMap<String, V>, name: String, v: V) {
 }
 
 impl SessionState {
+    /// Follow whether the client's extended-protocol batch is open.
+    pub fn note_message(&mut self, msg: &crate::frontend::FrontendMessage<'_>) {
+        use crate::frontend::FrontendMessage as M;
+        match msg {
+            M::Parse(_) | M::Bind(_) | M::Describe(_) | M::Execute(_) | M::Close(_) | M::Flush => {
+                self.extended_open = true
+            }
+            M::Sync => self.extended_open = false,
+            _ => {}
+        }
+    }
+
     /// The server keeps SQL and protocol prepared statements in one
     /// namespace, and cursors and portals in another: a name made or
     /// dropped in one is made or dropped in the other too.

@@ -8,7 +8,7 @@ use crate::rewrite::params::parameterize;
 use crate::session::enforce::{
     close_statement_message, parse_message, run_prepared_messages, sync_message,
 };
-use crate::session::server_prepared::Plan;
+use crate::session::server_prepared::{Plan, key};
 use bytes::BytesMut;
 use std::sync::Arc;
 
@@ -24,6 +24,7 @@ pub(super) enum Ran {
 pub(super) struct PrepareLater {
     name: String,
     close: Vec<String>,
+    key: String,
     text: String,
     type_oids: Vec<u32>,
 }
@@ -42,14 +43,21 @@ impl Inspector<'_> {
         let (Some(literals), Some(rewrite)) = (&a.literals, &a.rewrite) else {
             return Ran::Query(None);
         };
+        // Inside the client's open extended batch the server may be
+        // skipping to its Sync; a Sync of pgwarden's would end that.
+        if self.state.extended_open {
+            return Ran::Query(None);
+        }
         let Some(p) = parameterize(sql, literals, rewrite) else {
             return Ran::Query(None);
         };
-        match self.state.server.plan(&p.text) {
+        let k = key(&p.text, &p.type_oids);
+        let may_prepare = self.server_idle();
+        match self.state.server.plan(&k, may_prepare) {
             Plan::Run(name) => {
                 run_prepared_messages(&name, &p.values, out);
                 if let Some(c) = &st.confirm {
-                    self.state.server.ran(&p.text, c.clone());
+                    self.state.server.ran(&k, c.clone());
                 }
                 self.expect(Pending::Hidden(st.decision.clone()));
                 self.expect(Pending::Describe(st.decision.clone()));
@@ -60,6 +68,7 @@ impl Inspector<'_> {
             Plan::QueryThenPrepare { name, close } => Ran::Query(Some(PrepareLater {
                 name,
                 close,
+                key: k,
                 text: p.text,
                 type_oids: p.type_oids,
             })),
@@ -70,7 +79,7 @@ impl Inspector<'_> {
     /// Prepare a shape, out of the client's sight: the server's replies
     /// to this Close, Parse and Sync are not forwarded.
     pub(super) fn prepare(&mut self, l: PrepareLater, out: &mut BytesMut) {
-        let Some(parsed) = self.state.server.parsed(&l.text) else {
+        let Some(parsed) = self.state.server.parsed(&l.key) else {
             return;
         };
         for old in &l.close {

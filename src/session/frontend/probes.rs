@@ -36,19 +36,26 @@ fn read<'v>(probes: &'v [Probe], sql: &'v str, bind: Option<&Bind<'v>>, out: &mu
             Probed::Const(r) => {
                 out.push((kind, sql.get(r.clone()).map(|t| cow_bytes(constant(t)))))
             }
-            Probed::ConstArray(r) => match sql.get(r.clone()).map(constant) {
-                Some(Cow::Borrowed(t)) => array(Some(t.as_bytes()), false),
-                Some(Cow::Owned(t)) => match array_elements(t.as_bytes(), false) {
+            Probed::ConstArray(r) => {
+                let text = sql.get(r.clone()).map(constant);
+                let elements = text
+                    .as_deref()
+                    .and_then(|t| array_elements(t.as_bytes(), false));
+                match elements {
                     Some(elements) => out.extend(
                         elements
                             .into_iter()
                             .flatten()
                             .map(|e| (kind, Some(Cow::Owned(e.into_owned())))),
                     ),
-                    None => out.push((kind, None)),
-                },
-                None => out.push((kind, None)),
-            },
+                    // Unreadable: as many new lookups as the size check
+                    // counted values, never fewer.
+                    None => {
+                        let n = text.as_deref().map_or(1, |t| t.matches(',').count() + 1);
+                        out.extend(std::iter::repeat_n((kind, None), n));
+                    }
+                }
+            }
             Probed::Param(n) => match param(*n) {
                 Some((None, _)) => {}
                 Some((Some(v), _)) => out.push((kind, Some(Cow::Borrowed(v)))),
