@@ -29,10 +29,8 @@ pub fn estimate(sql: &str) -> Option<usize> {
     for t in &tokens {
         match t {
             Token::LParen | Token::LBracket => groups.push(0),
-            Token::RParen | Token::RBracket => {
-                if groups.len() > 1 {
-                    sum -= groups.pop().unwrap_or(0);
-                }
+            Token::RParen | Token::RBracket if groups.len() > 1 => {
+                sum -= groups.pop().unwrap_or(0);
             }
             Token::Comma | Token::SemiColon => {
                 let top = groups.last_mut().expect("one group at least");
@@ -80,20 +78,14 @@ fn chains(t: &Token) -> bool {
         | Token::RBrace
         | Token::Placeholder(_) => false,
         // Strings and other literals.
-        t if matches!(
-            t,
-            Token::SingleQuotedString(_)
-                | Token::DoubleQuotedString(_)
-                | Token::EscapedStringLiteral(_)
-                | Token::NationalStringLiteral(_)
-                | Token::HexStringLiteral(_)
-                | Token::UnicodeStringLiteral(_)
-                | Token::DollarQuotedString(_)
-                | Token::SingleQuotedByteStringLiteral(_)
-        ) =>
-        {
-            false
-        }
+        Token::SingleQuotedString(_)
+        | Token::DoubleQuotedString(_)
+        | Token::EscapedStringLiteral(_)
+        | Token::NationalStringLiteral(_)
+        | Token::HexStringLiteral(_)
+        | Token::UnicodeStringLiteral(_)
+        | Token::DollarQuotedString(_)
+        | Token::SingleQuotedByteStringLiteral(_) => false,
         // Every symbol left is an operator.
         _ => true,
     }

@@ -90,7 +90,7 @@ impl ServerPrepared {
             .last_run
             .as_ref()
             .is_some_and(|r| r.outcome().is_some_and(|o| !o.done));
-        if !may_prepare && !(ready && !run_failed) {
+        if !may_prepare && (!ready || run_failed) {
             return Plan::Query;
         }
         if run_failed {
