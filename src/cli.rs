@@ -254,6 +254,10 @@ fn admin(command: AdminCommand) -> ExitCode {
 fn runtime_run(fut: impl std::future::Future<Output = anyhow::Result<()>>) -> ExitCode {
     let rt = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
+        // Statement trees are walked recursively; their depth is bounded
+        // (analysis::depth), this leaves a wide margin (address space
+        // only until used).
+        .thread_stack_size(16 * 1024 * 1024)
         .build()
     {
         Ok(rt) => rt,

@@ -765,6 +765,11 @@ impl Wire {
 
     /// Send what was queued and read until `n` ReadyForQuery messages.
     async fn answers(&mut self, n: usize) -> Vec<u8> {
+        self.read_until(b'Z', n).await
+    }
+
+    /// Send what was queued and read until `n` messages of type `tag`.
+    async fn read_until(&mut self, tag: u8, n: usize) -> Vec<u8> {
         use tokio::io::{AsyncReadExt, AsyncWriteExt};
         let out = std::mem::take(&mut self.out);
         self.s.write_all(&out).await.unwrap();
@@ -784,7 +789,7 @@ impl Wire {
                 if got.len() < at + 1 + len {
                     break;
                 }
-                if got[at] == b'Z' {
+                if got[at] == tag {
                     ready += 1;
                 }
                 at += 1 + len;
@@ -847,6 +852,19 @@ async fn a_failed_batch_does_not_shift_answers() {
             .answers(1)
             .await;
         assert!(got.windows(6).any(|x| x == b"C22012"), "{user}");
+        // The same, with the Query sent once the error came back.
+        c.parse("", "SELECT 1/0")
+            .bind("", "")
+            .execute("")
+            .msg(b'H', &[]);
+        let got = c.read_until(b'E', 1).await;
+        assert!(got.windows(6).any(|x| x == b"C22012"), "{user}");
+        let got = c
+            .query("SELECT name, phone FROM customers WHERE id = 2")
+            .sync()
+            .answers(1)
+            .await;
+        assert_eq!(messages(&got, b'D'), 0, "{user}: the Query was skipped");
         for _ in 0..3 {
             let got = c
                 .query("SELECT id, name, phone FROM customers WHERE id <= 3")
@@ -858,8 +876,8 @@ async fn a_failed_batch_does_not_shift_answers() {
     }
 }
 
-/// A chain of thousands of operators is too deep to analyse: refused with
-/// a clear error, the proxy and the session unharmed.
+/// A chain of thousands of operators or keywords is too deep to analyse:
+/// refused with a clear error, the proxy and the session unharmed.
 #[tokio::test]
 async fn a_deep_operator_chain_is_refused_not_fatal() {
     let w = world().await;
@@ -874,6 +892,14 @@ async fn a_deep_operator_chain_is_refused_not_fatal() {
         "{}",
         describe_error(&e)
     );
+    for op in ["XOR", "NOTNULL"] {
+        let chain = vec!["true"; 3000].join(&format!(" {op} "));
+        assert!(
+            c.simple_query(&format!("SELECT 1 WHERE {chain}"))
+                .await
+                .is_err()
+        );
+    }
     let ands = vec!["id = 1"; 3000].join(" AND ");
     assert!(
         c.simple_query(&format!("SELECT 1 WHERE {ands}"))

@@ -6,10 +6,10 @@
 //! `UNION` after `UNION`) is parsed in a loop into a tree as deep as the
 //! chain is long, and everything that walks the tree afterwards (the
 //! analysis, dropping it) recurses once per level. A few kilobytes of
-//! `+1` would exhaust a thread's stack. So each operator token counts one
-//! level in the parenthesised group it sits in (a comma starts a new
-//! expression), the levels of the enclosing groups add up, and a text
-//! whose count passes [`MAX_DEPTH`] is not analysed.
+//! `+1` would exhaust a thread's stack. So each keyword and operator token
+//! counts one level in the parenthesised group it sits in (a comma starts
+//! a new expression), the levels of the enclosing groups add up, and a
+//! text whose count passes [`MAX_DEPTH`] is not analysed.
 
 use sqlparser::dialect::PostgreSqlDialect;
 use sqlparser::keywords::Keyword;
@@ -48,27 +48,14 @@ pub fn estimate(sql: &str) -> Option<usize> {
     Some(max)
 }
 
-/// A token that joins two expressions (or queries) into one.
+/// A token that may join two expressions (or queries) into one, or
+/// follow one as a postfix operator: every keyword and every symbol
+/// (a list of the operators would miss those the parser learns next:
+/// `XOR`, `OVERLAPS`, `NOTNULL`, ...). Identifiers, literals, parameters,
+/// names' dots and brackets are not counted.
 fn chains(t: &Token) -> bool {
     match t {
-        Token::Word(w) => matches!(
-            w.keyword,
-            Keyword::AND
-                | Keyword::OR
-                | Keyword::NOT
-                | Keyword::IS
-                | Keyword::IN
-                | Keyword::LIKE
-                | Keyword::ILIKE
-                | Keyword::SIMILAR
-                | Keyword::BETWEEN
-                | Keyword::COLLATE
-                | Keyword::AT
-                | Keyword::UNION
-                | Keyword::INTERSECT
-                | Keyword::EXCEPT
-                | Keyword::OPERATOR
-        ),
+        Token::Word(w) => w.quote_style.is_none() && w.keyword != Keyword::NoKeyword,
         Token::Whitespace(_)
         | Token::EOF
         | Token::Number(..)
@@ -76,9 +63,8 @@ fn chains(t: &Token) -> bool {
         | Token::Period
         | Token::LBrace
         | Token::RBrace
-        | Token::Placeholder(_) => false,
-        // Strings and other literals.
-        Token::SingleQuotedString(_)
+        | Token::Placeholder(_)
+        | Token::SingleQuotedString(_)
         | Token::DoubleQuotedString(_)
         | Token::EscapedStringLiteral(_)
         | Token::NationalStringLiteral(_)
@@ -117,7 +103,16 @@ mod tests {
         assert!(estimate(&format!("SELECT {items} FROM t")).unwrap() < 10);
         let unions = vec!["SELECT 1"; 1000].join(" UNION ");
         assert!(estimate(&unions).unwrap() > MAX_DEPTH);
+        for op in ["XOR", "OVERLAPS", "REGEXP", "NOTNULL", "IS NULL"] {
+            let chain = format!("SELECT 1 WHERE true {}", vec![op; 500].join(" true "));
+            assert!(estimate(&chain).unwrap() > MAX_DEPTH, "{op}");
+        }
+        // A statement as an application writes it stays far below.
+        let q = "SELECT c.id, c.name FROM customers c JOIN shipments s ON s.customer_id = c.id \
+                 WHERE c.city = 'x' AND s.status IS NOT NULL AND c.id BETWEEN 1 AND 9 \
+                 ORDER BY c.id DESC LIMIT 10";
+        assert!(estimate(q).unwrap() < 40);
         // Nested groups add up.
-        assert_eq!(estimate("SELECT (1 + (2 + 3))").unwrap(), 5);
+        assert_eq!(estimate("SELECT (1 + (2 + 3))").unwrap(), 6);
     }
 }

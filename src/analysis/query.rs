@@ -99,6 +99,14 @@ pub struct Analyzer<'e, 'a> {
 
 pub(super) type R<T> = Result<T, Refusal>;
 
+/// Most columns a query may return: PostgreSQL's own limit on a target
+/// list. Wider results are refused before `*` over self-joins can
+/// double them level after level.
+const MAX_COLUMNS: usize = 1664;
+
+/// Most columns the relations of one FROM clause may hold together.
+const MAX_FROM_COLUMNS: usize = 4 * MAX_COLUMNS;
+
 impl<'e, 'a> Analyzer<'e, 'a> {
     pub fn new(env: &'e Env<'a>) -> Self {
         Analyzer {
@@ -198,6 +206,14 @@ impl<'e, 'a> Analyzer<'e, 'a> {
                 "permission denied by pgwarden: {message}"
             )))
         }
+    }
+
+    fn too_wide(&self, columns: usize) -> Refusal {
+        Refusal::new(format!(
+            "pgwarden cannot analyse a query over {columns} columns (at most {MAX_COLUMNS} in a \
+             result, {MAX_FROM_COLUMNS} in one FROM clause); it is refused for role {}",
+            self.role()
+        ))
     }
 
     pub fn unsupported(&self, what: &str) -> Refusal {
@@ -379,6 +395,9 @@ impl<'e, 'a> Analyzer<'e, 'a> {
                 out
             }
         };
+        if out.columns.len() > MAX_COLUMNS {
+            return Err(self.too_wide(out.columns.len()));
+        }
         if let Some(lc) = &q.limit_clause {
             match lc {
                 ast::LimitClause::LimitOffset {
@@ -563,6 +582,14 @@ impl<'e, 'a> Analyzer<'e, 'a> {
         let mut scope = Scope::child(parent);
         for twj in &s.from {
             self.join_tree(twj, &mut scope)?;
+            let columns: usize = scope
+                .items
+                .iter()
+                .map(|i| i.columns.as_ref().map_or(1, Vec::len))
+                .sum();
+            if columns > MAX_FROM_COLUMNS {
+                return Err(self.too_wide(columns));
+            }
         }
         let out = self.projection(&s.projection, &scope)?;
         if let Some(w) = &s.selection {

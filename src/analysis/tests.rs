@@ -799,6 +799,26 @@ fn lexer_disagreements_are_refused() {
 }
 
 #[test]
+fn doubling_self_joins_stop_at_the_column_limit() {
+    let mut sql = String::from("WITH a0 AS (SELECT id, name FROM customers WHERE id = 1)");
+    for k in 1..=22 {
+        sql.push_str(&format!(
+            ", a{k} AS (SELECT * FROM a{} x, a{} y)",
+            k - 1,
+            k - 1
+        ));
+    }
+    sql.push_str(" SELECT count(*) FROM a22");
+    let m = refused(SUPPORT, &sql);
+    assert!(m.contains("columns"), "{m}");
+    let many = (0..20)
+        .map(|i| format!("customers c{i}"))
+        .collect::<Vec<_>>()
+        .join(", ");
+    run(SUPPORT, &format!("SELECT count(*) FROM {many}")).unwrap();
+}
+
+#[test]
 fn cursors_and_multi_statement_messages() {
     let a = run(
         ANALYST,

@@ -442,6 +442,10 @@ pub struct Tracker {
     query_results: usize,
     /// Of those, the ones that succeeded.
     query_succeeded: usize,
+    /// An error in the extended protocol: the server ignores everything up
+    /// to the next Sync, simple Queries and function calls included, even
+    /// those sent after the error reached the client.
+    skipping: bool,
 }
 
 /// What `observe` learned from one server message.
@@ -580,13 +584,17 @@ impl Tracker {
                     failed(p);
                 }
                 self.skip_to_sync();
+                self.skipping = true;
                 seen.hidden = true;
             }
             b'E' => seen.completed = self.on_error(sqlstate.unwrap_or("XX000")),
             b'Z' => {
                 seen.ready = true;
+                let skipping = std::mem::take(&mut self.skipping);
                 while let Some(p) = self.queue.pop_front() {
                     match p {
+                        // Ignored by the server: this answers a Sync.
+                        Pending::Query(_) | Pending::FunctionCall if skipping => failed(p),
                         Pending::Query(s) => {
                             let all =
                                 s.confirm.is_some() && self.query_succeeded == self.query_results;
@@ -666,6 +674,7 @@ impl Tracker {
             Some(Pending::Execute(_)) => {
                 let done = self.finish_result(None, Some(sqlstate.to_string()), false);
                 self.skip_to_sync();
+                self.skipping = true;
                 done
             }
             Some(
@@ -685,6 +694,7 @@ impl Tracker {
                     _ => {}
                 }
                 let prevented = self.skip_to_sync();
+                self.skipping = true;
                 let statement = prevented.or(match head {
                     Some(Pending::Parse(s)) => Some(s),
                     _ => None,
@@ -811,6 +821,33 @@ mod tests {
             .completed
             .unwrap();
         assert_eq!((&*c.statement.sql, c.rows), ("select phone", 1));
+    }
+
+    #[test]
+    fn a_query_sent_after_the_error_is_skipped_too() {
+        let mut t = Tracker::default();
+        for p in [
+            Pending::Parse(stmt("select 1/0")),
+            Pending::Bind(None),
+            Pending::Execute(stmt("select 1/0")),
+        ] {
+            t.push(p);
+        }
+        t.observe(b'1', 5, None, None);
+        t.observe(b'2', 5, None, None);
+        assert!(t.observe(b'E', 50, Some("22012"), None).completed.is_some());
+        // The client read the error, then sent a Query and a Sync.
+        t.push(Pending::Query(Statement::new("select 42".into(), false)));
+        t.push(Pending::Sync);
+        t.push(Pending::Query(Statement::new("select phone".into(), false)));
+        assert!(t.observe(b'Z', 6, None, None).ready);
+        let (st, _) = t.current_statement().unwrap();
+        assert_eq!(&*st.sql, "select phone");
+        // Out of the skip, a Query's ReadyForQuery is its own again.
+        t.observe(b'T', 30, None, None);
+        t.observe(b'C', 13, None, Some("SELECT 0"));
+        assert!(t.observe(b'Z', 6, None, None).ready);
+        assert!(t.is_empty());
     }
 
     #[test]
