@@ -492,6 +492,16 @@ impl Tracker {
         }
     }
 
+    /// Whether the request at the head is one the server answers with a
+    /// result (RowDescription, rows, COPY data): a result arriving for
+    /// any other means pgwarden lost track of the conversation.
+    pub fn expects_result(&self) -> bool {
+        matches!(
+            self.queue.front(),
+            Some(Pending::Query(_) | Pending::Execute(_) | Pending::Describe(_))
+        )
+    }
+
     /// The statement whose results come next, and the index of the result
     /// within its request.
     pub fn current_statement(&self) -> Option<(&Arc<Statement>, usize)> {

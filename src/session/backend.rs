@@ -230,6 +230,15 @@ impl Direction<'_> {
                     continue;
                 }
             }
+            if self.info.restricted()
+                && matches!(frame.tag, b'T' | b'D' | b'H' | b'd')
+                && !self.tracker.expects_result()
+            {
+                warn!(tag = %(frame.tag as char), "stopping session: a result matches no request");
+                return Err(Error::Violation(
+                    "pgwarden lost track of which request a result answers".into(),
+                ));
+            }
             let rewritten = rewrite(self.tracker, &mut self.copy_header, self.ctx, &frame, out)?;
             let hidden = self.observe(&frame)?;
             if !rewritten && !hidden {

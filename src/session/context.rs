@@ -40,6 +40,8 @@ pub struct SessionInfo {
     tx_status: AtomicU8,
     /// ReadyForQuery messages the server sent after login.
     readies: AtomicU64,
+    /// A statement of the session was analysed under a restricted role.
+    restricted: AtomicBool,
     /// Server parameters from ParameterStatus (server_version,
     /// client_encoding, standard_conforming_strings, ...).
     parameters: Mutex<HashMap<String, String>>,
@@ -73,6 +75,7 @@ impl SessionInfo {
             tls,
             tx_status: AtomicU8::new(b'I'),
             readies: AtomicU64::new(0),
+            restricted: AtomicBool::new(false),
             parameters: Mutex::new(HashMap::new()),
             text_as_read: AtomicBool::new(false),
             started: Instant::now(),
@@ -99,6 +102,15 @@ impl SessionInfo {
     pub fn set_tx_status(&self, s: u8) {
         self.tx_status.store(s, Ordering::Relaxed);
         self.readies.fetch_add(1, Ordering::Release);
+    }
+
+    /// The session sent a statement under a restricted role.
+    pub fn set_restricted(&self) {
+        self.restricted.store(true, Ordering::Relaxed);
+    }
+
+    pub fn restricted(&self) -> bool {
+        self.restricted.load(Ordering::Relaxed)
     }
 
     /// ReadyForQuery messages the server sent after login: with the

@@ -288,7 +288,10 @@ impl Inspector<'_> {
                 out.extend_from_slice(frame.bytes);
                 return;
             }
-            Standing::Restricted(v) => v,
+            Standing::Restricted(v) => {
+                self.info.set_restricted();
+                v
+            }
             Standing::Blocked(reason) => {
                 let refusal = Refusal::new(reason);
                 match msg {
