@@ -876,6 +876,49 @@ async fn a_failed_batch_does_not_shift_answers() {
     }
 }
 
+/// The server ignores a Sync sent in COPY-IN mode (drivers send one right
+/// after a COPY's Execute): answers must not shift onto later statements,
+/// and the session must go on working.
+#[tokio::test]
+async fn syncs_sent_during_copy_in_do_not_shift_answers() {
+    let w = world().await;
+    let raw = raw_values(&w);
+    for user in ["ni_analyst", "ni_support"] {
+        let mut c = Wire::connect(&w, user, "ni_a").await;
+        // Simple protocol: a Sync and a Flush inside COPY-IN.
+        c.query("COPY orders (id, customer_id, amount) FROM STDIN");
+        let got = c.read_until(b'G', 1).await;
+        assert_eq!(messages(&got, b'G'), 1, "{user}");
+        let got = c.sync().msg(b'H', &[]).msg(b'c', &[]).answers(1).await;
+        assert!(got.windows(6).any(|x| x == b"COPY 0"), "{user}");
+        c.query("SET application_name = 'x'").answers(1).await;
+        for _ in 0..3 {
+            let got = c
+                .query("SELECT name, phone FROM customers WHERE id < 4")
+                .answers(1)
+                .await;
+            assert_eq!(messages(&got, b'D'), 3, "{user}");
+            assert_hidden(user, &got, &raw);
+        }
+        // Extended protocol: Execute and Sync, then CopyDone and Sync.
+        c.parse("", "COPY orders (id, customer_id, amount) FROM STDIN")
+            .bind("", "")
+            .execute("")
+            .sync();
+        c.read_until(b'G', 1).await;
+        let got = c.msg(b'c', &[]).sync().answers(1).await;
+        assert!(got.windows(6).any(|x| x == b"COPY 0"), "{user}");
+        for _ in 0..2 {
+            let got = c
+                .query("SELECT name, phone FROM customers WHERE id < 4")
+                .answers(1)
+                .await;
+            assert_eq!(messages(&got, b'D'), 3, "{user}");
+            assert_hidden(user, &got, &raw);
+        }
+    }
+}
+
 /// A chain of thousands of operators or keywords is too deep to analyse:
 /// refused with a clear error, the proxy and the session unharmed.
 #[tokio::test]

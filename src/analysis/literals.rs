@@ -192,10 +192,27 @@ pub fn value<'s>(sql: &'s str, lit: &Literal) -> Option<std::borrow::Cow<'s, str
         return Some(token.into());
     }
     let body = token.strip_prefix('\'')?.strip_suffix('\'')?;
-    if body.contains('\\') || body.replace("''", "").contains('\'') {
+    if body.contains('\\') || !quotes_doubled(body) {
         return None;
     }
     Some(super::constant(token))
+}
+
+/// Every quote in `body` is one of a doubled pair (one string constant,
+/// not several written next to each other).
+fn quotes_doubled(body: &str) -> bool {
+    let b = body.as_bytes();
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'\'' {
+            if b.get(i + 1) != Some(&b'\'') {
+                return false;
+            }
+            i += 1;
+        }
+        i += 1;
+    }
+    true
 }
 
 #[cfg(test)]

@@ -51,8 +51,15 @@ impl PendingQueue {
     /// Move everything queued into `tracker`.
     pub fn drain_into(&self, tracker: &mut Tracker) {
         if let Ok(mut q) = self.queue.lock() {
+            if tracker.copy_in {
+                for p in q.drain(..) {
+                    tracker.push(p);
+                }
+                return;
+            }
             tracker.inspected |= q.iter().any(Pending::inspected);
             append(&mut tracker.queue, &mut q);
+            tracker.pop_copy_ends();
         }
     }
 
@@ -167,6 +174,9 @@ pub enum Pending {
     /// A Sync pgwarden sent after a [`Pending::Prepare`]; its
     /// ReadyForQuery is not forwarded.
     HiddenSync,
+    /// The client's CopyDone or CopyFail: no answer of its own. Once the
+    /// server is in COPY-IN mode it ignores every Sync up to this mark.
+    CopyEnd,
     /// Execute of a portal; ends at CommandComplete, EmptyQueryResponse,
     /// PortalSuspended or an error.
     Execute(Arc<Statement>),
@@ -197,6 +207,7 @@ impl Pending {
             Pending::Hidden(_) | Pending::Reply(_) | Pending::Prepare(_) | Pending::HiddenSync => {
                 true
             }
+            Pending::CopyEnd => false,
             Pending::Bind(c) => c.is_some(),
             Pending::Close | Pending::Sync | Pending::FunctionCall => false,
         }
@@ -446,6 +457,9 @@ pub struct Tracker {
     /// to the next Sync, simple Queries and function calls included, even
     /// those sent after the error reached the client.
     skipping: bool,
+    /// In COPY-IN mode with the client's CopyDone or CopyFail not yet
+    /// queued: the Syncs queued before it go unanswered.
+    copy_in: bool,
 }
 
 /// What `observe` learned from one server message.
@@ -460,8 +474,19 @@ pub struct Observed<'a> {
 
 impl Tracker {
     pub fn push(&mut self, p: Pending) {
+        if self.copy_in {
+            match p {
+                Pending::Sync => return,
+                Pending::CopyEnd => {
+                    self.copy_in = false;
+                    return;
+                }
+                _ => {}
+            }
+        }
         self.inspected |= p.inspected();
         self.queue.push_back(p);
+        self.pop_copy_ends();
     }
 
     /// Number of requests still waiting for the server.
@@ -548,7 +573,13 @@ impl Tracker {
         command_tag: Option<&'a str>,
     ) -> Observed<'a> {
         let mut seen = Observed::default();
+        self.pop_copy_ends();
+        if tag == b'E' {
+            // An error ends COPY-IN mode: later Syncs are answered.
+            self.copy_in = false;
+        }
         match tag {
+            b'G' => self.copy_in(),
             b'D' | b'd' => {
                 if tag == b'D' {
                     self.progress.rows += 1;
@@ -628,7 +659,39 @@ impl Tracker {
             }
             _ => {}
         }
+        // A CopyEnd mark never stays at the head, where the next message
+        // would be matched against it.
+        self.pop_copy_ends();
         seen
+    }
+
+    /// CopyEnd marks at the head: nothing answers them.
+    fn pop_copy_ends(&mut self) {
+        while matches!(self.queue.front(), Some(Pending::CopyEnd)) {
+            self.queue.pop_front();
+        }
+    }
+
+    /// CopyInResponse: the server now ignores Syncs up to the client's
+    /// CopyDone or CopyFail. Drop those queued (a driver may send one
+    /// right after the COPY's Execute), up to the first CopyEnd mark; if
+    /// the mark has not come yet, those still to come are dropped as they
+    /// are queued.
+    fn copy_in(&mut self) {
+        let mut i = 1;
+        while i < self.queue.len() {
+            match self.queue[i] {
+                Pending::Sync => {
+                    self.queue.remove(i);
+                }
+                Pending::CopyEnd => {
+                    self.queue.remove(i);
+                    return;
+                }
+                _ => i += 1,
+            }
+        }
+        self.copy_in = true;
     }
 
     fn pop_if(&mut self, pred: impl Fn(&Pending) -> bool) {
@@ -740,6 +803,7 @@ impl Tracker {
                 | Pending::Hidden(_)
                 | Pending::Prepare(_)
                 | Pending::Query(_)
+                | Pending::CopyEnd
                 | Pending::Execute(_) => match self.queue.pop_front() {
                     Some(Pending::Execute(s)) => {
                         resolve(&s.confirm, false, 0);
@@ -858,6 +922,66 @@ mod tests {
         t.observe(b'C', 13, None, Some("SELECT 0"));
         assert!(t.observe(b'Z', 6, None, None).ready);
         assert!(t.is_empty());
+    }
+
+    #[test]
+    fn syncs_sent_in_copy_in_mode_go_unanswered() {
+        let copy = || Statement::new("copy t from stdin".into(), true);
+        // A driver's Execute and Sync, then data, CopyDone and Sync.
+        let mut t = Tracker::default();
+        for p in [
+            Pending::Parse(copy()),
+            Pending::Bind(None),
+            Pending::Execute(copy()),
+            Pending::Sync,
+        ] {
+            t.push(p);
+        }
+        t.observe(b'1', 5, None, None);
+        t.observe(b'2', 5, None, None);
+        t.observe(b'G', 7, None, None);
+        t.push(Pending::Sync); // a stray one, still in COPY-IN mode
+        t.push(Pending::CopyEnd);
+        t.push(Pending::Sync);
+        t.push(Pending::Query(Statement::new("select phone".into(), false)));
+        assert!(
+            t.observe(b'C', 11, None, Some("COPY 0"))
+                .completed
+                .is_some()
+        );
+        assert!(t.observe(b'Z', 6, None, None).ready);
+        let (st, _) = t.current_statement().unwrap();
+        assert_eq!(&*st.sql, "select phone");
+        // Sent all at once: the Sync after CopyDone is answered.
+        let mut t = Tracker::default();
+        for p in [
+            Pending::Query(Statement::new("copy t from stdin".into(), false)),
+            Pending::Sync,
+            Pending::CopyEnd,
+            Pending::Sync,
+            Pending::Query(Statement::new("select phone".into(), false)),
+        ] {
+            t.push(p);
+        }
+        t.observe(b'G', 7, None, None);
+        t.observe(b'C', 11, None, Some("COPY 0"));
+        assert!(t.observe(b'Z', 6, None, None).ready); // the Query's
+        assert!(t.observe(b'Z', 6, None, None).ready); // the Sync's
+        let (st, _) = t.current_statement().unwrap();
+        assert_eq!(&*st.sql, "select phone");
+        // A COPY that fails before COPY-IN mode: its marks are skipped.
+        let mut t = Tracker::default();
+        for p in [
+            Pending::Query(Statement::new("copy t from stdin".into(), false)),
+            Pending::CopyEnd,
+            Pending::Query(Statement::new("select phone".into(), false)),
+        ] {
+            t.push(p);
+        }
+        t.observe(b'E', 40, Some("42501"), None);
+        assert!(t.observe(b'Z', 6, None, None).ready);
+        let (st, _) = t.current_statement().unwrap();
+        assert_eq!(&*st.sql, "select phone");
     }
 
     #[test]

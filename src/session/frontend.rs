@@ -420,12 +420,15 @@ impl Inspector<'_> {
                 warn!(user = %self.info.user, function_oid, "fast-path function call");
                 self.expect(Pending::FunctionCall);
             }
+            // The end of what the client sent in COPY-IN mode: the server
+            // ignores a Sync sent before it if it entered that mode.
+            FrontendMessage::CopyDone | FrontendMessage::CopyFail(_) => {
+                self.expect(Pending::CopyEnd)
+            }
             FrontendMessage::Query(_)
             | FrontendMessage::Parse(_)
             | FrontendMessage::Flush
             | FrontendMessage::CopyData
-            | FrontendMessage::CopyDone
-            | FrontendMessage::CopyFail(_)
             | FrontendMessage::Password
             | FrontendMessage::Terminate => {}
         }

@@ -21,7 +21,8 @@
 //! `DEALLOCATE`, `DISCARD ALL` or Close of one is followed.
 
 use crate::backend::tracker::Confirm;
-use std::collections::{HashMap, VecDeque};
+use crate::fastmap::FastMap;
+use std::collections::VecDeque;
 use std::sync::Arc;
 
 /// Most statements kept per session; the oldest is closed for a new one.
@@ -68,8 +69,9 @@ pub fn key(text: &str, type_oids: &[u32]) -> String {
 
 #[derive(Debug, Default)]
 pub struct ServerPrepared {
-    /// By the parameterised server text.
-    entries: HashMap<Arc<str>, Entry>,
+    /// By the parameterised server text (hashed on every lookup: the
+    /// fast hasher).
+    entries: FastMap<Arc<str>, Entry>,
     order: VecDeque<Arc<str>>,
     next: u64,
 }
