@@ -48,4 +48,14 @@ with engine.connect() as conn:
         text("select count(*) from customers where city = :c"), {"c": "nowhere"}
     ).scalar()
     check("count", by_phone == 0)
+    # psycopg underneath: a server-side cursor (DECLARE, then a Describe of
+    # the cursor's portal, then FETCHes) and a pipeline.
+    raw = conn.connection.driver_connection
+    with raw.cursor(name="c") as cur:
+        cur.execute("select id, phone from customers where id < 5 order by id")
+        rows = cur.fetchmany(2) + cur.fetchall()
+    check("server-side cursor", len(rows) == 4 and all("****" in p for _, p in rows))
+    with raw.pipeline():
+        cs = [raw.execute("select phone from customers where id = %s", (i,)) for i in (1, 2, 3)]
+    check("pipeline", all("****" in c.fetchone()[0] for c in cs))
 print("ALL OK")

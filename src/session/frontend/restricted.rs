@@ -255,7 +255,10 @@ impl Inspector<'_> {
                     self.state.statements.get(&d.name).is_some()
                 } else {
                     self.certain(Use::Portal(&d.name));
+                    // A DECLAREd cursor is a portal too (psycopg describes
+                    // its server-side cursors).
                     self.state.portal(&d.name).is_some()
+                        || self.state.cursors.contains_key(&*d.name)
                 };
                 if !known {
                     let what = if d.kind == b'S' {
@@ -284,14 +287,18 @@ impl Inspector<'_> {
                         None => (None, Vec::new(), false, None),
                     }
                 } else {
-                    match self.state.portal(&d.name) {
-                        Some(p) => (
+                    match (self.state.portal(&d.name), self.state.cursors.get(&*d.name)) {
+                        (Some(p), _) => (
                             p.statement.plan.clone(),
                             p.formats.clone(),
                             p.statement.sensitive,
                             Some(p.statement.reads.subject.clone()),
                         ),
-                        None => (None, Vec::new(), false, None),
+                        // Its rows come in text (a BINARY cursor over
+                        // classified columns is refused); errors withheld
+                        // as for the statement that declared it.
+                        (None, Some(c)) => (c.plan.clone(), Vec::new(), true, None),
+                        (None, None) => (None, Vec::new(), false, None),
                     }
                 };
                 let dec = Some(Arc::new(Decision {
