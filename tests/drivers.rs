@@ -22,41 +22,11 @@ fn scripts() -> PathBuf {
 fn psycopg_path() -> &'static PathBuf {
     static P: OnceLock<PathBuf> = OnceLock::new();
     P.get_or_init(|| {
-        let dir = tmp("python-drivers");
-        let works = |d: &Path| {
-            std::process::Command::new("python3")
-                .args(["-c", "import psycopg; psycopg.pq.version()"])
-                .env("PYTHONPATH", d)
-                .stderr(std::process::Stdio::null())
-                .status()
-                .is_ok_and(|s| s.success())
-        };
-        if !works(&dir) {
-            let out = std::process::Command::new("python3")
-                .args([
-                    "-m",
-                    "pip",
-                    "install",
-                    "--quiet",
-                    "--disable-pip-version-check",
-                    "--target",
-                ])
-                .arg(&dir)
-                .arg("psycopg[binary]>=3.1,<4")
-                .output()
-                .expect("python3 with pip is needed for the psycopg test");
-            assert!(
-                out.status.success(),
-                "pip install psycopg failed: {}",
-                String::from_utf8_lossy(&out.stderr)
-            );
-        }
-        assert!(
-            works(&dir),
-            "psycopg is not importable from {}",
-            dir.display()
-        );
-        dir
+        python_packages(
+            "python-drivers",
+            "import psycopg; psycopg.pq.version()",
+            &["psycopg[binary]>=3.1,<4"],
+        )
     })
 }
 

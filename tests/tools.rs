@@ -148,41 +148,11 @@ async fn jdbc_database_metadata_works_for_restricted_roles() {
 fn sqlalchemy_path() -> &'static PathBuf {
     static P: OnceLock<PathBuf> = OnceLock::new();
     P.get_or_init(|| {
-        let dir = tmp("python-sqlalchemy");
-        let works = |d: &Path| {
-            std::process::Command::new("python3")
-                .args(["-c", "import sqlalchemy, psycopg; psycopg.pq.version()"])
-                .env("PYTHONPATH", d)
-                .stderr(std::process::Stdio::null())
-                .status()
-                .is_ok_and(|s| s.success())
-        };
-        if !works(&dir) {
-            let out = std::process::Command::new("python3")
-                .args([
-                    "-m",
-                    "pip",
-                    "install",
-                    "--quiet",
-                    "--disable-pip-version-check",
-                    "--target",
-                ])
-                .arg(&dir)
-                .args(["sqlalchemy>=2,<3", "psycopg[binary]>=3.1,<4"])
-                .output()
-                .expect("python3 with pip is needed for the SQLAlchemy test");
-            assert!(
-                out.status.success(),
-                "pip install sqlalchemy failed: {}",
-                String::from_utf8_lossy(&out.stderr)
-            );
-        }
-        assert!(
-            works(&dir),
-            "sqlalchemy is not importable from {}",
-            dir.display()
-        );
-        dir
+        common::python_packages(
+            "python-sqlalchemy",
+            "import sqlalchemy, psycopg; psycopg.pq.version()",
+            &["sqlalchemy>=2,<3", "psycopg[binary]>=3.1,<4"],
+        )
     })
 }
 

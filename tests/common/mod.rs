@@ -298,3 +298,40 @@ pub fn tls_connector_with(
     };
     tokio_postgres_rustls::MakeRustlsConnect::new(config)
 }
+
+/// A folder under Cargo's per-test temporary folder where `python3 -c
+/// import_check` works, installing `packages` from PyPI into it on first
+/// use (so the tests work on a fresh machine with python3 and pip).
+pub fn python_packages(folder: &str, import_check: &str, packages: &[&str]) -> PathBuf {
+    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join(folder);
+    let works = |d: &Path| {
+        std::process::Command::new("python3")
+            .args(["-c", import_check])
+            .env("PYTHONPATH", d)
+            .stderr(std::process::Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success())
+    };
+    if !works(&dir) {
+        let out = std::process::Command::new("python3")
+            .args([
+                "-m",
+                "pip",
+                "install",
+                "--quiet",
+                "--disable-pip-version-check",
+                "--target",
+            ])
+            .arg(&dir)
+            .args(packages)
+            .output()
+            .expect("python3 with pip is needed for this test");
+        assert!(
+            out.status.success(),
+            "pip install {packages:?} failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    assert!(works(&dir), "`{import_check}` fails with {}", dir.display());
+    dir
+}
